@@ -1,0 +1,154 @@
+"""NVDEC hardware decoding through PyNvVideoCodec: frames go from the decoder to a CUDA
+tensor by DLPack, never through host memory.
+
+One :class:`NvdecReader` holds one decoder session and reuses it across videos
+(``reconfigure_decoder``), since creating a session costs more than decoding a 10 s
+clip. Several readers in several threads (:func:`dfdc_fast.io.read_videos` with
+``workers=N``) keep several of the GPU's NVDEC engines busy (an H100 has 7).
+
+Unverified on GPU until a GPU session runs ``tests/test_io_cuda.py``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dfdc_fast.io.base import DecodePlan, check_complete, VideoReader, assemble, final_indices, with_count
+from dfdc_fast.io.errors import VideoDecodeError, check_readable
+from dfdc_fast.io.header import listed_frame_count, read_header
+from dfdc_fast.io.selectors import SelectorLike
+from dfdc_fast.io.types import Video
+
+#: Codecs NVDEC decodes (PyNvVideoCodec 2.x); anything else needs decoder="pyav".
+NVDEC_CODECS = {"h264", "hevc", "av1", "vp9", "vp8", "mpeg4", "mpeg2video", "mjpeg"}
+
+_INSTALL_HINT = (
+    "The 'nvdec' decoder needs PyNvVideoCodec and an NVIDIA driver: `pip install pynvvideocodec` "
+    "(or decoder='pyav' to decode on the CPU)."
+)
+
+
+def import_pynvvideocodec():
+    """Import PyNvVideoCodec or raise an ImportError that says what is missing.
+
+    Without a driver its import raises RuntimeError (it probes libnvidia-encode), not
+    ImportError, so both are caught here.
+    """
+    try:
+        import PyNvVideoCodec as nvc
+    except (ImportError, RuntimeError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportError(f"{_INSTALL_HINT} Import failed with: {first_line}") from exc
+    return nvc
+
+
+def nvdec_available() -> bool:
+    """True when PyNvVideoCodec imports and a CUDA device is visible."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import_pynvvideocodec()
+    except ImportError:
+        return False
+    return True
+
+
+class NvdecReader(VideoReader):
+    """Decode on the GPU's NVDEC engines into CUDA tensors.
+
+    Args:
+        device: a CUDA device; frames are returned there.
+        batch: frames fetched from the decoder per call.
+        cache_size: decoders PyNvVideoCodec keeps for reconfiguration across sizes/codecs.
+    """
+
+    name = "nvdec"
+
+    def __init__(self, device: torch.device | str = "cuda", batch: int = 32, cache_size: int = 4):
+        super().__init__(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"the nvdec decoder returns CUDA tensors; device must be cuda, got {self.device}")
+        if not torch.cuda.is_available():
+            raise RuntimeError("the nvdec decoder needs a CUDA GPU, and torch sees none")
+        self._nvc = import_pynvvideocodec()
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.batch = batch
+        self.cache_size = cache_size
+        self._stream = torch.cuda.Stream(self.device)
+        self._decoder = None
+
+    def _open(self, path: str):
+        nvc = self._nvc
+        if self._decoder is None:
+            self._decoder = nvc.SimpleDecoder(
+                path,
+                gpu_id=self.device.index,
+                cuda_stream=self._stream.cuda_stream,
+                use_device_memory=True,
+                decoder_cache_size=self.cache_size,
+                output_color_type=nvc.OutputColorType.RGB,
+            )
+        else:
+            self._decoder.reconfigure_decoder(path)
+        return self._decoder
+
+    def read(self, path: str | os.PathLike, frames: SelectorLike = None) -> Video:
+        path = check_readable(path)
+        header = read_header(path)
+        if header.codec not in NVDEC_CODECS:
+            raise VideoDecodeError(path, f"codec {header.codec!r} is not decodable by NVDEC; use decoder='pyav'")
+        try:
+            decoder = self._open(path)
+        except Exception as exc:  # PyNvVideoCodec raises plain Exception/RuntimeError
+            self._decoder = None  # a failed reconfigure leaves the session unusable
+            raise VideoDecodeError(path, f"NVDEC could not open the stream: {exc}") from exc
+        total = len(decoder) or header.num_frames
+        plan = DecodePlan.make(frames, total)
+        h, w = header.coded_height, header.coded_width
+        kept: list[int] = []
+        index = -1
+        reached_end = True
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            buffer = torch.empty((plan.capacity(total), h, w, 3), dtype=torch.uint8, device=self.device)
+            try:
+                while True:
+                    batch = decoder.get_batch_frames(self.batch)
+                    if not batch:
+                        break
+                    for frame in batch:
+                        index += 1
+                        if plan.wants(index):
+                            src = torch.from_dlpack(frame)
+                            if src.shape != (h, w, 3):
+                                raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} frame, expected {(h, w, 3)}")
+                            if len(kept) == buffer.shape[0]:
+                                buffer = torch.cat([buffer, torch.empty_like(buffer)])
+                            buffer[len(kept)].copy_(src)  # the decoder reuses its surfaces
+                            kept.append(index)
+                    if plan.stop is not None and index + 1 >= plan.stop:
+                        reached_end = False
+                        break
+            except VideoDecodeError:
+                raise
+            except Exception as exc:
+                self._decoder = None
+                raise VideoDecodeError(path, f"NVDEC decoding failed after {index + 1} frame(s): {exc}") from exc
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
+        buffer.record_stream(torch.cuda.current_stream(self.device))
+        decoded = index + 1
+        if decoded == 0:
+            raise VideoDecodeError(path, "NVDEC decoded no frame")
+        if not reached_end and plan.stop is not None and decoded < plan.stop:
+            reached_end = True
+        if reached_end:
+            check_complete(path, decoded, listed_frame_count(header, len(decoder)))
+        indices, num_frames, exact = final_indices(plan, decoded, reached_end, total)
+        if not set(indices.tolist()) <= set(kept):
+            return self.read(path, indices.tolist())
+        out, idx = assemble(buffer, kept, indices, header.rotation, self.device)
+        return Video(out, idx, with_count(header, num_frames, exact), self.name)
+
+    def close(self) -> None:
+        self._decoder = None

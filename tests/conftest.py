@@ -1,0 +1,41 @@
+import os
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.environ.get("DFDC_SAMPLES", os.path.join(ROOT, "..", "shared", "data", "dfdc_samples"))
+UNLABELED = os.path.join(os.path.dirname(SAMPLES), "dfdc_unlabeled")
+DEMO = os.path.join(ROOT, "dfdc_fast", "assets", "demo")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one unless FAIL_WITHOUT_CUDA=1)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available() or os.environ.get("FAIL_WITHOUT_CUDA") == "1":
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU (set FAIL_WITHOUT_CUDA=1 to fail instead)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def samples_dir():
+    """The 20 real DFDC clips. Missing in CI is a failure, not a skip."""
+    if not os.path.isfile(os.path.join(SAMPLES, "metadata.json")):
+        msg = f"DFDC sample clips not found at {SAMPLES} (set DFDC_SAMPLES)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return os.path.realpath(SAMPLES)
+
+
+@pytest.fixture(autouse=True)
+def _restore_rng():
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
