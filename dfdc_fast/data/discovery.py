@@ -1,0 +1,225 @@
+"""Finding the videos of a dataset, with labels when there are any.
+
+Three layouts are recognised:
+
+* ``dfdc_parts``: the DFDC training set, ``ROOT/dfdc_train_part_N/metadata.json`` + videos;
+* ``metadata``: one folder with a DFDC-style ``metadata.json`` (``{"x.mp4": {"label": ...}}``);
+* ``plain``: a folder of videos without labels (searched recursively).
+
+Names in ``metadata.json`` are untrusted: a name that is absolute, contains ``..`` or
+otherwise resolves outside the dataset root is rejected, never opened.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+LABELS = ("REAL", "FAKE")
+_PART_RE = re.compile(r"^dfdc_train_part_(\d+)$")
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a dataset. ``part`` is ``""`` outside the DFDC part layout."""
+
+    path: str
+    name: str
+    part: str = ""
+    label: Optional[str] = None
+    original: Optional[str] = None
+    split: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        """Unique id in the dataset: ``part/name`` (or ``name``)."""
+        return f"{self.part}/{self.name}" if self.part else self.name
+
+    @property
+    def stem(self) -> str:
+        return os.path.splitext(os.path.basename(self.name))[0]
+
+
+@dataclass
+class Dataset:
+    """The videos found under ``root`` and what did not line up with the metadata."""
+
+    root: str
+    layout: str
+    videos: list[VideoEntry] = field(default_factory=list)
+    #: listed in metadata.json but absent on disk
+    missing: list[VideoEntry] = field(default_factory=list)
+    #: video files on disk that metadata.json does not list (paths)
+    unlisted: list[str] = field(default_factory=list)
+    #: (name, reason) for metadata names refused as unsafe or malformed
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __iter__(self):
+        return iter(self.videos)
+
+    def original_of(self, entry: VideoEntry) -> Optional[VideoEntry]:
+        """The REAL video a FAKE was made from, when it is in the dataset (same part first)."""
+        if not entry.original:
+            return None
+        index = self._by_name()
+        return index.get((entry.part, entry.original)) or index.get(("*", entry.original))
+
+    def _by_name(self) -> dict:
+        cache = getattr(self, "_name_index", None)
+        if cache is None:
+            cache = {}
+            for v in self.videos:
+                cache[(v.part, v.name)] = v
+                cache.setdefault(("*", v.name), v)
+            self._name_index = cache
+        return cache
+
+    def counts(self) -> dict:
+        labels: dict = {}
+        for v in self.videos:
+            labels[v.label or "unlabeled"] = labels.get(v.label or "unlabeled", 0) + 1
+        return {
+            "videos": len(self.videos), "labels": labels, "missing": len(self.missing),
+            "unlisted": len(self.unlisted), "rejected": len(self.rejected),
+        }
+
+    def __repr__(self) -> str:
+        return f"Dataset(root={self.root!r}, layout={self.layout!r}, {self.counts()})"
+
+
+def is_video_file(path: str) -> bool:
+    return path.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(path)
+
+
+def safe_join(root: str, name: str) -> str:
+    """``root/name`` if ``name`` is a relative path that stays inside ``root``; else ValueError."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError("empty or malformed name")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise ValueError("absolute path")
+    parts = re.split(r"[\\/]+", name)
+    if any(p == ".." for p in parts):
+        raise ValueError("'..' would leave the dataset root")
+    root_real = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(root_real, name))
+    if os.path.commonpath([root_real, full]) != root_real:
+        raise ValueError("resolves outside the dataset root (symbolic link?)")
+    return full
+
+
+def _load_metadata(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable metadata.json ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: metadata.json must map file names to records, got {type(meta).__name__}")
+    return meta
+
+
+def _scan_videos(folder: str, recursive: bool) -> list[str]:
+    found = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(VIDEO_EXTENSIONS)]
+    else:
+        found = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(VIDEO_EXTENSIONS)]
+    root_real = os.path.realpath(folder)
+    real = [os.path.realpath(p) for p in found if os.path.isfile(p)]
+    # a symbolic link that leads out of the dataset is not part of it
+    return [p for p in real if os.path.commonpath([root_real, p]) == root_real]
+
+
+def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
+    meta = _load_metadata(os.path.join(folder, "metadata.json"))
+    listed_paths = set()
+    for name, record in meta.items():
+        shown = f"{part}/{name}" if part else name
+        try:
+            path = safe_join(folder, name)
+        except ValueError as exc:
+            ds.rejected.append((shown, str(exc)))
+            continue
+        record = record if isinstance(record, dict) else {}
+        label = record.get("label")
+        if label is not None and label not in LABELS:
+            ds.rejected.append((shown, f"label {label!r} is not one of {LABELS}"))
+            continue
+        entry = VideoEntry(path=path, name=name, part=part, label=label,
+                           original=record.get("original") or None, split=record.get("split"))
+        listed_paths.add(path)
+        (ds.videos if os.path.isfile(path) else ds.missing).append(entry)
+    ds.unlisted += [p for p in _scan_videos(folder, recursive=False) if p not in listed_paths]
+
+
+def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
+    """Find the videos under ``root``.
+
+    Args:
+        root: the dataset folder.
+        layout: ``"auto"`` (default: parts, then metadata.json, then plain), ``"dfdc_parts"``,
+            ``"metadata"`` or ``"plain"``.
+    """
+    allowed = ("auto", "dfdc_parts", "metadata", "plain")
+    if layout not in allowed:
+        raise ValueError(f"layout={layout!r}; allowed: {', '.join(allowed)}")
+    root = os.path.realpath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"dataset root {root!r} is not a folder")
+    parts = sorted(
+        (int(m.group(1)), d) for d in os.listdir(root)
+        if (m := _PART_RE.match(d)) and os.path.isdir(os.path.join(root, d))
+    )
+    if layout == "auto":
+        if parts:
+            layout = "dfdc_parts"
+        elif os.path.isfile(os.path.join(root, "metadata.json")):
+            layout = "metadata"
+        else:
+            layout = "plain"
+    ds = Dataset(root=root, layout=layout)
+    if layout == "dfdc_parts":
+        if not parts:
+            raise ValueError(f"{root}: no dfdc_train_part_N folders")
+        for _, d in parts:
+            folder = os.path.join(root, d)
+            if os.path.isfile(os.path.join(folder, "metadata.json")):
+                _read_folder_with_metadata(folder, d, ds)
+            else:
+                ds.unlisted += _scan_videos(folder, recursive=False)
+    elif layout == "metadata":
+        _read_folder_with_metadata(root, "", ds)
+    else:
+        for path in _scan_videos(root, recursive=True):
+            ds.videos.append(VideoEntry(path=path, name=os.path.relpath(path, root)))
+    return ds
+
+
+def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto") -> list[Dataset]:
+    """Datasets for a command line's mix of folders and single video files.
+
+    Loose files are grouped into one ``plain`` dataset per parent folder.
+    """
+    out: list[Dataset] = []
+    loose: dict[str, Dataset] = {}
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            out.append(discover(p, layout))
+        else:
+            real = os.path.realpath(p)
+            parent = os.path.dirname(real)
+            ds = loose.get(parent)
+            if ds is None:
+                ds = loose[parent] = Dataset(root=parent, layout="plain")
+                out.append(ds)
+            ds.videos.append(VideoEntry(path=real, name=os.path.basename(real)))
+    return out
