@@ -1,0 +1,141 @@
+"""Decode benchmark: every frame of each clip to RGB uint8, per library, in one run.
+
+Implementations (each skipped, with the reason, where its backend is unavailable):
+
+* ``pyav``      stock PyAV loop, FFmpeg threads = --threads (the peer)
+* ``opencv``    stock cv2.VideoCapture loop + BGR->RGB (a peer)
+* ``ours_pyav`` dfdc_fast.io.read_video(decoder="pyav"): frames as one torch tensor
+* ``ours_nvdec_1`` / ``ours_nvdec_N``  dfdc_fast NVDEC, 1 and N concurrent decoder sessions (GPU)
+* ``ours_dali`` dfdc_fast DALI reader on the GPU
+
+Reports frames/s and videos/s from the median of --repeats runs over the same clips, and
+each implementation's ratio to ``pyav``. Writes JSON to benchmarks/results/.
+
+    .venv/bin/python benchmarks/decode.py --videos 4 --repeats 3           # CPU
+    python benchmarks/decode.py --device cuda --nvdec-workers 7             # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import traceback
+
+import torch
+
+from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.io import read_header, read_videos
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_SRC = os.environ.get("DFDC_SAMPLES", os.path.join(HERE, "..", "..", "shared", "data", "dfdc_samples"))
+
+
+def decode_pyav(paths, threads):
+    import av
+
+    frames = 0
+    for p in paths:
+        with av.open(p) as c:
+            s = c.streams.video[0]
+            s.thread_type, s.thread_count = "AUTO", threads
+            for f in c.decode(s):
+                f.to_ndarray(format="rgb24")
+                frames += 1
+    return frames
+
+
+def decode_opencv(paths, threads):
+    import cv2
+
+    cv2.setNumThreads(threads)
+    frames = 0
+    for p in paths:
+        cap = cv2.VideoCapture(p)
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            frames += 1
+        cap.release()
+    return frames
+
+
+def decode_ours(paths, decoder, device, workers):
+    frames = 0
+    for path, video in read_videos(paths, None, device=device, decoder=decoder, workers=workers, prefetch=1):
+        if isinstance(video, Exception):
+            raise video
+        frames += len(video)
+    return frames
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", default=DEFAULT_SRC, help="folder of clips (default: ../shared/data/dfdc_samples)")
+    ap.add_argument("--videos", type=int, default=0, help="use the first N clips (default: all)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decoder threads (default: all cores)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--nvdec-workers", type=int, default=7, help="concurrent NVDEC sessions for ours_nvdec_N (H100: 7 engines)")
+    ap.add_argument("--only", default="", help="comma-separated subset of implementations")
+    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    args = ap.parse_args(argv)
+
+    paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))
+    if args.videos:
+        paths = paths[: args.videos]
+    if not paths:
+        ap.error(f"no .mp4 files in {args.src}")
+    infos = [read_header(p, count_frames=True) for p in paths]
+    total_frames = sum(i.num_frames for i in infos)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+
+    impls = {
+        "pyav": (lambda: decode_pyav(paths, args.threads), None),
+        "opencv": (lambda: decode_opencv(paths, args.threads), None),
+        "ours_pyav": (lambda: decode_ours(paths, "pyav", "cpu", 1), None),
+        "ours_nvdec_1": (lambda: decode_ours(paths, "nvdec", device, 1), None if gpu else "needs a CUDA device"),
+        f"ours_nvdec_{args.nvdec_workers}": (lambda: decode_ours(paths, "nvdec", device, args.nvdec_workers),
+                                             None if gpu else "needs a CUDA device"),
+        "ours_dali": (lambda: decode_ours(paths, "dali", device, 1), None if gpu else "DALI has no CPU H.264 decoder"),
+    }
+    only = {s for s in args.only.split(",") if s}
+    results = {}
+    for name, (fn, skip) in impls.items():
+        if only and name not in only:
+            continue
+        if skip:
+            results[name] = {"available": False, "reason": skip}
+            print(f"{name:>16}: skipped ({skip})", flush=True)
+            continue
+        try:
+            n = fn()  # warm-up run, also checks the frame count
+            if n != total_frames:
+                raise RuntimeError(f"decoded {n} frames, expected {total_frames}")
+            t = time_runs(fn, repeats=args.repeats, warmup=0, device=device if "nvdec" in name or "dali" in name else None)
+        except Exception as exc:  # a broken backend is reported, the others still run
+            results[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc(limit=3)}
+            print(f"{name:>16}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            continue
+        results[name] = {"available": True, **t.to_dict(), "frames_per_s": round(total_frames / t.median_s, 2),
+                         "videos_per_s": round(len(paths) / t.median_s, 4)}
+        print(f"{name:>16}: median {t.median_s:.3f} s  {total_frames / t.median_s:8.1f} frames/s", flush=True)
+    base = results.get("pyav", {})
+    for name, r in results.items():
+        if r.get("available") and base.get("available"):
+            r["ratio_vs_pyav"] = round(base["median_s"] / r["median_s"], 3)
+    inputs = {"files": [os.path.basename(p) for p in paths], "frames": total_frames,
+              "sizes": sorted({f"{i.width}x{i.height}" for i in infos}), "codec": sorted({i.codec for i in infos}),
+              "threads": args.threads, "task": "decode every frame to RGB uint8"}
+    path = write_result("decode", environment(device), inputs, results, args.out_dir,
+                        extra={"unit": "frames_per_s", "repeats": args.repeats})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

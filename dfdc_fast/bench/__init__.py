@@ -1,0 +1,10 @@
+"""Benchmark helpers shared by ``benchmarks/*.py``: timing, machine facts, the result JSON.
+
+Method (after kornia's benchmark contract): warm-up outside the timed region, device
+sync inside it, every run kept, medians and ratios from the same process.
+"""
+from dfdc_fast.bench.env import environment
+from dfdc_fast.bench.timing import Timing, time_runs
+from dfdc_fast.bench.report import result_path, write_result
+
+__all__ = ["environment", "Timing", "time_runs", "result_path", "write_result"]

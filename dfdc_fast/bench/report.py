@@ -1,0 +1,31 @@
+"""The benchmark result file: ``benchmarks/results/<stage>-<device>-<date>.json``."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+
+REPO_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "benchmarks", "results")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "unknown"
+
+
+def result_path(stage: str, device_name: str, out_dir: str | None = None) -> str:
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return os.path.join(out_dir or REPO_RESULTS, f"{stage}-{_slug(device_name)}-{date}.json")
+
+
+def write_result(stage: str, env: dict, inputs: dict, results: dict, out_dir: str | None = None,
+                 extra: dict | None = None) -> str:
+    """Write one benchmark run (environment, inputs, per-implementation results); returns the path."""
+    payload = {"stage": stage, **env, "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "inputs": inputs, "results": results, **(extra or {})}
+    path = result_path(stage, env.get("device", "unknown"), out_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    return path
