@@ -6,4 +6,6 @@ piece raises, when used, an error that says what to install.
 """
 __version__ = "0.1.0"
 
-from dfdc_fast.io import VideoDecodeError, read_video  # noqa: E402,F401
+from dfdc_fast.io import VideoDecodeError, read_video  # noqa: E402
+
+__all__ = ["__version__", "VideoDecodeError", "read_video"]

@@ -12,7 +12,6 @@ import json
 import os
 
 import av
-import numpy as np
 
 # (file, why it is in the demo set)
 CLIPS = [

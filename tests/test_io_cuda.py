@@ -2,7 +2,6 @@
 import os
 
 import pytest
-import torch
 
 from dfdc_fast.io import Every, First, VideoDecodeError, open_reader, read_video, read_videos
 from videos import make_video, psnr

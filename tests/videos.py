@@ -2,7 +2,6 @@
 check that the right frames came back."""
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 
 import av

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dfdc_fast.io.selectors import FrameSelector, SelectorLike, as_selector
+from dfdc_fast.io.selectors import Every, First, FrameSelector, SelectorLike, as_selector
 from dfdc_fast.io.types import Video, VideoInfo
 
 
@@ -69,8 +69,6 @@ class DecodePlan:
         if sel.needs_count:
             wanted = sel.resolve(header_frames)
             return cls(sel, wanted, frozenset(wanted.tolist()), int(wanted.max()) + 1 if wanted.size else 0)
-        from dfdc_fast.io.selectors import First
-
         stop = sel.n if isinstance(sel, First) else None
         return cls(sel, None, None, stop)
 
@@ -78,8 +76,6 @@ class DecodePlan:
         if self.keep is not None:
             return index in self.keep
         sel = self.selector
-        from dfdc_fast.io.selectors import Every
-
         if isinstance(sel, Every):
             return index >= sel.start and (index - sel.start) % sel.n == 0
         return self.stop is None or index < self.stop
@@ -89,11 +85,66 @@ class DecodePlan:
         if self.wanted is not None:
             return len(self.keep)
         n = header_frames if self.stop is None else min(self.stop, max(header_frames, 1))
-        from dfdc_fast.io.selectors import Every
-
         if isinstance(self.selector, Every):
             n = len(range(self.selector.start, max(n, 1), self.selector.n))
         return max(n, 1)
+
+
+@dataclass
+class Collected:
+    """What a decode pass produced: the indices to return and the video's frame count."""
+
+    indices: np.ndarray
+    num_frames: int
+    exact: bool
+    #: True when the header's frame count misled a count-dependent selection, so some of
+    #: ``indices`` were not kept; the reader decodes again for exactly those.
+    incomplete: bool
+
+
+class FrameCollector:
+    """Keeps the selected frames of one in-order decode pass (shared by the backends).
+
+    Call :meth:`slot` once per decoded frame; it returns the buffer row to write that
+    frame into, or None to skip it. Stop decoding when :attr:`done`.
+    """
+
+    def __init__(self, plan: DecodePlan, header_frames: int, alloc):
+        self.plan = plan
+        self.header_frames = header_frames
+        self._alloc = alloc
+        self.buffer = alloc(plan.capacity(header_frames))
+        self.kept: list[int] = []
+        self.decoded = 0
+        self._stopped_early = False
+
+    def slot(self) -> Optional[torch.Tensor]:
+        index = self.decoded
+        self.decoded += 1
+        if not self.plan.wants(index):
+            return None
+        if len(self.kept) == self.buffer.shape[0]:  # the header under-reported the count
+            self.buffer = torch.cat([self.buffer, self._alloc(self.buffer.shape[0])])
+        self.kept.append(index)
+        return self.buffer[len(self.kept) - 1]
+
+    @property
+    def done(self) -> bool:
+        if self.plan.stop is not None and self.decoded >= self.plan.stop:
+            self._stopped_early = True
+        return self._stopped_early
+
+    def finish(self, path: str, listed_frames: int) -> Collected:
+        """Validate the pass (no frame, truncation) and resolve the final indices."""
+        if self.decoded == 0:
+            from dfdc_fast.io.errors import VideoDecodeError
+
+            raise VideoDecodeError(path, "video stream holds no decodable frame")
+        reached_end = not self._stopped_early
+        if reached_end:
+            check_complete(path, self.decoded, listed_frames)
+        indices, num_frames, exact = final_indices(self.plan, self.decoded, reached_end, self.header_frames)
+        return Collected(indices, num_frames, exact, not set(indices.tolist()) <= set(self.kept))
 
 
 def check_complete(path: str, decoded: int, listed: int) -> None:

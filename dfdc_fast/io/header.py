@@ -72,13 +72,12 @@ def stream_facts(path: str, stream, rotation: int) -> VideoInfo:
     w, h = int(cc.width), int(cc.height)
     if w <= 0 or h <= 0:
         raise VideoDecodeError(path, f"video stream has no size ({w}x{h})")
-    dw, dh = (h, w) if rotation in (90, 270) else (w, h)
-    return VideoInfo(
+    info = VideoInfo(
         path=path,
         num_frames=num_frames,
         num_frames_exact=False,
-        width=dw,
-        height=dh,
+        width=w,
+        height=h,
         fps=fps,
         duration=duration,
         codec=cc.name,
@@ -88,6 +87,16 @@ def stream_facts(path: str, stream, rotation: int) -> VideoInfo:
         coded_height=h,
         container=stream.container.format.name if stream.container.format is not None else "",
     )
+    return with_rotation(info, rotation)
+
+
+def with_rotation(info: VideoInfo, rotation: int) -> VideoInfo:
+    """``info`` with a display rotation: width and height swap for quarter turns."""
+    from dataclasses import replace
+
+    w, h = info.coded_width, info.coded_height
+    return replace(info, rotation=rotation, width=h if rotation in (90, 270) else w,
+                   height=w if rotation in (90, 270) else h)
 
 
 def listed_frame_count(info: VideoInfo, stream_frames: int) -> int:

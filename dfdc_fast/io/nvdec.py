@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from dfdc_fast.io.base import DecodePlan, check_complete, VideoReader, assemble, final_indices, with_count
+from dfdc_fast.io.base import DecodePlan, FrameCollector, VideoReader, assemble, with_count
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
 from dfdc_fast.io.header import listed_frame_count, read_header
 from dfdc_fast.io.selectors import SelectorLike
@@ -105,50 +105,36 @@ class NvdecReader(VideoReader):
             self._decoder = None  # a failed reconfigure leaves the session unusable
             raise VideoDecodeError(path, f"NVDEC could not open the stream: {exc}") from exc
         total = len(decoder) or header.num_frames
-        plan = DecodePlan.make(frames, total)
         h, w = header.coded_height, header.coded_width
-        kept: list[int] = []
-        index = -1
-        reached_end = True
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            buffer = torch.empty((plan.capacity(total), h, w, 3), dtype=torch.uint8, device=self.device)
+            col = FrameCollector(DecodePlan.make(frames, total), total,
+                                 lambda n: torch.empty((n, h, w, 3), dtype=torch.uint8, device=self.device))
             try:
-                while True:
+                while not col.done:
                     batch = decoder.get_batch_frames(self.batch)
                     if not batch:
                         break
                     for frame in batch:
-                        index += 1
-                        if plan.wants(index):
+                        row = col.slot()
+                        if row is not None:
                             src = torch.from_dlpack(frame)
                             if src.shape != (h, w, 3):
                                 raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} frame, expected {(h, w, 3)}")
-                            if len(kept) == buffer.shape[0]:
-                                buffer = torch.cat([buffer, torch.empty_like(buffer)])
-                            buffer[len(kept)].copy_(src)  # the decoder reuses its surfaces
-                            kept.append(index)
-                    if plan.stop is not None and index + 1 >= plan.stop:
-                        reached_end = False
-                        break
+                            row.copy_(src)  # the decoder reuses its surfaces
+                        if col.done:
+                            break
             except VideoDecodeError:
                 raise
             except Exception as exc:
                 self._decoder = None
-                raise VideoDecodeError(path, f"NVDEC decoding failed after {index + 1} frame(s): {exc}") from exc
+                raise VideoDecodeError(path, f"NVDEC decoding failed after {col.decoded} frame(s): {exc}") from exc
         torch.cuda.current_stream(self.device).wait_stream(self._stream)
-        buffer.record_stream(torch.cuda.current_stream(self.device))
-        decoded = index + 1
-        if decoded == 0:
-            raise VideoDecodeError(path, "NVDEC decoded no frame")
-        if not reached_end and plan.stop is not None and decoded < plan.stop:
-            reached_end = True
-        if reached_end:
-            check_complete(path, decoded, listed_frame_count(header, len(decoder)))
-        indices, num_frames, exact = final_indices(plan, decoded, reached_end, total)
-        if not set(indices.tolist()) <= set(kept):
-            return self.read(path, indices.tolist())
-        out, idx = assemble(buffer, kept, indices, header.rotation, self.device)
-        return Video(out, idx, with_count(header, num_frames, exact), self.name)
+        col.buffer.record_stream(torch.cuda.current_stream(self.device))
+        result = col.finish(path, listed_frame_count(header, len(decoder)))
+        if result.incomplete:
+            return self.read(path, result.indices.tolist())
+        out, idx = assemble(col.buffer, col.kept, result.indices, header.rotation, self.device)
+        return Video(out, idx, with_count(header, result.num_frames, result.exact), self.name)
 
     def close(self) -> None:
         self._decoder = None
