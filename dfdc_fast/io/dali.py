@@ -14,10 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dfdc_fast.io.base import DecodePlan, VideoReader, rotate, with_count
+from dfdc_fast.io.base import VideoReader, rotate, with_count
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
 from dfdc_fast.io.header import read_header
-from dfdc_fast.io.selectors import SelectorLike
+from dfdc_fast.io.selectors import SelectorLike, as_selector
 from dfdc_fast.io.types import Video
 
 #: Codecs DALI's CPU video decoder handles (its FFmpeg is built without H.264/HEVC).
@@ -96,8 +96,7 @@ class DaliReader(VideoReader):
             raise VideoDecodeError(
                 path, f"DALI decodes {header.codec!r} only on the GPU (its CPU decoder handles {sorted(DALI_CPU_CODECS)})"
             )
-        plan = DecodePlan.make(frames, header.num_frames)
-        indices = plan.selector.resolve(header.num_frames)
+        indices = as_selector(frames).resolve(header.num_frames)
         if indices.size == 0:
             raise VideoDecodeError(path, "no frame selected")
         pipe = self._pipeline()
