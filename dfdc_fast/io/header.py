@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from typing import Iterator
 
 from dfdc_fast.io.base import normalize_rotation
@@ -92,8 +93,6 @@ def stream_facts(path: str, stream, rotation: int) -> VideoInfo:
 
 def with_rotation(info: VideoInfo, rotation: int) -> VideoInfo:
     """``info`` with a display rotation: width and height swap for quarter turns."""
-    from dataclasses import replace
-
     w, h = info.coded_width, info.coded_height
     return replace(info, rotation=rotation, width=h if rotation in (90, 270) else w,
                    height=w if rotation in (90, 270) else h)
@@ -128,8 +127,6 @@ def read_header(path: str | os.PathLike, count_frames: bool = False) -> VideoInf
             return info
         container.seek(0)
         count, vfr = _count_packets(path, container, stream)
-    from dataclasses import replace
-
     return replace(info, num_frames=count, num_frames_exact=True, variable_frame_rate=vfr)
 
 
