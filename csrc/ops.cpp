@@ -1,16 +1,21 @@
 // Schemas of every native op in dfdc_fast, in one place (the torchvision layout:
 // schema here, one kernel per backend in csrc/cpu and csrc/cuda, registered by key).
 //
-// `build_check` is a deliberately trivial op (x + 1) that proves the build, the
-// registration and the dispatch path on CPU and CUDA. It is replaced by the 3D
-// connected-component op of the tracker.
+// label3d: connected-component labelling of a batch of 3D masks (B, T, H, W) with
+//   6-, 18- or 26-connectivity. Labels are int32, numbered 1..n per mask in raster order
+//   of each component's first voxel (equal to skimage.measure.label); 0 is background.
+//   num_labels is int64 (B,) and stays on the device.
+// component_stats: per-label bounding boxes (B, L, 6) = (t0, t1, y0, y1, x0, x1),
+//   half-open, and voxel counts (B, L), both int64; L is given by the caller (the one
+//   value that needs the host), labels above it are ignored, and unused rows are 0.
 #include <torch/extension.h>
 #ifdef WITH_CUDA
 #include <cuda_runtime_api.h>  // CUDART_VERSION
 #endif
 
 TORCH_LIBRARY(dfdc_fast, m) {
-  m.def("build_check(Tensor x) -> Tensor");
+  m.def("label3d(Tensor mask, int connectivity=26) -> (Tensor labels, Tensor num_labels)");
+  m.def("component_stats(Tensor labels, int num_labels) -> (Tensor boxes, Tensor counts)");
 }
 
 namespace dfdc_fast {

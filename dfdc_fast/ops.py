@@ -1,28 +1,106 @@
-"""Python wrappers of the native ops in ``csrc/`` (one schema, CPU and CUDA kernels)."""
+"""Python wrappers of the native ops in ``csrc/`` (one schema, CPU and CUDA kernels).
+
+The ops live in ``torch.ops.dfdc_fast``; the wrappers here normalise inputs, document
+the contract and register fake (meta) implementations so the ops trace under
+``torch.compile``.
+"""
 from __future__ import annotations
 
 import torch
 
 from dfdc_fast.extension import _assert_cuda_kernels, _has_ops
 
-__all__ = ["build_check"]
+__all__ = ["CONNECTIVITIES", "label3d", "component_stats"]
+
+#: Neighbourhoods ``label3d`` accepts: faces (6), faces and edges (18), all (26).
+#: skimage.measure.label's ``connectivity`` 1, 2, 3 are the same neighbourhoods.
+CONNECTIVITIES = (6, 18, 26)
 
 
-def build_check(x: torch.Tensor) -> torch.Tensor:
-    """Return ``x + 1`` through the native op; proves the extension builds and dispatches.
+def _as_mask(mask: torch.Tensor) -> torch.Tensor:
+    if mask.dtype in (torch.bool, torch.uint8):
+        return mask
+    return mask != 0
+
+
+def label3d(mask: torch.Tensor, connectivity: int = 26) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label the connected components of a 3D mask, or of a batch of them.
+
+    One call labels a whole batch on the mask's device, with no host sync per mask,
+    which is how the tracker labels the chunks of a video together.
 
     Args:
-        x: a tensor of any shape and integer or floating dtype, on CPU or CUDA.
+        mask: ``(T, H, W)`` or ``(B, T, H, W)``; non-zero voxels are foreground.
+            bool and uint8 are used as they are, other dtypes are compared with 0.
+        connectivity: 26 (any shared face, edge or corner; skimage's default for 3D),
+            18 (faces and edges) or 6 (faces only).
 
     Returns:
-        A new tensor on ``x.device``.
+        ``labels``: int32 with the shape of ``mask``; 0 is background and components are
+        numbered 1..n in raster order of their first voxel, so for one mask the result
+        equals ``skimage.measure.label(mask, connectivity=...)``.
+        ``num_labels``: int64 on the same device, shape ``(B,)`` for a batch, ``()`` otherwise.
     """
-    _assert_cuda_kernels(x.device)
-    return torch.ops.dfdc_fast.build_check(x)
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
+    if mask.dim() not in (3, 4):
+        raise ValueError(f"mask must be (T, H, W) or (B, T, H, W), got shape {tuple(mask.shape)}")
+    _assert_cuda_kernels(mask.device)
+    batched = mask.dim() == 4
+    m = _as_mask(mask if batched else mask.unsqueeze(0))
+    labels, num = torch.ops.dfdc_fast.label3d(m, connectivity)
+    if batched:
+        return labels, num
+    return labels[0], num[0]
 
 
-if _has_ops():  # shape propagation for torch.compile / meta tensors
+def component_stats(
+    labels: torch.Tensor, num_labels: int | torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounding boxes and voxel counts of every label, computed on the labels' device.
 
-    @torch.library.register_fake("dfdc_fast::build_check")
-    def _build_check_fake(x):
-        return torch.empty_like(x)
+    Args:
+        labels: int32 ``(T, H, W)`` or ``(B, T, H, W)`` from :func:`label3d`.
+        num_labels: rows to return per mask (the largest label of the batch). An int,
+            or the ``num_labels`` tensor of :func:`label3d`, whose maximum is read once
+            (the only host sync; pass an int to avoid it). ``None`` reads ``labels.max()``.
+
+    Returns:
+        ``boxes``: int64 ``([B,] L, 6)`` as ``(t0, t1, y0, y1, x0, x1)``, half-open, so
+        ``labels[t0:t1, y0:y1, x0:x1]`` holds the whole component; row ``k`` is label
+        ``k + 1``. Rows of labels a mask does not have are all 0.
+        ``counts``: int64 ``([B,] L)`` voxels per label.
+    """
+    if labels.dim() not in (3, 4):
+        raise ValueError(f"labels must be (T, H, W) or (B, T, H, W), got shape {tuple(labels.shape)}")
+    if labels.dtype != torch.int32:
+        raise ValueError(f"labels must be int32 (as label3d returns them), got {labels.dtype}")
+    _assert_cuda_kernels(labels.device)
+    if num_labels is None:
+        num_labels = int(labels.max()) if labels.numel() else 0
+    elif isinstance(num_labels, torch.Tensor):
+        num_labels = int(num_labels.max()) if num_labels.numel() else 0
+    batched = labels.dim() == 4
+    lab = labels if batched else labels.unsqueeze(0)
+    boxes, counts = torch.ops.dfdc_fast.component_stats(lab, int(num_labels))
+    if batched:
+        return boxes, counts
+    return boxes[0], counts[0]
+
+
+if _has_ops():  # shape propagation for torch.compile and meta tensors
+
+    @torch.library.register_fake("dfdc_fast::label3d")
+    def _label3d_fake(mask, connectivity=26):
+        return (
+            torch.empty(mask.shape, dtype=torch.int32, device=mask.device),
+            torch.empty((mask.shape[0],), dtype=torch.int64, device=mask.device),
+        )
+
+    @torch.library.register_fake("dfdc_fast::component_stats")
+    def _component_stats_fake(labels, num_labels):
+        b = labels.shape[0]
+        return (
+            torch.empty((b, num_labels, 6), dtype=torch.int64, device=labels.device),
+            torch.empty((b, num_labels), dtype=torch.int64, device=labels.device),
+        )

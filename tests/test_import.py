@@ -21,7 +21,7 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 def test_import_without_optional_pieces():
     r = run("""
-        import dfdc_fast, dfdc_fast.io, dfdc_fast.data, dfdc_fast.ops, dfdc_fast.probe, dfdc_fast.extract, dfdc_fast.bench
+        import dfdc_fast, dfdc_fast.io, dfdc_fast.data, dfdc_fast.ops, dfdc_fast.detect, dfdc_fast.track, dfdc_fast.probe, dfdc_fast.extract, dfdc_fast.bench
         from dfdc_fast.extension import _has_ops
         assert not _has_ops()
         print("ok")
@@ -31,7 +31,7 @@ def test_import_without_optional_pieces():
 
 
 @pytest.mark.parametrize("call, expected", [
-    ("from dfdc_fast.ops import build_check; import torch; build_check(torch.zeros(2))", "scripts/setup.sh"),
+    ("from dfdc_fast.track import label3d; import torch; label3d(torch.zeros(2, 2, 2))", "scripts/setup.sh"),
     ("from dfdc_fast.io import open_reader; open_reader('dali', 'cpu')", "pip install nvidia-dali"),
     ("from dfdc_fast.io.nvdec import import_pynvvideocodec; import_pynvvideocodec()", "pip install pynvvideocodec"),
 ])

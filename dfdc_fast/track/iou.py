@@ -1,0 +1,70 @@
+"""NTechLab's alternative to the mask tracker: the IoU tracker of Bochinski et al. (2017).
+
+Per sampled frame, each open track takes the remaining detection that overlaps its last
+box most, if that IoU reaches ``sigma_iou``; a track that finds none is closed. Tracks are
+kept when their best score reaches ``sigma_h`` and they have enough detections; faces
+scoring under ``sigma_l`` are ignored. NTechLab used 0.3 / 0.9 / 0.3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import box_iou
+
+
+@dataclass(frozen=True)
+class IouSettings:
+    sigma_l: float = 0.3
+    sigma_h: float = 0.9
+    sigma_iou: float = 0.3
+
+
+def iou_tracks(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    counts: torch.Tensor,
+    positions: list[int],
+    settings: IouSettings,
+    min_detections: int,
+) -> list[list[tuple[int, int]]]:
+    """Group detections into tracks.
+
+    Args:
+        boxes, scores, counts: the padded ``Detections`` tensors, on CPU.
+        positions: the rows (sampled frames) to track over, in time order; consecutive
+            entries are consecutive samples, so a face missing from one closes its track.
+        min_detections: NTechLab's ``t_min``.
+    Returns:
+        For each kept track, its ``(row, face)`` pairs in time order.
+    """
+    open_tracks: list[dict] = []
+    done: list[dict] = []
+
+    def close(track):
+        if track["best"] >= settings.sigma_h and len(track["dets"]) >= min_detections:
+            done.append(track)
+
+    for f in positions:
+        n = int(counts[f])
+        free = [k for k in range(n) if float(scores[f, k]) >= settings.sigma_l]
+        still_open = []
+        for track in open_tracks:
+            if free:
+                ious = box_iou(track["last"][None], boxes[f, free])[0]
+                j = int(torch.argmax(ious))
+                if float(ious[j]) >= settings.sigma_iou:
+                    k = free.pop(j)
+                    track["dets"].append((f, k))
+                    track["last"] = boxes[f, k]
+                    track["best"] = max(track["best"], float(scores[f, k]))
+                    still_open.append(track)
+                    continue
+            close(track)
+        for k in free:
+            still_open.append({"dets": [(f, k)], "last": boxes[f, k], "best": float(scores[f, k])})
+        open_tracks = still_open
+    for track in open_tracks:
+        close(track)
+    done.sort(key=lambda t: t["dets"][0])
+    return [t["dets"] for t in done]
