@@ -11,7 +11,8 @@ import sys
 import torch
 
 _PACKAGES = ("torch", "torchvision", "numpy", "av", "opencv-python-headless", "kornia", "timm",
-             "nvidia-dali-cuda130", "pynvvideocodec", "facenet-pytorch", "scikit-image", "numba", "dfdc_fast")
+             "nvidia-dali-cuda130", "pynvvideocodec", "facenet-pytorch", "scikit-image", "scipy", "numba",
+             "cupy", "cupy-cuda13x", "cupy-cuda12x", "dfdc_fast")
 
 
 def _cpu_model() -> str:
