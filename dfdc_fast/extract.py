@@ -26,7 +26,7 @@ from dfdc_fast.io import DECODERS, Every, VideoDecodeError, read_videos, resolve
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "demo")
 #: Stages of the full job that are not implemented yet (and the issue that builds each).
-MISSING_STAGES = {"detect": "batched GPU MTCNN (issue #4)", "track": "3D connected-component tracking (issue #3)",
+MISSING_STAGES = {"detect": "batched GPU MTCNN (issue #4)", "track": "dfdc_fast.track is built; the job runs it once detection exists (issues #4, #5)",
                   "crops": "face clips and 2D crops (issue #5)"}
 INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "frames", "width", "height", "fps",
                 "rotation", "sampled_frames", "decoder", "decode_s", "json"]

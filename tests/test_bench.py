@@ -38,3 +38,19 @@ def test_decode_benchmark_runs_on_cpu(tmp_path, samples_dir):
     assert res["pyav"]["available"] and res["ours_pyav"]["available"] and res["opencv"]["available"]
     assert res["ours_pyav"]["ratio_vs_pyav"] > 0 and len(res["pyav"]["runs_s"]) == 1
     assert res["ours_nvdec_1"]["available"] is False
+
+
+def test_track_benchmark_runs_on_cpu(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "track.py"), "--cases", "medics",
+                        "--repeats", "1", "--tracker-videos", "3", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    [path] = tmp_path.glob("track-*.json")
+    out = json.loads(path.read_text())
+    faces = out["results"]["medics/faces"]
+    assert faces["ours_cpu_equals_skimage"] is True
+    for name in ("skimage", "scipy", "ours_cpu"):
+        run = faces[name]["label"]
+        assert run["available"] and len(run["runs_s"]) == 1 and run["ratio_vs_skimage"] > 0
+    tracker = out["results"]["tracker"]
+    assert tracker["same_tracks_as_medics"] is True and tracker["ours_mask_cpu"]["videos_per_s"] > 0

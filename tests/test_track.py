@@ -168,3 +168,16 @@ def test_cuda_tracks_equal_cpu_tracks(method):
     assert spans(cpu) == spans(gpu) and len(cpu) > 0
     for c, g in zip(cpu, gpu):
         assert g.boxes.is_cuda and torch.allclose(g.boxes.cpu(), c.boxes) and torch.allclose(g.box.cpu(), c.box)
+
+
+def test_gap_fill_modes_with_two_people_on_screen():
+    # person A misses sample 5 while B is visible: the slice is not empty
+    people = together(walker(300, 300, 300, present=lambda s: s != 5), walker(1300, 1300, 300))
+    medics = track_faces(detections(people), (N, H, W))  # fill_gaps="slice"
+    assert spans(medics) == [(0, 0, 50), (0, 0, N), (0, 60, N)]
+    bridged = track_faces(detections(people), (N, H, W), fill_gaps="pixel")
+    assert spans(bridged) == [(0, 0, N), (0, 0, N)]
+    alone = walker(300, 300, 300, present=lambda s: s != 5)
+    assert spans(track_faces(detections(alone), (N, H, W), fill_gaps="none")) == [(0, 0, 50), (0, 60, N)]
+    with pytest.raises(ValueError, match="fill_gaps"):
+        track_faces(detections(alone), (N, H, W), fill_gaps=True)

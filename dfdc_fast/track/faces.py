@@ -21,7 +21,7 @@ from dfdc_fast.detect.types import Detections
 from dfdc_fast.ops import CONNECTIVITIES, label3d
 from dfdc_fast.track.boxes import clip_box, interpolate_boxes, pad_box, square_box
 from dfdc_fast.track.iou import IouSettings, iou_tracks
-from dfdc_fast.track.mask import box_cells, draw_mask, fill_gaps
+from dfdc_fast.track.mask import GAP_FILLS, box_cells, draw_mask, fill_gaps
 from dfdc_fast.track.types import FaceTrack
 
 METHODS = ("mask", "iou")
@@ -38,8 +38,10 @@ class TrackConfig:
     scale: float = 1 / 8
     #: Neighbourhood of label3d: 26 (skimage's default, what the Medics used), 18 or 6.
     connectivity: int = 26
-    #: Bridge a sampled frame with no face between two that have one (mask method).
-    fill_gaps: bool = True
+    #: Bridging of single missed detections (mask method): "slice" fills a sampled frame
+    #: with no face at all (the Medics), "pixel" also bridges one person's miss while
+    #: others are on screen, "none" does not fill.
+    fill_gaps: str = "slice"
     #: A track must span at least this many consecutive samples (the Medics: 4).
     min_detections: int = 4
     #: ...and at least this many frames (the Medics: 30).
@@ -69,6 +71,8 @@ class TrackConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if self.fill_gaps not in GAP_FILLS:
+            raise ValueError(f"fill_gaps must be one of {GAP_FILLS}, got {self.fill_gaps!r}")
         if self.connectivity not in CONNECTIVITIES:
             raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {self.connectivity!r}")
         if not 0 < self.scale <= 1:
@@ -172,8 +176,7 @@ def _mask_groups(detections: Detections, cfg: TrackConfig, chunks: list[int], ro
     volume = torch.zeros((len(chunks), depth, *slices.shape[1:]), dtype=torch.bool, device=dev)
     b_dev, s_dev = batch_of.to(dev), slot_of.to(dev)
     volume[b_dev, s_dev] = slices
-    if cfg.fill_gaps:
-        volume = fill_gaps(volume)
+    volume = fill_gaps(volume, cfg.fill_gaps)
     labels, _ = label3d(volume, cfg.connectivity)
 
     # Every box is a filled rectangle, so one of its cells names its component.

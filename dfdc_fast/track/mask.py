@@ -52,17 +52,31 @@ def draw_mask(detections: Detections, scale: float) -> torch.Tensor:
     return covered > 0
 
 
-def fill_gaps(mask: torch.Tensor) -> torch.Tensor:
-    """Bridge single missed detections: an empty slice between two others becomes their overlap.
+GAP_FILLS = ("slice", "pixel", "none")
 
-    ``mask`` is ``(..., S, Hm, Wm)``; the first and last slices are never filled. This is
-    the Medics' rule; using the unfilled neighbours gives the same result as their
-    in-order loop, because a slice filled next to an empty one stays empty.
+
+def fill_gaps(mask: torch.Tensor, mode: str = "slice") -> torch.Tensor:
+    """Bridge single missed detections with the overlap of the neighbouring slices.
+
+    ``mask`` is ``(..., S, Hm, Wm)``; the first and last slices are never filled.
+
+    * ``"slice"``: the Medics' rule. Only a slice with no face at all is filled, so with two
+      people on screen a missed detection of one of them still splits that person's
+      track. Using the unfilled neighbours gives the same result as their in-order loop,
+      because a slice filled next to an empty one stays empty.
+    * ``"pixel"``: every slice gains the overlap of its neighbours, so a single missed
+      detection is bridged whatever else is on screen.
+    * ``"none"``: no filling.
     """
-    if mask.shape[-3] < 3:
+    if mode not in GAP_FILLS:
+        raise ValueError(f"gap fill must be one of {GAP_FILLS}, got {mode!r}")
+    if mode == "none" or mask.shape[-3] < 3:
         return mask
-    empty = ~mask.flatten(-2).any(-1)  # (..., S)
     overlap = mask[..., :-2, :, :] & mask[..., 2:, :, :]
     out = mask.clone()
+    if mode == "pixel":
+        out[..., 1:-1, :, :] |= overlap
+        return out
+    empty = ~mask.flatten(-2).any(-1)  # (..., S)
     out[..., 1:-1, :, :] = torch.where(empty[..., 1:-1, None, None], overlap, mask[..., 1:-1, :, :])
     return out

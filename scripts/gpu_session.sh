@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: build the CUDA kernels, run every CUDA test, then the
+# stage benchmarks, leaving logs and result JSON in $OUT (copy those JSON files into
+# benchmarks/results/ and commit them).
+#
+#   bash scripts/gpu_session.sh                 # everything
+#   STAGES="track" bash scripts/gpu_session.sh  # a subset of the benchmarks
+#
+# The GPU image has its own Python with torch; packages it lacks travel as cp312 wheels
+# in .whl/ (see README "GPU checks") and are installed into /tmp/site first.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 FAIL_WITHOUT_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FORCE_CUDA=1
+PY=${PY:-python3}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+
+echo "== build"
+$PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+$PY -c "from dfdc_fast import extension as e; print('cuda_version', e.cuda_version())"
+
+echo "== CUDA tests"
+$PY -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/tests_cuda.log" | tail -25
+
+echo "== benchmarks"
+for stage in ${STAGES:-track decode}; do
+  $PY "benchmarks/$stage.py" --device cuda --out-dir "$OUT" 2>&1 | tee "$OUT/bench_$stage.log" | tail -40
+done
+ls -la "$OUT"
