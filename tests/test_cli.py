@@ -114,3 +114,33 @@ def test_extract_shards_split_the_work(tmp_path):
 def test_extract_cli_help():
     r = subprocess.run([sys.executable, "-m", "dfdc_fast.extract", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--every" in r.stdout and "default: 10" in r.stdout
+
+
+def test_detect_cli_writes_one_line_per_sampled_frame(tmp_path, samples_dir):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    inputs = [os.path.join(samples_dir, n) for n in ("ccfoszqabv.mp4", "afoovlsmtx.mp4")] + [str(broken)]
+    out = tmp_path / "det.jsonl"
+    r = subprocess.run([sys.executable, "-m", "dfdc_fast.detect", *inputs, "--every", "100", "--out", str(out),
+                        "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr  # one video could not be decoded
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    by_video = {}
+    for rec in lines:
+        by_video.setdefault(os.path.basename(rec["video"]), []).append(rec)
+    assert [r["status"] for r in by_video["broken.mp4"]] == ["decode_error"] and by_video["broken.mp4"][0]["error"]
+    for name in ("ccfoszqabv.mp4", "afoovlsmtx.mp4"):
+        recs = by_video[name]
+        assert [r["frame"] for r in recs] == [0, 100, 200]
+        for rec in recs:
+            assert rec["status"] == "ok" and len(rec["boxes"]) == len(rec["scores"]) == len(rec["landmarks"]) >= 1
+            x0, y0, x1, y1 = rec["boxes"][0]
+            assert 0 <= x0 < x1 and 0 <= y0 < y1 and rec["scores"][0] > 0.9 and len(rec["landmarks"][0]) == 5
+    portrait = by_video["afoovlsmtx.mp4"][0]["boxes"][0]
+    assert portrait[1] > 600  # full-resolution pixels of the 1080x1920 portrait frame (about 333 at 0.5x)
+    assert "3 videos" in r.stderr and "1 failed" in r.stderr
+
+
+def test_detect_cli_help():
+    r = subprocess.run([sys.executable, "-m", "dfdc_fast.detect", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--every" in r.stdout and "medics_export" in r.stdout
