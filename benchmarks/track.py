@@ -194,7 +194,6 @@ def bench_labelling(args, device, results):
                     if r.get("available") and base.get("available"):
                         r["ratio_vs_skimage"] = round(base["median_s"] / r["median_s"], 2)
             results[key] = entry
-            del masks
 
 
 # ---- the tracker per video -------------------------------------------------------------
