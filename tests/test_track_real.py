@@ -1,17 +1,15 @@
-"""Tracking on real DFDC clips, with faces from facenet-pytorch's MTCNN.
+"""Detection plus tracking on real DFDC clips: read_video -> MTCNN -> track_faces.
 
-facenet-pytorch stands in for the detector until dfdc_fast.detect has its own batched
-MTCNN; the settings are the Medics' training export (every 10th frame at 0.5x,
-thresholds 0.6/0.7/0.7), so false positives do occur and the tracker must drop them.
+The detector runs at the Medics' training-export settings (every 10th frame at 0.5x,
+thresholds 0.6/0.7/0.7), so stray false positives do occur and the tracker must drop them.
 """
 import json
 import os
 
 import pytest
-import torch
 
 from dfdc_fast import extension
-from dfdc_fast.detect import Detections
+from dfdc_fast.detect import MTCNN
 from dfdc_fast.io import read_video
 from dfdc_fast.io.selectors import Every
 from dfdc_fast.track import track_faces
@@ -29,20 +27,15 @@ TWO_PEOPLE = ["caifxvsozs.mp4"]
 
 @pytest.fixture(scope="module")
 def reference_detections(samples_dir):
-    facenet = pytest.importorskip("facenet_pytorch")
-    mtcnn = facenet.MTCNN(keep_all=True, post_process=False, thresholds=[0.6, 0.7, 0.7], device="cpu")
+    detector = MTCNN("cpu", "medics_export")
     meta = json.load(open(os.path.join(samples_dir, "metadata.json")))
     out = {}
     for name in ONE_PERSON + TWO_PEOPLE:
         assert meta[name]["label"] == "REAL"
         video = read_video(os.path.join(samples_dir, name), Every(10))
-        half = torch.nn.functional.interpolate(video.frames.permute(0, 3, 1, 2).float(), scale_factor=0.5, mode="area")
-        half = half.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        boxes, scores = mtcnn.detect(half)
-        boxes = [None if b is None else b.astype("float32") * 2 for b in boxes]
-        info = video.info
-        dets = Detections.from_lists(video.indices, boxes, scores, frame_size=(info.height, info.width))
-        out[name] = (dets, (info.num_frames, info.height, info.width))
+        dets = detector.detect(video.frames, video.indices)
+        assert dets.frame_size == (video.info.height, video.info.width)
+        out[name] = (dets, (video.info.num_frames, video.info.height, video.info.width))
     return out
 
 
