@@ -1,13 +1,11 @@
-"""The command-line jobs: probe and (the stages that exist of) extract."""
-import csv
+"""The command-line jobs probe and detect (extract has tests/test_extract.py)."""
 import json
 import os
 import subprocess
 import sys
 
-import pytest
 
-from dfdc_fast import extract, probe
+from dfdc_fast import probe
 from videos import make_video
 
 
@@ -54,66 +52,6 @@ def test_probe_decode_mode(capsys, tmp_path):
 def test_probe_cli_help():
     r = subprocess.run([sys.executable, "-m", "dfdc_fast.probe", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "VIDEO_OR_DIR" in r.stdout and "--decode" in r.stdout
-
-
-def read_index(path):
-    with open(path) as f:
-        return {r["video"]: r for r in csv.DictReader(f)}
-
-
-def test_extract_demo_default_and_resume(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert extract.main(["--device", "cpu", "--no-progress"]) == 0  # no input: the bundled demo clips
-    index = read_index(tmp_path / "extract_out" / "index.csv")
-    assert set(index) == {"ccfoszqabv.mp4", "acqfdwsrhi.mp4", "afoovlsmtx.mp4", "bndybcqhfr.mp4"}
-    assert all(r["status"] == "ok" and r["frames"] == "150" and r["sampled_frames"] == "15" for r in index.values())
-    assert index["afoovlsmtx.mp4"]["height"] == "960" and index["afoovlsmtx.mp4"]["width"] == "540"
-    assert index["acqfdwsrhi.mp4"]["original"] == "ccfoszqabv.mp4"
-    summary = json.loads((tmp_path / "extract_out" / "summary.json").read_text())
-    assert summary["processed"] == 4 and "detect" in summary["stages_missing"]
-
-    again = extract.run_extraction(extract.ExtractConfig(device="cpu", progress=False))
-    assert again["processed"] == 0 and again["skipped_done"] == 4
-    assert read_index(tmp_path / "extract_out" / "index.csv") == index
-    assert not list((tmp_path / "extract_out").rglob("*.tmp*"))
-
-
-def test_extract_records_bad_videos_and_keeps_going(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    make_video(str(src / "ok.mp4"), frames=20)
-    (src / "zero.mp4").write_bytes(b"")
-    (src / "text.mp4").write_text("hello")
-    out = tmp_path / "out"
-    summary = extract.run_extraction(extract.ExtractConfig(inputs=[str(src)], out=str(out), device="cpu", progress=False))
-    index = read_index(out / "index.csv")
-    assert index["ok.mp4"]["status"] == "ok"
-    assert index["zero.mp4"]["status"] == "decode_error" and "empty" in index["zero.mp4"]["error"]
-    assert index["text.mp4"]["status"] == "decode_error"
-    assert summary["status_counts"] == {"ok": 1, "decode_error": 2}
-
-
-def test_extract_shards_split_the_work(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(5):
-        make_video(str(src / f"v{i}.mp4"), frames=3)
-    seen = []
-    for i in range(2):
-        s = extract.run_extraction(extract.ExtractConfig(inputs=[str(src)], out=str(tmp_path / "o"), device="cpu",
-                                                         shard=f"{i}/2", progress=False))
-        seen.append(s["videos"])
-    assert seen == [3, 2]
-    assert len(list((tmp_path / "o" / "videos").rglob("*.json"))) == 5
-    with pytest.raises(ValueError, match="i/N"):
-        extract.parse_shard("1-2")
-    with pytest.raises(ValueError):
-        extract.parse_shard("2/2")
-
-
-def test_extract_cli_help():
-    r = subprocess.run([sys.executable, "-m", "dfdc_fast.extract", "--help"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "--every" in r.stdout and "default: 10" in r.stdout
 
 
 def test_detect_cli_writes_one_line_per_sampled_frame(tmp_path, samples_dir):

@@ -1,0 +1,53 @@
+"""Writers for face clips (H.264 MP4 through PyAV/libx264) and crops (JPEG/PNG).
+
+Every file is written under a temporary name in its folder and renamed when complete,
+so a killed run never leaves a half-written clip under its final name.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+
+def _tmp(path: str) -> str:
+    return os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+
+
+def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1) -> None:
+    """Encode uint8 ``(T, H, W, 3)`` RGB frames (tensor or array; H and W even) as H.264 yuv420p."""
+    import av
+
+    arr = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        with av.open(tmp, "w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = arr.shape[2], arr.shape[1], "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            stream.thread_count = threads
+            for frame in arr:
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            out.mux(stream.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_jpeg(path: str, image, quality: int = 95) -> None:
+    """Write a uint8 ``(H, W, 3)`` RGB image (tensor or array) as JPEG (``.jpg``) or PNG (``.png``)."""
+    from PIL import Image
+
+    arr = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _tmp(path)
+    fmt = "PNG" if path.endswith(".png") else "JPEG"
+    Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    os.replace(tmp, path)
