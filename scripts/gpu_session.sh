@@ -29,7 +29,7 @@ echo "== CUDA tests"
 $PY -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/tests_cuda.log" | tail -25
 
 echo "== benchmarks"
-for stage in ${STAGES:-track detect decode}; do
+for stage in ${STAGES:-track detect extract decode}; do
   $PY "benchmarks/$stage.py" --device cuda --out-dir "$OUT" 2>&1 | tee "$OUT/bench_$stage.log" | tail -40
 done
 ls -la "$OUT"

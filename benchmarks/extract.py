@@ -1,0 +1,161 @@
+"""Extraction benchmark: videos/s end to end, ours against the seed pipeline built from stock parts.
+
+Both take the same clips to face clips and 2D crops on disk, in one run:
+
+* ``stock``  what the seeds ran, one video at a time: OpenCV decode of every frame, every
+  10th frame resized 0.5x and detected by facenet-pytorch's MTCNN (0.6/0.7/0.7), the
+  Medics' tracker (numpy mask + skimage.measure.label, per 150-frame chunk), per-frame
+  crop + zero-pad + cv2.resize to 256, H.264 through PyAV/libx264, and 32 2D crops per
+  video with a 1/3 margin written by cv2.imwrite (the peer)
+* ``ours``   dfdc_fast.extract.run_extraction with its defaults (NVDEC and the GPU on a
+  GPU machine; PyAV and the CPU kernels otherwise)
+
+Each timed run writes into a fresh folder. Reports videos/s from the median of
+--repeats runs and ours/stock; writes JSON to benchmarks/results/.
+
+    .venv/bin/python benchmarks/extract.py --videos 3 --repeats 2       # CPU
+    python benchmarks/extract.py --device cuda --videos 20               # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.extract import ExtractConfig, run_extraction
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import track as track_bench  # noqa: E402  (the Medics' tracker rebuilt from stock parts)
+
+DEFAULT_SRC = os.environ.get("DFDC_SAMPLES", os.path.join(HERE, "..", "..", "shared", "data", "dfdc_samples"))
+
+
+def stock_video(path, out, mtcnn, every=10, chunk=150, size=256, crops=32):
+    """One video through the seed pipeline; returns the number of clips written."""
+    import av
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        return 0
+    h, w = frames[0].shape[:2]
+    sampled = list(range(0, len(frames), every))
+    small = [cv2.resize(frames[i], (w // 2, h // 2)) for i in sampled]
+    boxes, probs = mtcnn.detect(small)
+    boxes = [[] if b is None else (np.asarray(b, dtype=np.float32) * 2).tolist() for b in boxes]
+    probs = [[] if p is None or p[0] is None else list(p) for p in probs]
+    name = os.path.splitext(os.path.basename(path))[0]
+    n_clips = 0
+    for c0 in range(0, len(frames), chunk):
+        sel = [k for k, f in enumerate(sampled) if c0 <= f < c0 + chunk]
+        rois = track_bench.medics_tracker([sampled[k] - c0 for k in sel], [boxes[k] for k in sel],
+                                          [probs[k] for k in sel], (min(chunk, len(frames) - c0), h, w), step=every)
+        for ti, ((f0, f1), (r0, r1), (q0, q1)) in enumerate(rois):
+            r0, r1, q0, q1 = int(r0), int(r1), int(q0), int(q1)
+            with av.open(os.path.join(out, f"{name}_{c0 // chunk}_{ti}.mp4"), "w") as container:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.width = stream.height = size
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "18", "preset": "veryfast"}
+                for f in range(c0 + f0, c0 + f1):
+                    crop = frames[f][r0:r1, q0:q1]
+                    side = max(crop.shape[:2])
+                    square = np.zeros((side, side, 3), np.uint8)
+                    square[: crop.shape[0], : crop.shape[1]] = crop
+                    face = cv2.resize(square, (size, size))
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(face, format="rgb24")))
+                container.mux(stream.encode())
+            n_clips += 1
+    for f in np.linspace(0, len(frames) - 1, crops).round().astype(int):
+        k = min(range(len(sampled)), key=lambda i: abs(sampled[i] - f))  # nearest detection, as per-frame boxes
+        for j, (x0, y0, x1, y1) in enumerate(boxes[k]):
+            dw, dh = (x1 - x0) / 3, (y1 - y0) / 3
+            crop = frames[f][max(0, int(y0 - dh)): int(y1 + dh), max(0, int(x0 - dw)): int(x1 + dw)]
+            if crop.size:
+                cv2.imwrite(os.path.join(out, f"{name}_{j}_{f}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    return n_clips
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", default=DEFAULT_SRC, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
+    ap.add_argument("--videos", type=int, default=3, help="use the first N clips (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--workers", type=int, default=1, help="ours: videos decoded at once (default: %(default)s)")
+    ap.add_argument("--encoder-threads", type=int, default=2, help="ours: CPU encoder threads (default: %(default)s)")
+    ap.add_argument("--only", default="", help="comma-separated subset of: stock, ours")
+    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    args = ap.parse_args(argv)
+
+    paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))[: args.videos]
+    if not paths:
+        ap.error(f"no .mp4 files in {args.src}")
+    device = torch.device(args.device)
+    work = tempfile.mkdtemp(prefix="dfdc_extract_bench_")
+    from facenet_pytorch import MTCNN as FacenetMTCNN
+
+    stock_mtcnn = FacenetMTCNN(keep_all=True, post_process=False, select_largest=False, thresholds=[0.6, 0.7, 0.7],
+                               device=device)
+    counter = {"n": 0}
+
+    def fresh(name):
+        counter["n"] += 1
+        d = os.path.join(work, f"{name}-{counter['n']}")
+        os.makedirs(d)
+        return d
+
+    def run_stock():
+        out = fresh("stock")
+        return sum(stock_video(p, out, stock_mtcnn) for p in paths)
+
+    def run_ours():
+        cfg = ExtractConfig(inputs=list(paths), out=fresh("ours"), device=str(device), workers=args.workers,
+                            encoder_threads=args.encoder_threads, progress=False)
+        return run_extraction(cfg)["clips"]
+
+    only = {s for s in args.only.split(",") if s}
+    results, clips = {}, {}
+    for name, fn in (("stock", run_stock), ("ours", run_ours)):
+        if only and name not in only:
+            continue
+        clips[name] = fn()  # warm-up (weights, caches) and the output count
+        t = time_runs(fn, repeats=args.repeats, warmup=0, device=device)
+        results[name] = {"available": True, **t.to_dict(), "videos_per_s": round(len(paths) / t.median_s, 4),
+                         "clips": clips[name]}
+        print(f"{name:>6}: median {t.median_s:.2f} s  {len(paths) / t.median_s:.3f} videos/s  {clips[name]} clips",
+              flush=True)
+    if "stock" in results and "ours" in results:
+        results["ours"]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results["ours"]["median_s"], 3)
+    shutil.rmtree(work, ignore_errors=True)
+    inputs = {"files": [os.path.basename(p) for p in paths], "videos": len(paths),
+              "task": "every frame decoded; faces on every 10th at 0.5x; 256x256 H.264 clips per track and "
+                      "150-frame chunk; 32 2D crops per video", "our_config": json.loads(json.dumps(
+                          {k: v for k, v in vars(ExtractConfig(inputs=[], device=str(device))).items()
+                           if k not in ("inputs", "out")}))}
+    path = write_result("extract", environment(device), inputs, results, args.out_dir,
+                        extra={"unit": "videos_per_s", "repeats": args.repeats})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
