@@ -6,19 +6,21 @@
 #   bash scripts/gpu_session.sh                 # everything
 #   STAGES="track" bash scripts/gpu_session.sh  # a subset of the benchmarks
 #
-# The GPU image has its own Python with torch; packages it lacks travel as cp312 wheels
-# in .whl/ (see README "GPU checks") and are installed into /tmp/site first.
+# The GPU image has its own Python with torch; packages it lacks (av, facenet-pytorch,
+# pynvvideocodec, kornia) travel as cp312 wheels in .whl/ and are installed into /tmp/site.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 FAIL_WITHOUT_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FORCE_CUDA=1
 PY=${PY:-python3}
+# Wheels carried in .whl/ install into /tmp/site, which lasts as long as the machine stays
+# warm, so a first call can carry the wheels and a second one the code and sample clips.
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
 fi
+export PYTHONPATH=/tmp/site:$PWD
+# ../shared does not travel: carry a few sample clips in .samples/ (see README "GPU checks")
+if [ -z "${DFDC_SAMPLES:-}" ] && [ -f .samples/metadata.json ]; then export DFDC_SAMPLES=$PWD/.samples; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 echo "== build"
