@@ -25,6 +25,7 @@ import traceback
 import torch
 
 from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.io import read_header, read_videos
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated subset of implementations")
     ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
     args = ap.parse_args(argv)
+    tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
     paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))
     if args.videos:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.detect import MTCNN
 from dfdc_fast.io import read_video
 from dfdc_fast.io.selectors import Every
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-cpu", action="store_true", help="on a GPU machine, time only the CUDA rows")
     ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
     args = ap.parse_args(argv)
+    tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
     paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))[: args.videos]
     if not paths:

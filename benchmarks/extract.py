@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated subset of: stock, ours")
     ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
     args = ap.parse_args(argv)
+    tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
     paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))[: args.videos]
     if not paths:

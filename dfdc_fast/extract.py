@@ -46,6 +46,7 @@ from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.detect import MTCNN, PRESETS
 from dfdc_fast.io import DECODERS, Video, VideoDecodeError, read_videos, resolve_decoder
 from dfdc_fast.track import FaceTrack, TrackConfig, interpolate_boxes, track_faces
+from dfdc_fast.runtime import tune_host_allocator
 
 log = logging.getLogger(__name__)
 
@@ -494,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_host_allocator()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     values = vars(args)
     values["chunk_size"] = values["chunk_size"] or None

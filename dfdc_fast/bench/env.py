@@ -71,5 +71,7 @@ def environment(device: torch.device | str = "cpu") -> dict:
         "platform": platform.platform(),
         "versions": versions(),
         "git_commit": _git_commit(),
+        "env": {k: os.environ[k] for k in ("THP_MEM_ALLOC_ENABLE", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+                if k in os.environ},
         "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
     }

@@ -18,6 +18,7 @@ from dfdc_fast.data import from_paths
 from dfdc_fast.detect.mtcnn import MTCNN, PRESETS
 from dfdc_fast.detect.videos import detect_videos
 from dfdc_fast.io import DECODERS, Every
+from dfdc_fast.runtime import tune_host_allocator
 
 
 def frame_records(path: str, detections) -> list[dict]:
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    tune_host_allocator()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.every < 1:
         raise SystemExit("--every must be >= 1")
