@@ -41,6 +41,7 @@ import torch
 from dfdc_fast.crops import clip as cut_clip
 from dfdc_fast.crops import faces as cut_faces
 from dfdc_fast.crops import write_jpeg, write_mp4
+from dfdc_fast.crops.encode import temporary_path
 from dfdc_fast.crops.sheet import thumbnail, write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.detect import MTCNN, PRESETS
@@ -128,7 +129,7 @@ def video_json_path(out: str, entry: VideoEntry) -> str:
 
 def _write_json_atomic(path: str, obj) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    tmp = temporary_path(path)
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
@@ -379,7 +380,7 @@ class Extractor:
                       "status": "missing", "error": "listed in metadata.json but not on disk"} for m in ds.missing]
             rows += [{"video": n, "status": "error", "error": f"refused name: {why}"} for n, why in ds.rejected]
         index_path = os.path.join(cfg.out, f"index-{shard_i}.csv" if shard_n > 1 else "index.csv")
-        tmp = os.path.join(cfg.out, f".tmp-{os.getpid()}-{os.path.basename(index_path)}")
+        tmp = temporary_path(index_path)
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=INDEX_FIELDS, extrasaction="ignore")
             w.writeheader()

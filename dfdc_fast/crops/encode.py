@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 
-def _tmp(path: str) -> str:
+def temporary_path(path: str) -> str:
+    """Where ``path`` is written before it is renamed into place (a ``.tmp-`` file beside it)."""
     return os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
 
 
@@ -24,7 +25,7 @@ def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryf
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temporary_path(path)
     try:
         with av.open(tmp, "w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
@@ -47,7 +48,7 @@ def write_jpeg(path: str, image, quality: int = 95) -> None:
 
     arr = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temporary_path(path)
     fmt = "PNG" if path.endswith(".png") else "JPEG"
     Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
     os.replace(tmp, path)
