@@ -17,19 +17,16 @@ each implementation's ratio to ``pyav``. Writes JSON to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import traceback
 
 import torch
 
-from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.io import read_header, read_videos
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SRC = os.environ.get("DFDC_SAMPLES", os.path.join(HERE, "..", "..", "shared", "data", "dfdc_samples"))
 
 
 # Every implementation keeps all frames of a video in memory until the next video, as a
@@ -80,7 +77,7 @@ def decode_ours(paths, decoder, device, workers):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", default=DEFAULT_SRC, help="folder of clips (default: ../shared/data/dfdc_samples)")
+    ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of clips (default: ../shared/data/dfdc_samples)")
     ap.add_argument("--videos", type=int, default=0, help="use the first N clips (default: all)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decoder threads (default: all cores)")
@@ -91,11 +88,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))
-    if args.videos:
-        paths = paths[: args.videos]
-    if not paths:
-        ap.error(f"no .mp4 files in {args.src}")
+    try:
+        paths = sample_clips(args.src, args.videos or None)
+    except ValueError as exc:
+        ap.error(str(exc))
     infos = [read_header(p, count_frames=True) for p in paths]
     total_frames = sum(i.num_frames for i in infos)
     device = torch.device(args.device)

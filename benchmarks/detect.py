@@ -19,7 +19,6 @@ faces. Writes JSON to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import traceback
@@ -27,14 +26,12 @@ import traceback
 import torch
 import torch.nn.functional as F
 
-from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.detect import MTCNN
 from dfdc_fast.io import read_video
 from dfdc_fast.io.selectors import Every
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SRC = os.environ.get("DFDC_SAMPLES", os.path.join(HERE, "..", "..", "shared", "data", "dfdc_samples"))
 THRESHOLDS = (0.6, 0.7, 0.7)
 
 
@@ -74,7 +71,7 @@ def face_counts_ours(result):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", default=DEFAULT_SRC, help="folder of clips (default: ../shared/data/dfdc_samples)")
+    ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of clips (default: ../shared/data/dfdc_samples)")
     ap.add_argument("--videos", type=int, default=4, help="use the first N clips (default: %(default)s)")
     ap.add_argument("--every", type=int, default=10, help="detect on every n-th frame (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
@@ -85,9 +82,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))[: args.videos]
-    if not paths:
-        ap.error(f"no .mp4 files in {args.src}")
+    try:
+        paths = sample_clips(args.src, args.videos)
+    except ValueError as exc:
+        ap.error(str(exc))
     videos = load_frames(paths, args.every)
     videos_np = [v.numpy() for v in videos]
     n_frames = sum(len(v) for v in videos)

@@ -19,7 +19,6 @@ Each timed run writes into a fresh folder. Reports videos/s from the median of
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
@@ -38,7 +37,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import track as track_bench  # noqa: E402  (the Medics' tracker rebuilt from stock parts)
 
-DEFAULT_SRC = os.environ.get("DFDC_SAMPLES", os.path.join(HERE, "..", "..", "shared", "data", "dfdc_samples"))
 
 
 def stock_video(path, out, mtcnn, every=10, chunk=150, size=256, crops=32):
@@ -97,7 +95,7 @@ def stock_video(path, out, mtcnn, every=10, chunk=150, size=256, crops=32):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", default=DEFAULT_SRC, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
+    ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
     ap.add_argument("--videos", type=int, default=3, help="use the first N clips (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -108,9 +106,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    paths = sorted(glob.glob(os.path.join(args.src, "*.mp4")))[: args.videos]
-    if not paths:
-        ap.error(f"no .mp4 files in {args.src}")
+    try:
+        paths = sample_clips(args.src, args.videos)
+    except ValueError as exc:
+        ap.error(str(exc))
     device = torch.device(args.device)
     work = tempfile.mkdtemp(prefix="dfdc_extract_bench_")
     from facenet_pytorch import MTCNN as FacenetMTCNN
