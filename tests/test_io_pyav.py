@@ -8,7 +8,7 @@ import torch
 
 from dfdc_fast.io import (Chunk, Evenly, Every, First, Indices, VideoDecodeError, open_reader, read_header,
                           read_video, read_videos)
-from videos import frame_level, make_audio_only, make_video, truncate
+from videos import frame_level, make_audio_only, make_video, psnr, truncate
 
 PORTRAIT = {"afoovlsmtx.mp4"}
 
@@ -178,3 +178,23 @@ def test_frames_move_to_the_requested_device(tmp_path):
     v = read_video(make_video(str(tmp_path / "m.mp4"), frames=3), device=torch.device("cpu"))
     assert v.frames.device.type == "cpu"
     assert "uint8(3, 48, 64, 3)" in repr(v)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (96, 54)])  # landscape, and portrait with odd chroma width
+def test_nv12_conversion_matches_pyav(tmp_path, size):
+    """Our NV12->RGB (used for NVDEC surfaces) equals swscale's within rounding."""
+    import av
+
+    from dfdc_fast.io.color import nv12_to_rgb
+
+    h, w = size
+    path = make_video(str(tmp_path / "c.mp4"), frames=3, width=w, height=h)
+    with av.open(path) as c:
+        frame = next(c.decode(video=0))
+        ref = frame.to_ndarray(format="rgb24")
+        nv12 = torch.from_numpy(frame.reformat(format="nv12").to_ndarray())
+    padded = torch.zeros(nv12.shape[0] + 24, nv12.shape[1] + 8, dtype=torch.uint8)  # decoder alignment padding
+    padded[:h, :w] = nv12[:h]
+    padded[h + 16:h + 16 + (h + 1) // 2, :w] = nv12[h:]
+    ours = nv12_to_rgb(padded, h, w).numpy()
+    assert ours.shape == ref.shape and psnr(ours, ref) >= 40

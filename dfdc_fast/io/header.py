@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Iterator
 
 from dfdc_fast.io.base import normalize_rotation
+from dfdc_fast.io.color import matrix_for
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
 from dfdc_fast.io.types import VideoInfo
 
@@ -123,6 +124,8 @@ def read_header(path: str | os.PathLike, count_frames: bool = False) -> VideoInf
         if first is None:
             raise VideoDecodeError(path, "video stream holds no decodable frame")
         info = stream_facts(path, stream, normalize_rotation(getattr(first, "rotation", 0)))
+        info = replace(info, color_matrix=matrix_for(getattr(first, "colorspace", None)),
+                       full_range=int(getattr(first, "color_range", 0) or 0) == 2)
         if not count_frames:
             return info
         container.seek(0)

@@ -15,6 +15,7 @@ import os
 import torch
 
 from dfdc_fast.io.base import DecodePlan, FrameCollector, VideoReader, assemble, with_count
+from dfdc_fast.io.color import nv12_to_rgb
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
 from dfdc_fast.io.header import listed_frame_count, read_header
 from dfdc_fast.io.selectors import SelectorLike
@@ -61,12 +62,20 @@ class NvdecReader(VideoReader):
         device: a CUDA device; frames are returned there.
         batch: frames fetched from the decoder per call.
         cache_size: decoders PyNvVideoCodec keeps for reconfiguration across sizes/codecs.
+        color: "torch" (default) takes NV12 surfaces and converts them with the stream's
+            matrix (BT.601 when unsignalled, as PyAV/OpenCV do; see :mod:`dfdc_fast.io.color`);
+            "nvdec" uses PyNvVideoCodec's own RGB conversion, whose matrix guess for
+            unsignalled streams differs from FFmpeg's on some sizes.
     """
 
     name = "nvdec"
 
-    def __init__(self, device: torch.device | str = "cuda", batch: int = 32, cache_size: int = 4):
+    def __init__(self, device: torch.device | str = "cuda", batch: int = 32, cache_size: int = 4,
+                 color: str = "torch"):
         super().__init__(device)
+        if color not in ("torch", "nvdec"):
+            raise ValueError(f"color must be 'torch' or 'nvdec', got {color!r}")
+        self.color = color
         if self.device.type != "cuda":
             raise ValueError(f"the nvdec decoder returns CUDA tensors; device must be cuda, got {self.device}")
         if not torch.cuda.is_available():
@@ -88,7 +97,7 @@ class NvdecReader(VideoReader):
                 cuda_stream=self._stream.cuda_stream,
                 use_device_memory=True,
                 decoder_cache_size=self.cache_size,
-                output_color_type=nvc.OutputColorType.RGB,
+                output_color_type=nvc.OutputColorType.RGB if self.color == "nvdec" else nvc.OutputColorType.NATIVE,
             )
         else:
             self._decoder.reconfigure_decoder(path)
@@ -117,10 +126,7 @@ class NvdecReader(VideoReader):
                     for frame in batch:
                         row = col.slot()
                         if row is not None:
-                            src = torch.from_dlpack(frame)
-                            if src.shape != (h, w, 3):
-                                raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} frame, expected {(h, w, 3)}")
-                            row.copy_(src)  # the decoder reuses its surfaces
+                            self._copy_frame(path, torch.from_dlpack(frame), row, header)
                         if col.done:
                             break
             except VideoDecodeError:
@@ -135,6 +141,20 @@ class NvdecReader(VideoReader):
             return self.read(path, result.indices.tolist())
         out, idx = assemble(col.buffer, col.kept, result.indices, header.rotation, self.device)
         return Video(out, idx, with_count(header, result.num_frames, result.exact), self.name)
+
+    def _copy_frame(self, path: str, src: torch.Tensor, row: torch.Tensor, header) -> None:
+        """Copy one decoder surface into ``row`` (the decoder reuses its surfaces)."""
+        h, w = row.shape[:2]
+        if self.color == "nvdec":
+            if src.shape != (h, w, 3):
+                raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} frame, expected {(h, w, 3)}")
+            row.copy_(src)
+            return
+        if src.dim() == 3 and src.shape[-1] == 1:
+            src = src[..., 0]
+        if src.dim() != 2 or src.shape[0] < h * 3 // 2 or src.shape[1] < w:
+            raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} surface, expected NV12 for {h}x{w}")
+        nv12_to_rgb(src, h, w, header.color_matrix, header.full_range, out=row)
 
     def close(self) -> None:
         self._decoder = None

@@ -35,6 +35,10 @@ class VideoInfo:
     container: str = ""
     #: True/False once timestamps were inspected (probe), None when not checked.
     variable_frame_rate: Optional[bool] = None
+    #: YUV->RGB matrix every backend converts with ("bt601" when the stream signals none, as swscale does).
+    color_matrix: str = "bt601"
+    #: True for full-range ("JPEG") YUV, False for limited (16-235) range.
+    full_range: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
