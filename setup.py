@@ -95,7 +95,7 @@ setup(
     version="0.1.0",
     description="GPU-native video toolkit for deepfake detection (DFDC): decode, detect, track, crop, train, infer.",
     packages=find_packages(include=["dfdc_fast", "dfdc_fast.*"]),
-    package_data={"dfdc_fast": ["assets/demo/*.mp4", "assets/demo/*.json", "assets/demo/*.md"]},
+    package_data={"dfdc_fast": ["assets/demo/*.mp4", "assets/demo/*.json", "assets/demo/*.md", "configs/*.yaml"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "torchvision", "numpy", "av>=12", "tqdm"],
     extras_require={

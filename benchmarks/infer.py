@@ -1,0 +1,218 @@
+"""Inference benchmark: videos/s end to end for the seed ensemble, ours against the seed recipe.
+
+Both score the same 1080p DFDC clips with the same untrained checkpoints of the Medics'
+ensemble, in one run. The weights do not matter for speed; both load the same files.
+The ensemble is seven 3D models (i3d, r3d_34, mc3_18, mc3_18_224, r2plus1d_18, plus i3d
+and r2plus1d_18 again for the CutMix runs) and one 2D model (seresnext50_32x4d).
+
+* ``stock``  the seed notebook's recipe from stock parts, one video at a time. OpenCV
+  decodes the first 100 frames. facenet-pytorch MTCNN runs at a 480-px long side on every
+  10th frame (then 960 px, then thresholds 0.5, for videos without a face). The Medics' tracker is numpy + skimage. Each face is cut per frame with
+  cv2. Every model is called per face, and the clip and its flip in separate calls
+  (fp32). 2D crops go through one call per face.
+* ``ours``   ``dfdc_fast.infer.run_inference`` with its defaults: GPU decode, batched
+  MTCNN over groups of videos, faces of a group batched per model, bf16 and channels-last
+  on GPUs that have it.
+
+It reports videos/s from the median of --repeats runs (after one warm-up) and ours/stock,
+then writes JSON to benchmarks/results/.
+
+    .venv/bin/python benchmarks/infer.py --videos 2 --models mc3_18 --frames 30 --repeats 1   # CPU
+    python benchmarks/infer.py --device cuda --videos 20                                      # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+import torch
+
+from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
+from dfdc_fast.runtime import tune_host_allocator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import track as track_bench  # noqa: E402  (the Medics' tracker rebuilt from stock parts)
+
+ENSEMBLE = ["i3d", "r3d_34", "mc3_18", "mc3_18_224", "r2plus1d_18", "i3d", "r2plus1d_18", "seresnext50_32x4d"]
+
+
+def make_checkpoints(models: list[str], folder: str) -> list[str]:
+    """Untrained checkpoints of ``models`` (seeded), as training would write them."""
+    from dfdc_fast.models import create_model, model_spec, save_checkpoint
+
+    paths = []
+    for k, name in enumerate(models):
+        torch.manual_seed(k)
+        path = os.path.join(folder, f"{k}_{name}.pth")
+        save_checkpoint(path, create_model(name, num_classes=1), model_name=name, model_kwargs={"num_classes": 1},
+                        config={"input_size": model_spec(name).input_size})
+        paths.append(path)
+    return paths
+
+
+class Stock:
+    """The seed notebook's per-video loop, on the same device and checkpoints."""
+
+    def __init__(self, checkpoints, device, frames=100):
+        from facenet_pytorch import MTCNN as FacenetMTCNN
+
+        from dfdc_fast.models import load_model, model_spec
+
+        self.device, self.frames, self.no_face = device, frames, 0
+        self.mtcnn = FacenetMTCNN(keep_all=True, select_largest=False, post_process=False, device=device,
+                                  thresholds=[0.8, 0.8, 0.9], factor=0.71)
+        self.mtcnn_low = FacenetMTCNN(keep_all=True, select_largest=False, post_process=False, device=device,
+                                      thresholds=[0.5, 0.5, 0.5], factor=0.71)
+        self.members = []
+        for p in checkpoints:
+            model, ckpt = load_model(p, device=device)
+            self.members.append((model.eval(), model_spec(ckpt.model_name)))
+
+    def _prob(self, model, spec, x):
+        from dfdc_fast.models import normalize
+
+        with torch.no_grad():
+            return torch.sigmoid(model(normalize(x, spec)).float()).reshape(-1)
+
+    def video(self, path) -> float:
+        import cv2
+
+        cap = cv2.VideoCapture(path)
+        frames = []
+        while len(frames) < self.frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        cap.release()
+        if not frames:
+            return 0.5
+        h, w = frames[0].shape[:2]
+        sampled = list(range(0, len(frames), 10))
+
+        def rois_at(long_side, mtcnn, keep):
+            scale = long_side / max(h, w)
+            small = [cv2.resize(frames[i], (round(w * scale), round(h * scale))) for i in sampled]
+            boxes, probs = mtcnn.detect(small)
+            boxes = [np.zeros((0, 4)) if b is None else b / scale for b in boxes]
+            return track_bench.medics_tracker(sampled, boxes, probs, (len(frames), h, w))[:keep]
+
+        # the notebook's ladder: 480 px, then 960 px, then thresholds 0.5 keeping one face
+        rois = rois_at(480, self.mtcnn, 5) or rois_at(960, self.mtcnn, 5) or rois_at(960, self.mtcnn_low, 1)
+        if not rois:
+            self.no_face += 1
+            return 0.5
+        model_scores = []
+        for model, spec in self.members:
+            face_scores = []
+            for (f0, f1), (y0, y1), (x0, x1) in rois:
+                y0, y1, x0, x1 = int(max(0, y0)), int(min(h, y1)), int(max(0, x0)), int(min(w, x1))
+                if spec.kind == "3d":
+                    side = max(y1 - y0, x1 - x0)
+                    clip = []
+                    for f in frames[f0:f1]:
+                        sq = np.zeros((side, side, 3), np.uint8)
+                        sq[: y1 - y0, : x1 - x0] = f[y0:y1, x0:x1]
+                        clip.append(cv2.resize(sq, (256, 256), interpolation=cv2.INTER_AREA))
+                    x = torch.from_numpy(np.stack(clip)).to(self.device).permute(3, 0, 1, 2)[None].float() / 255
+                    if spec.input_size == 224:
+                        x = x[..., 16:240, 16:240]
+                    else:
+                        x = torch.nn.functional.interpolate(x[0], size=(128, 128), mode="bilinear")[None][..., 8:120, 8:120]
+                    p = (self._prob(model, spec, x) + self._prob(model, spec, x.flip(-1))) / 2
+                else:
+                    crops = []
+                    for k, f in enumerate(frames[f0:min(f1, f0 + 32)]):
+                        c = cv2.resize(f[y0:y1, x0:x1], (spec.input_size, spec.input_size), interpolation=cv2.INTER_CUBIC)
+                        crops.append(c[:, ::-1] if k % 2 else c)
+                    x = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255
+                    p = self._prob(model, spec, x).median()
+                face_scores.append(float(p.mean()))
+            model_scores.append(np.mean(face_scores))
+        return float(np.clip(np.mean(model_scores), 0.001, 0.999))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
+    ap.add_argument("--videos", type=int, default=6, help="use the first N clips (default: %(default)s)")
+    ap.add_argument("--models", default=",".join(ENSEMBLE), help="ensemble members (default: the Medics' 8)")
+    ap.add_argument("--frames", type=int, default=100, help="first N frames per video (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--workers", type=int, default=4, help="ours: concurrent decoders (default: %(default)s)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", default="", help="comma-separated subset of: stock, ours")
+    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    args = ap.parse_args()
+    tune_host_allocator()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    paths = sample_clips(args.src, args.videos)
+    models = [m for m in args.models.split(",") if m]
+    ckpt_dir = tempfile.mkdtemp(prefix="bench-infer-ckpt-")
+    checkpoints = make_checkpoints(models, ckpt_dir)
+    src_dir = tempfile.mkdtemp(prefix="bench-infer-src-")
+    for p in paths:  # ours takes a folder: hard-link (or copy) exactly the chosen clips
+        try:
+            os.link(p, os.path.join(src_dir, os.path.basename(p)))
+        except OSError:
+            shutil.copy(p, src_dir)
+    only = {s for s in args.only.split(",") if s}
+    results, last_summary = {}, {}
+
+    def run_ours():
+        from dfdc_fast.infer import InferConfig, run_inference
+
+        out = tempfile.mkdtemp(prefix="bench-infer-out-")
+        nonlocal last_summary
+        summary = run_inference(InferConfig(inputs=[src_dir], checkpoints=checkpoints, out=out, frames=args.frames,
+                                            device=str(device), workers=args.workers, progress=False))
+        last_summary = summary
+        if summary["statuses"].get("ok", 0) == 0:
+            raise RuntimeError(f"ours scored no video: {summary['statuses']}")
+        return summary
+
+    impls = {"stock": None, "ours": run_ours}
+    for name in impls:
+        if only and name not in only:
+            continue
+        try:
+            if name == "stock":
+                stock = Stock(checkpoints, device, args.frames)
+                fn = lambda: [stock.video(p) for p in paths]  # noqa: E731
+            else:
+                fn = run_ours
+            t = time_runs(fn, repeats=args.repeats, warmup=1, device=device)
+        except Exception as exc:  # one failing implementation is reported, the other still runs
+            results[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc(limit=4)}
+            print(f"{name:>6}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            continue
+        results[name] = {"available": True, **t.to_dict(), "videos_per_s": round(len(paths) / t.median_s, 4)}
+        if name == "stock":  # videos without a face cost less: report them so the ratio can be judged
+            results[name]["no_face_videos_per_run"] = stock.no_face / (args.repeats + 1)
+        else:
+            results[name]["statuses"] = last_summary.get("statuses")
+        print(f"{name:>6}: median {t.median_s:.2f} s  {len(paths) / t.median_s:.3f} videos/s", flush=True)
+    if results.get("stock", {}).get("available") and results.get("ours", {}).get("available"):
+        results["ours"]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results["ours"]["median_s"], 2)
+        v = results["ours"]["videos_per_s"]
+        results["ours"]["hours_for_4000_videos"] = round(4000 / v / 3600, 3)
+        print(f"  ours/stock: {results['ours']['ratio_vs_stock']}x; 4,000 videos in {4000 / v / 60:.1f} min", flush=True)
+    inputs = {"files": [os.path.basename(p) for p in paths], "videos": len(paths), "models": models,
+              "frames": args.frames, "task": "first N frames, MTCNN every 10th at 480 px, up to 5 faces, "
+                                               "3D clips with flip TTA + 2D crops, mean over faces and models"}
+    path = write_result("infer", environment(device), inputs, results, args.out_dir,
+                        extra={"unit": "videos_per_s", "repeats": args.repeats})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Checkpoints that rebuild their own model: weights plus the registry name and arguments.
+
+Everything in the file loads with ``torch.load(weights_only=True)`` (tensors, dicts,
+lists, tuples, strings, numbers), so opening a checkpoint never runs pickled code. The
+write goes to a temporary file in the same folder and is renamed over the target, so a
+crash mid-save leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from dfdc_fast.models.registry import create_model, load_weights
+
+FORMAT = "dfdc_fast.checkpoint/1"
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint; ``state`` is whatever training state the writer passed."""
+
+    format: str
+    model_name: str
+    model_kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DataParallel/DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _versions() -> dict[str, str]:
+    # Package metadata, not imports: recording timm's version must not import timm.
+    out = {"torch": str(torch.__version__), "python": platform.python_version()}
+    for package in ("torchvision", "timm", "dfdc_fast"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    try:
+        import dfdc_fast
+
+        out["dfdc_fast"] = dfdc_fast.__version__
+    except Exception:  # pragma: no cover - metadata answer above stands
+        pass
+    return out
+
+
+def _check_loadable(value: Any, where: str, *, tensors: bool) -> Any:
+    """Refuse what weights_only loading would reject, naming where it sits."""
+    if isinstance(value, _SCALARS):
+        return value
+    if tensors and isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: keys must be str or int, got {type(key).__name__} {key!r}")
+            out[key] = _check_loadable(item, f"{where}[{key!r}]", tensors=tensors)
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [_check_loadable(item, f"{where}[{i}]", tensors=tensors) for i, item in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    what = "plain data and tensors" if tensors else "JSON-like plain data (dict, list, str, int, float, bool, None)"
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__name__}; a checkpoint holds only {what} "
+                    "(convert numpy values with .tolist() or torch.from_numpy)")
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: str,
+                    model_kwargs: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
+                    state: Mapping[str, Any] | None = None) -> None:
+    """Write ``model``'s weights and how to rebuild it, atomically.
+
+    ``model_kwargs`` are the :func:`create_model` arguments (e.g. ``{"num_classes": 1}``);
+    ``config`` is the run's configuration; ``state`` anything needed to resume
+    (optimizer/scheduler/scaler state dicts, epoch, step, RNG states).
+    """
+    model_kwargs = dict(model_kwargs or {})
+    model_kwargs.pop("pretrained", None)  # the weights are in this file now
+    payload = {
+        "format": FORMAT,
+        "model_name": str(model_name),
+        "model_kwargs": _check_loadable(model_kwargs, "model_kwargs", tensors=False),
+        "state_dict": {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()},
+        "config": _check_loadable(dict(config or {}), "config", tensors=False),
+        "versions": _versions(),
+        "state": _check_loadable(dict(state or {}), "state", tensors=True),
+    }
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
+    path = os.fspath(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # unpickling errors have several types across torch versions
+        raise ValueError(f"{path}: not a dfdc_fast checkpoint (cannot be loaded with weights_only=True: "
+                         f"{type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}: not a dfdc_fast checkpoint (expected format {FORMAT!r}, found {found!r}); "
+                         "plain state dicts go through create_model(name, pretrained=path)")
+    for key, kind in (("model_name", str), ("model_kwargs", dict), ("state_dict", dict)):
+        if not isinstance(obj.get(key), kind):
+            raise ValueError(f"{path}: checkpoint entry {key!r} is missing or not a {kind.__name__}")
+    return Checkpoint(format=obj["format"], model_name=obj["model_name"], model_kwargs=obj["model_kwargs"],
+                      state_dict=obj["state_dict"], config=obj.get("config") or {},
+                      versions=obj.get("versions") or {}, state=obj.get("state") or {})
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the checkpoint's model, load its weights strictly, move it to ``device``, eval mode."""
+    checkpoint = load_checkpoint(path)
+    model = create_model(checkpoint.model_name, **checkpoint.model_kwargs)
+    load_weights(model, checkpoint.state_dict, head=None, source=os.fspath(path))
+    return model.to(device).eval(), checkpoint

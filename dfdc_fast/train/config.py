@@ -1,0 +1,102 @@
+"""The training configuration: one dataclass, YAML files in ``dfdc_fast/configs/``.
+
+A config file names the seed model's recipe (model, clip length, optimiser, schedule,
+augmentation); the CLI overrides single fields. The resolved config is saved beside the
+checkpoints, and inside each of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; ``None`` fields take the model's defaults."""
+
+    # model
+    model: str = "mc3_18"
+    model_kwargs: dict = field(default_factory=dict)
+    pretrained: Optional[str] = None          # a local weights file (the head is re-initialised)
+    # data
+    data: str = "extract_out"                 # an extraction output folder (index.csv)
+    frames: Optional[int] = None              # clip length; default: the model's (64 I3D, 32 others)
+    input_size: Optional[int] = None          # default: the model's
+    val_parts: list = field(default_factory=list)   # DFDC parts held out, e.g. [45, 46, 47, 48, 49]
+    val_fraction: float = 0.1                 # used when val_parts is empty: share of original videos held out
+    balance: str = "balanced"                 # "balanced" (all reals + as many fakes per epoch) | "all"
+    loader: str = "auto"                      # auto | pyav | nvdec | dali
+    workers: int = 2
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 8                       # per process
+    accumulate: int = 1                       # gradient accumulation steps
+    optimizer: str = "adamw"                  # adamw | adam | sgd
+    lr: float = 1e-4                          # peak learning rate (OneCycle max_lr)
+    weight_decay: float = 1e-2
+    schedule: str = "onecycle"                # onecycle | constant
+    pct_start: float = 0.3
+    grad_clip: Optional[float] = None
+    amp: str = "auto"                         # auto (bf16 on GPUs that have it, else off) | bf16 | fp16 | none
+    channels_last: bool = True
+    compile: bool = False
+    # augmentation
+    augment: dict = field(default_factory=dict)   # ClipAugment / image augment keyword arguments
+    cutmix: float = 0.0                       # probability that a batch gets 3D CutMix (the Medics: 1.0)
+    # run
+    seed: int = 0
+    out: str = "runs/train"
+    resume: bool = True                       # continue from the last checkpoint in ``out`` if one exists
+    max_steps_per_epoch: Optional[int] = None # cap steps per epoch (smoke tests, benchmarks)
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+def list_configs() -> list[str]:
+    """Names of the configs shipped in the package."""
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+
+
+def config_path(name_or_path: str) -> str:
+    """A shipped config's name (``mc3_18``) or a YAML file path."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    path = os.path.join(CONFIG_DIR, f"{name_or_path}.yaml")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config {name_or_path!r}: not a file, and not one of {list_configs()}")
+    return path
+
+
+def load_config(name_or_path: str | None = None, **overrides) -> TrainConfig:
+    """Read a config (shipped name or YAML path) and apply ``overrides`` (``None`` values ignored)."""
+    import yaml
+
+    values: dict = {}
+    if name_or_path:
+        with open(config_path(name_or_path)) as f:
+            values = yaml.safe_load(f) or {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values)
+
+
+def save_config(config: TrainConfig, path: str) -> None:
+    import yaml
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    os.replace(tmp, path)

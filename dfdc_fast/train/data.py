@@ -1,0 +1,122 @@
+"""Training samples from an extraction output: the index, the hold-out split, and balancing.
+
+Extraction writes ``index.csv`` with one row per face clip (and one per video without one).
+Here those rows become :class:`Sample` records (a face clip MP4 or a 2D crop, its label,
+its source video and the original it was faked from). The split keeps a fake and its
+original on the same side, so the hold-out never sees a face it was trained on.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+LABEL_VALUES = {"FAKE": 1, "REAL": 0}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training item: a face clip (3D) or one face crop image (2D)."""
+
+    path: str          # absolute path of the MP4 clip or image
+    label: int         # 1 = FAKE, 0 = REAL
+    video: str         # source video name, e.g. "abc.mp4"
+    part: str          # DFDC part ("dfdc_train_part_3"), "" outside DFDC
+    group: str         # the REAL original's name: fakes and their original share it
+    frames: int = 0    # frames in the clip (0 for images)
+
+
+def _part_number(part: str) -> int | None:
+    """45 for "dfdc_train_part_45"; None for a folder without a trailing number."""
+    match = re.search(r"(\d+)$", part or "")
+    return int(match.group(1)) if match else None
+
+
+def read_clip_index(root: str, kind: str = "3d") -> list[Sample]:
+    """Samples of an extraction output folder (``index.csv`` beside ``clips/`` and ``crops/``).
+
+    ``kind="3d"`` gives one sample per face clip; ``"2d"`` gives one per crop image, read
+    from the per-video JSON files that the index points to. Rows without a label (videos
+    outside a labelled dataset) and rows without output (no face, decode errors) are left out.
+    """
+    if kind not in ("3d", "2d"):
+        raise ValueError(f"kind must be '3d' or '2d', got {kind!r}")
+    index = os.path.join(root, "index.csv")
+    if not os.path.exists(index):
+        raise FileNotFoundError(f"{index} not found: run `python -m dfdc_fast.extract ... -o {root}` first")
+    samples: list[Sample] = []
+    seen_json: set[str] = set()
+    with open(index, newline="") as f:
+        for row in csv.DictReader(f):
+            label = LABEL_VALUES.get((row.get("label") or "").upper())
+            if label is None or row.get("status") != "ok":
+                continue
+            group = os.path.splitext(row.get("original") or row["video"])[0] if label else os.path.splitext(row["video"])[0]
+            group = f"{row.get('part') or ''}/{group}"
+            if kind == "3d":
+                if row.get("clip"):
+                    samples.append(Sample(os.path.join(root, row["clip"]), label, row["video"], row.get("part") or "",
+                                          group, int(float(row.get("clip_frames") or 0))))
+                continue
+            js = row.get("json")
+            if not js or js in seen_json:
+                continue
+            seen_json.add(js)
+            with open(os.path.join(root, js)) as jf:
+                record = json.load(jf)
+            for crop in record.get("crops", []):
+                samples.append(Sample(os.path.join(root, crop["path"]), label, row["video"], row.get("part") or "", group))
+    if not samples:
+        raise ValueError(f"{index} lists no labelled {kind} samples (status ok with a REAL/FAKE label)")
+    return samples
+
+
+def split_samples(samples: Sequence[Sample], *, val_parts: Iterable[int] = (), val_fraction: float = 0.0,
+                  seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """(train, val) samples. DFDC parts listed in ``val_parts`` (the Medics held out 45-49)
+    go to validation; otherwise ``val_fraction`` of the original-video groups, chosen with
+    ``seed``. Either way a fake and its original land on the same side."""
+    val_parts = set(val_parts)
+    if val_parts:
+        val = [s for s in samples if _part_number(s.part) in val_parts]
+        return [s for s in samples if _part_number(s.part) not in val_parts], val
+    if not val_fraction:
+        return list(samples), []
+    groups = sorted({s.group for s in samples})
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    n_val = max(1, round(len(groups) * val_fraction)) if len(groups) > 1 else 0
+    held = set(groups[:n_val])
+    return [s for s in samples if s.group not in held], [s for s in samples if s.group in held]
+
+
+def balanced_epoch(samples: Sequence[Sample], epoch: int, *, seed: int = 0, mode: str = "balanced") -> list[int]:
+    """Indices of one training epoch, shuffled with ``(seed, epoch)`` so a resumed run
+    replays the same order.
+
+    ``mode="balanced"``: every REAL sample once plus as many FAKE samples drawn without
+    replacement (the Medics' and Selim's rule; DFDC has ~5 fakes per real). ``"all"``: every
+    sample once.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    idx = list(range(len(samples)))
+    if mode == "balanced":
+        reals = [i for i in idx if samples[i].label == 0]
+        fakes = [i for i in idx if samples[i].label == 1]
+        if reals and fakes:
+            idx = reals + rng.sample(fakes, min(len(fakes), len(reals)))
+    elif mode != "all":
+        raise ValueError(f"balance must be 'balanced' or 'all', got {mode!r}")
+    rng.shuffle(idx)
+    return idx
+
+
+def clip_start(num_frames: int, length: int, rng: random.Random | None) -> int:
+    """First frame of a ``length``-frame window: random in training (``rng``), 0 in validation."""
+    if rng is None or num_frames <= length:
+        return 0
+    return rng.randrange(0, num_frames - length + 1)
