@@ -193,6 +193,8 @@ def main() -> None:
                         t, how = fn()
                         times.append(t)
                 med = statistics.median(times)
+                if med <= 0:
+                    raise RuntimeError(f"no training step ran (run times {times})")
                 results[name][impl] = {"available": True, "runs_s": [round(t, 4) for t in times], "median_s": round(med, 4),
                                        "clips_per_s": round(args.steps * batch / med, 2), "gpu_busy_percent": util.mean,
                                        "decoder": how}

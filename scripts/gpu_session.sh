@@ -41,7 +41,7 @@ fi
 
 if [[ " $PHASES " == *" bench "* ]]; then
   echo "== benchmarks"
-  for stage in ${STAGES:-track detect extract decode}; do
+  for stage in ${STAGES:-track detect extract decode train infer}; do
     $PY "benchmarks/$stage.py" --device cuda --out-dir "$OUT" 2>&1 | tee "$OUT/bench_$stage.log" | tail -30
   done
 fi

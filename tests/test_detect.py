@@ -247,9 +247,11 @@ def test_nms_min_equals_a_greedy_loop():
 
 @pytest.mark.cuda
 def test_cuda_equals_cpu(sample_frames, ours_cpu):
-    """Same faces on both devices in full fp32. With cuDNN's TF32 convolutions (PyTorch's
-    default) boxes drift by up to IoU 0.87 on these clips, as facenet-pytorch's own do
-    (scripts/gpu_checks.py, benchmarks/results/gpu-checks-*.jsonl)."""
+    """Same faces on both devices in full fp32, within the drift facenet-pytorch itself shows
+    between CPU and GPU: one face of caifxvsozs at IoU 0.894 for both libraries, with TF32
+    on or off. The other clips match exactly in fp32. With cuDNN's TF32 convolutions
+    (PyTorch's default) boxes drift further (IoU 0.87 for facenet-pytorch). Source:
+    scripts/gpu_checks.py, benchmarks/results/gpu-checks-*.jsonl."""
     gpu = MTCNN("cuda", thresholds=THRESHOLDS)
     for clip, frames in sample_frames.items():
         c = ours_cpu.detect(frames)
@@ -257,4 +259,4 @@ def test_cuda_equals_cpu(sample_frames, ours_cpu):
             d = gpu.detect(frames.cuda())
         assert d.boxes.is_cuda and d.counts.tolist() == c.counts.tolist()
         for f in range(len(frames)):
-            assert_same_faces(faces_of(c, f), faces_of(d, f), min_score=0.0)
+            assert_same_faces(faces_of(c, f), faces_of(d, f), min_score=0.0, iou=0.85)

@@ -31,7 +31,7 @@ def demo_faces(tmp_path_factory):
 
 
 def _tiny(out, data, **kw) -> TrainConfig:
-    base = dict(model="mc3_18", data=data, frames=8, input_size=48, batch_size=2, epochs=4, loader="pyav",
+    base = dict(model="mc3_18", data=data, frames=8, input_size=48, batch_size=4, epochs=6, loader="pyav",
                 workers=0, amp="none", lr=3e-4, val_fraction=0.0, balance="all", augment={"hflip": 0.0, "scale": [1.0, 1.0],
                 "ratio": [1.0, 1.0]}, out=str(out), progress=False, seed=3)
     base.update(kw)
@@ -74,13 +74,13 @@ def test_video_log_loss_matches_the_dfdc_formula():
 
 def test_run_writes_checkpoints_resumes_exactly_and_lowers_loss(demo_faces, tmp_path):
     straight = train(_tiny(tmp_path / "straight", demo_faces), device="cpu")
-    assert len(straight.metrics) == 4
+    assert len(straight.metrics) == 6
     losses = [m["train_loss"] for m in straight.metrics]
-    assert losses[-1] < losses[0], losses
-    for e in (1, 2, 3, 4):
+    assert losses[-1] < 0.8 * losses[0], losses
+    for e in range(1, 7):
         assert os.path.exists(tmp_path / "straight" / "checkpoints" / f"epoch_{e:03d}.pth")
     assert os.path.getsize(tmp_path / "straight" / "metrics.png") > 1000
-    assert [int(r["epoch"]) for r in read_metrics(str(tmp_path / "straight" / "metrics.csv"))] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in read_metrics(str(tmp_path / "straight" / "metrics.csv"))] == [1, 2, 3, 4, 5, 6]
 
     first = train(_tiny(tmp_path / "resumed", demo_faces), device="cpu", stop_after_epochs=1)
     assert first.epoch == 1
@@ -88,7 +88,7 @@ def test_run_writes_checkpoints_resumes_exactly_and_lowers_loss(demo_faces, tmp_
     assert rest.step == straight.step
     a = load_checkpoint(straight.last_checkpoint)
     b = load_checkpoint(rest.last_checkpoint)
-    assert a.state["step"] == b.state["step"] and a.state["epoch"] == b.state["epoch"] == 4
+    assert a.state["step"] == b.state["step"] and a.state["epoch"] == b.state["epoch"] == 6
     for k, v in a.state_dict.items():
         assert torch.equal(v, b.state_dict[k]), k
     assert [r["train_loss"] for r in read_metrics(str(tmp_path / "resumed" / "metrics.csv"))] == \

@@ -114,6 +114,17 @@ def make_augment(config: TrainConfig, kind: str, size: int, device: torch.device
     return train_tf.to(device), (eval_tf.to(device) if eval_tf is not None else None)
 
 
+def epoch_order(samples, epoch: int, items: int, *, seed: int, mode: str) -> list[int]:
+    """``items`` sample indices for one epoch: balanced draws, repeated with fresh shuffles
+    when the data holds fewer items than the steps ask for."""
+    order: list[int] = []
+    k = 0
+    while len(order) < items:
+        order += balanced_epoch(samples, epoch * 1000 + k, seed=seed, mode=mode)
+        k += 1
+    return order[:items]
+
+
 def latest_checkpoint(out: str) -> str | None:
     paths = sorted(glob.glob(os.path.join(out, "checkpoints", "epoch_*.pth")))
     return paths[-1] if paths else None
@@ -200,9 +211,13 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
 
     per_step = config.batch_size * config.accumulate * world
     epoch_items = len(balanced_epoch(train_samples, 0, seed=config.seed, mode=config.balance))
-    steps_per_epoch = max(1, epoch_items // per_step)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    steps_per_epoch = epoch_items // per_step
+    if config.max_steps_per_epoch:  # a fixed number of steps, cycling through the data if it is short
+        steps_per_epoch = config.max_steps_per_epoch
+    if steps_per_epoch < 1:
+        raise ValueError(f"an epoch holds {epoch_items} training items, fewer than one step of {per_step} "
+                         f"(batch {config.batch_size} x accumulate {config.accumulate} x {world} process(es)); "
+                         "lower --batch-size or extract more clips")
     schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
@@ -230,8 +245,8 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     last = resume_from
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
     for epoch in range(start_epoch, end_epoch):
-        order = balanced_epoch(train_samples, epoch, seed=config.seed, mode=config.balance)
-        order = order[: steps_per_epoch * per_step][rank::world]
+        order = epoch_order(train_samples, epoch, steps_per_epoch * per_step, seed=config.seed, mode=config.balance)
+        order = order[rank::world]
         dataset = ClipDataset(train_samples, order, frames=frames, image_size=size if kind == "2d" else None,
                               train=True, seed=config.seed, epoch=epoch)
         loader = make_loader(loader_name, dataset, config.batch_size, device, config.workers)
