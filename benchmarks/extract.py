@@ -29,7 +29,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, environment, read_frames_cv2, sample_clips, time_runs, write_result
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
@@ -44,15 +44,7 @@ def stock_video(path, out, mtcnn, every=10, chunk=150, size=256, crops=32):
     import av
     import cv2
 
-    cap = cv2.VideoCapture(path)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
+    frames, fps = read_frames_cv2(path)
     if not frames:
         return 0
     h, w = frames[0].shape[:2]

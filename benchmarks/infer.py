@@ -33,8 +33,8 @@ import traceback
 import numpy as np
 import torch
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
-from dfdc_fast.runtime import tune_host_allocator
+from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, environment, prepare, read_frames_cv2, sample_clips,
+                             time_runs, write_result)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -84,14 +84,7 @@ class Stock:
     def video(self, path) -> float:
         import cv2
 
-        cap = cv2.VideoCapture(path)
-        frames = []
-        while len(frames) < self.frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        cap.release()
+        frames, _ = read_frames_cv2(path, self.frames)
         if not frames:
             return 0.5
         h, w = frames[0].shape[:2]
@@ -147,14 +140,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=100, help="first N frames per video (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=4, help="ours: concurrent decoders (default: %(default)s)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="", help="comma-separated subset of: stock, ours")
-    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    add_common_args(ap, ["stock", "ours"])
     args = ap.parse_args()
-    tune_host_allocator()
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device, only = prepare(args)
     paths = sample_clips(args.src, args.videos)
     models = [m for m in args.models.split(",") if m]
     ckpt_dir = tempfile.mkdtemp(prefix="bench-infer-ckpt-")
@@ -165,7 +153,6 @@ def main() -> None:
             os.link(p, os.path.join(src_dir, os.path.basename(p)))
         except OSError:
             shutil.copy(p, src_dir)
-    only = {s for s in args.only.split(",") if s}
     results, last_summary = {}, {}
 
     def run_ours():

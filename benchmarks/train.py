@@ -30,8 +30,7 @@ import traceback
 import torch
 import torch.nn.functional as F
 
-from dfdc_fast.bench import environment, write_result
-from dfdc_fast.runtime import tune_host_allocator
+from dfdc_fast.bench import add_common_args, environment, prepare, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO = os.path.join(os.path.dirname(HERE), "dfdc_fast", "assets", "demo")
@@ -155,19 +154,13 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, help="default: the model's seed config")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 2), help="plain: DataLoader workers; ours: decode threads")
     ap.add_argument("--loader", default="auto", help="ours: auto | nvdec | dali | pyav")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="", help="comma-separated subset of: plain, ours")
-    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    add_common_args(ap, ["plain", "ours"])
     args = ap.parse_args()
-    tune_host_allocator()
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device, only = prepare(args)
     from dfdc_fast.train import load_config, read_clip_index
 
     data = faces_folder(args, device)
     samples = read_clip_index(data, "3d")
-    only = {s for s in args.only.split(",") if s}
     results, settings = {}, {}
     for name in [m for m in args.models.split(",") if m]:
         cfg = load_config(name)

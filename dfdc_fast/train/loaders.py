@@ -11,7 +11,6 @@ same batches and a resumed run replays the epoch it stopped in.
 """
 from __future__ import annotations
 
-import os
 import queue
 import random
 import threading
@@ -246,7 +245,3 @@ def make_loader(name: str, dataset: ClipDataset, batch_size: int, device: torch.
     if name == "dali":
         return DaliLoader(dataset, batch_size, device, max(1, workers), drop_last)
     raise ValueError(f"unknown loader {name!r}")
-
-
-def host_threads() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
