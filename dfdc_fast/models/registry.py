@@ -179,12 +179,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, he
         if mismatched:
             parts.append(f"shape mismatches: {_sample(mismatched)}")
         raise ValueError(f"{source} do not fit {type(model).__name__}: " + "; ".join(parts))
-    to_load = {k: v for k, v in state_dict.items() if k not in skipped}
-    result = model.load_state_dict(to_load, strict=False)
-    leftover = {k for k in result.missing_keys if k not in head_keys and not k.endswith(".num_batches_tracked")}
-    if leftover or result.unexpected_keys:  # cannot happen after the checks above; keep strictness honest
-        raise ValueError(f"{source}: missing {_sample(leftover)}, unexpected {_sample(result.unexpected_keys)}")
     not_loaded = sorted(set(skipped) | (head_keys - set(state_dict)))
+    # A complete dict, loaded strictly: the file's tensors, plus the model's own values for
+    # exactly the keys allowed to differ (a re-initialised head, absent BatchNorm counters).
+    complete = {k: (own[k] if k in not_loaded or k not in state_dict else state_dict[k]) for k in own}
+    model.load_state_dict(complete, strict=True)
     if not_loaded:
         log.info("%s: classifier left at its initialisation (%s)", source, _sample(not_loaded))
     return not_loaded
