@@ -1,7 +1,7 @@
 """``run_inference``: videos -> faces -> ensemble -> one probability per video -> submission.csv.
 
-Videos go in groups. Readers decode the next videos (several NVDEC sessions on a GPU)
-while the current group is detected and scored. The sampled frames of a whole group
+Videos go in groups. Reader threads decode the next group (several NVDEC sessions on a
+GPU) while the current group is detected and scored. The sampled frames of a whole group
 go through MTCNN in one call, and the faces of a whole group go through each model together.
 Every video ends with a status:
 
@@ -208,6 +208,10 @@ def run_inference(config: InferConfig) -> dict:
     budget.started = budget_start
     todo = [r for r in results if r.status == "pending"]
     bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not config.progress, dynamic_ncols=True)
+    # one reader pipeline for the whole run: the next group decodes while this one is scored
+    ahead = max(1, -(-(config.videos_per_batch + config.workers) // config.workers))
+    stream = read_videos([r.path for r in todo], First(config.frames), device=device, decoder=config.decoder,
+                         workers=config.workers, prefetch=ahead, catch_all=True)
     position = 0
     while position < len(todo):
         group = todo[position: position + config.videos_per_batch]
@@ -217,11 +221,13 @@ def run_inference(config: InferConfig) -> dict:
                 r.status, r.level = "time_budget", "skip"
             log.warning("time budget: %d videos left unscored (0.5)", len(todo) - position)
             break
-        frames_used = max(1, int(round(config.frames * LEVELS[level][1])))
+        frames_used = max(1, int(round(config.frames * LEVELS[level][1])))  # of the decoded frames
         t0 = time.perf_counter()
         decoded, videos = [], []
-        for (path, video), r in zip(read_videos([r.path for r in group], First(frames_used), device=device,
-                                                decoder=config.decoder, workers=config.workers), group):
+        for r in group:  # next() per video: zip() would pull one item too many from the stream
+            path, video = next(stream)
+            if os.path.abspath(path) != os.path.abspath(r.path):  # results must stay with their rows
+                raise RuntimeError(f"decoder returned {path} for {r.path}")
             if isinstance(video, VideoDecodeError):
                 r.status, r.error = "decode_error", str(video)
             elif isinstance(video, Exception):
@@ -258,6 +264,7 @@ def run_inference(config: InferConfig) -> dict:
         position += n
         bar.update(n)
     bar.close()
+    stream.close()
     for r in results:
         if r.status in ("time_budget", "missing"):
             _write_json(os.path.join(config.out, "videos", os.path.splitext(r.filename)[0] + ".json"), asdict(r))

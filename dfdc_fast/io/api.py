@@ -137,12 +137,15 @@ def read_videos(
     decoder: str = "auto",
     workers: int = 1,
     prefetch: int = 2,
+    catch_all: bool = False,
 ) -> Iterator[tuple[str, ReadResult]]:
     """Decode many videos, ``workers`` at a time, yielding ``(path, Video)`` in input order.
 
     Each worker thread owns one reader, so ``decoder="nvdec", workers=N`` runs N NVDEC
     sessions at once. A bad video yields ``(path, VideoDecodeError)`` instead of stopping
-    the run. At most ``workers * prefetch`` decoded videos are held in memory.
+    the run; with ``catch_all=True`` so does any other exception (jobs that must finish,
+    like inference, record it as the video's error). At most ``workers * prefetch``
+    decoded videos are held in memory.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -154,6 +157,10 @@ def read_videos(
         try:
             return path, _cached_reader(name, device).read(path, frames)
         except VideoDecodeError as exc:
+            return path, exc
+        except Exception as exc:
+            if not catch_all:
+                raise
             return path, exc
 
     if workers == 1:
