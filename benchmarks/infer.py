@@ -192,6 +192,7 @@ def main() -> None:
             results[name]["no_face_videos_per_run"] = stock.no_face
         else:
             results[name]["statuses"] = last_summary.get("statuses")
+            results[name]["stage_seconds_last_run"] = last_summary.get("stage_seconds")
         print(f"{name:>6}: median {t.median_s:.2f} s  {len(paths) / t.median_s:.3f} videos/s", flush=True)
     if results.get("stock", {}).get("available") and results.get("ours", {}).get("available"):
         results["ours"]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results["ours"]["median_s"], 2)

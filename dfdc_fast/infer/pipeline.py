@@ -203,7 +203,9 @@ def run_inference(config: InferConfig) -> dict:
         write_submission(submission, {r.filename: r.label for r in results}, expected=names)
 
     write_rows()  # a complete file from the start: 0.5 everywhere
+    t_load = time.perf_counter()
     scorer = FaceScorer(config, device)
+    stage_s = {"load_models_s": time.perf_counter() - t_load, "decode_wait_s": 0.0, "detect_track_s": 0.0, "models_s": 0.0}
     budget = Budget(config.time_budget, n_models=len(scorer.ensemble))
     budget.started = budget_start
     todo = [r for r in results if r.status == "pending"]
@@ -255,6 +257,8 @@ def run_inference(config: InferConfig) -> dict:
                 continue
             r.label, r.status = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in sc.items()})), "ok"
         n = len(group)
+        for key, dt in (("decode_wait_s", t1 - t0), ("detect_track_s", t2 - t1), ("models_s", t3 - t2)):
+            stage_s[key] += dt
         for r in group:
             r.timings = {"decode_s": round((t1 - t0) / n, 4), "detect_track_s": round((t2 - t1) / n, 4),
                          "models_s": round((t3 - t2) / n, 4), "group_videos": n}
@@ -276,6 +280,7 @@ def run_inference(config: InferConfig) -> dict:
     summary = {"videos": len(results), "statuses": counts, "fallback_0.5": sum(v for k, v in counts.items() if k != "ok"),
                "seconds": round(elapsed, 2), "videos_per_s": round(len(results) / elapsed, 3) if elapsed else None,
                "levels": {LEVELS[k][0]: v[1] for k, v in budget.cost.items()}, "device": str(device),
+               "stage_seconds": {k: round(v, 3) for k, v in stage_s.items()},
                "members": [m.name for m in scorer.ensemble.members], "aggregator": config.aggregator,
                "submission": submission, "config": asdict(config)}
     _write_json(os.path.join(config.out, "summary.json"), summary)
