@@ -78,13 +78,13 @@ class Ensemble:
     @torch.no_grad()
     def score_clips(self, member: Member, clips: list[torch.Tensor], tta: bool = True) -> torch.Tensor:
         """(n,) probabilities for uint8 face clips ``(T_i, S, S, 3)`` (lengths may differ)."""
-        from dfdc_fast.augment import ClipEval
+        from dfdc_fast.augment import medics_clip_eval
 
         scores = torch.zeros(len(clips), device=self.device)
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, c in enumerate(clips):
             by_length[c.shape[0]].append(i)
-        transform = ClipEval(member.input_size).to(self.device)
+        transform = medics_clip_eval(member.input_size).to(self.device)
         for _, idx in by_length.items():
             x = torch.stack([clips[i] for i in idx]).permute(0, 4, 1, 2, 3).float().div_(255)
             x = transform(x)

@@ -101,7 +101,7 @@ def make_augment(config: TrainConfig, kind: str, size: int, device: torch.device
     options = dict(config.augment)
     if kind == "3d":
         train_tf = augment.ClipAugment(size, **options)
-        eval_tf = augment.ClipEval(size)
+        eval_tf = augment.medics_clip_eval(size)  # centre 224 of 256, or resize 128 + centre 112
     else:
         preset = options.pop("preset", "selim")
         if preset == "selim":
