@@ -23,7 +23,7 @@ import traceback
 
 import torch
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, time_runs, write_result
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.io import read_header, read_videos
 
@@ -81,17 +81,12 @@ def main(argv=None) -> int:
     ap.add_argument("--videos", type=int, default=0, help="use the first N clips (default: all)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decoder threads (default: all cores)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--nvdec-workers", type=int, default=7, help="concurrent NVDEC sessions for ours_nvdec_N (H100: 7 engines)")
-    ap.add_argument("--only", default="", help="comma-separated subset of implementations")
-    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    add_common_args(ap, ["pyav", "opencv", "ours_pyav", "ours_nvdec_1", "ours_nvdec_N", "ours_dali"])
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    try:
-        paths = sample_clips(args.src, args.videos or None)
-    except ValueError as exc:
-        ap.error(str(exc))
+    paths = clips_or_exit(ap, args.src, args.videos or None)
     infos = [read_header(p, count_frames=True) for p in paths]
     total_frames = sum(i.num_frames for i in infos)
     device = torch.device(args.device)

@@ -26,7 +26,7 @@ import traceback
 import torch
 import torch.nn.functional as F
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, environment, sample_clips, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, time_runs, write_result
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.detect import MTCNN
 from dfdc_fast.io import read_video
@@ -76,16 +76,12 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=10, help="detect on every n-th frame (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
     ap.add_argument("--videos-per-batch", type=int, default=8, help="videos per detect_many call (default: %(default)s)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-cpu", action="store_true", help="on a GPU machine, time only the CUDA rows")
-    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    add_common_args(ap)
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    try:
-        paths = sample_clips(args.src, args.videos)
-    except ValueError as exc:
-        ap.error(str(exc))
+    paths = clips_or_exit(ap, args.src, args.videos)
     videos = load_frames(paths, args.every)
     videos_np = [v.numpy() for v in videos]
     n_frames = sum(len(v) for v in videos)

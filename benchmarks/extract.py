@@ -29,7 +29,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, environment, read_frames_cv2, sample_clips, time_runs, write_result
+from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, read_frames_cv2, time_runs,
+                             write_result)
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
@@ -90,18 +91,13 @@ def main(argv=None) -> int:
     ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
     ap.add_argument("--videos", type=int, default=3, help="use the first N clips (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=1, help="ours: videos decoded at once (default: %(default)s)")
     ap.add_argument("--encoder-threads", type=int, default=2, help="ours: CPU encoder threads (default: %(default)s)")
-    ap.add_argument("--only", default="", help="comma-separated subset of: stock, ours")
-    ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+    add_common_args(ap, ["stock", "ours"])
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    try:
-        paths = sample_clips(args.src, args.videos)
-    except ValueError as exc:
-        ap.error(str(exc))
+    paths = clips_or_exit(ap, args.src, args.videos)
     device = torch.device(args.device)
     work = tempfile.mkdtemp(prefix="dfdc_extract_bench_")
     from facenet_pytorch import MTCNN as FacenetMTCNN

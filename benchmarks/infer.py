@@ -33,7 +33,7 @@ import traceback
 import numpy as np
 import torch
 
-from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, environment, prepare, read_frames_cv2, sample_clips,
+from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, read_frames_cv2,
                              time_runs, write_result)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -143,7 +143,7 @@ def main() -> None:
     add_common_args(ap, ["stock", "ours"])
     args = ap.parse_args()
     device, only = prepare(args)
-    paths = sample_clips(args.src, args.videos)
+    paths = clips_or_exit(ap, args.src, args.videos)
     models = [m for m in args.models.split(",") if m]
     ckpt_dir = tempfile.mkdtemp(prefix="bench-infer-ckpt-")
     checkpoints = make_checkpoints(models, ckpt_dir)

@@ -6,11 +6,22 @@ import argparse
 import torch
 
 
-def add_common_args(ap: argparse.ArgumentParser, implementations: list[str]) -> None:
-    """``--device``, ``--only`` (a subset of ``implementations``) and ``--out-dir``."""
+def add_common_args(ap: argparse.ArgumentParser, implementations: list[str] | None = None) -> None:
+    """``--device``, ``--out-dir`` and, given ``implementations``, ``--only`` (a subset of them)."""
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(implementations)}")
+    if implementations is not None:
+        ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(implementations)}")
     ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
+
+
+def clips_or_exit(ap: argparse.ArgumentParser, src: str, limit: int | None) -> list[str]:
+    """``sample_clips(src, limit)``, or the parser's usage error when there are none."""
+    from dfdc_fast.bench.inputs import sample_clips
+
+    try:
+        return sample_clips(src, limit)
+    except ValueError as exc:
+        ap.error(str(exc))
 
 
 def prepare(args: argparse.Namespace) -> tuple[torch.device, set[str]]:
