@@ -51,10 +51,11 @@ class Budget:
         if level in self.cost:
             s, n = self.cost[level]
             return s / max(1, n)
-        for known in sorted(self.cost):
-            base = self.cost[known][0] / max(1, self.cost[known][1])
-            return base * self._relative(level) / self._relative(known)
-        return None
+        if not self.cost:
+            return None
+        known = min(self.cost)  # the richest level measured
+        seconds, videos = self.cost[known]
+        return seconds / max(1, videos) * self._relative(level) / self._relative(known)
 
     def _relative(self, level: int) -> float:
         _, frames, tta, models = LEVELS[level]

@@ -70,12 +70,6 @@ class VideoResult:
     timings: dict = field(default_factory=dict)
 
 
-def _dtype(mode: str, device: torch.device):
-    from dfdc_fast.train.loop import amp_dtype
-
-    return amp_dtype(mode, device)
-
-
 def list_videos(inputs: list[str]) -> list[VideoResult]:
     """Every video of the inputs, plus those a metadata.json lists but that are missing and
     those refused as unsafe (both scored 0.5 with their status)."""
@@ -110,6 +104,7 @@ class FaceScorer:
     def __init__(self, config: InferConfig, device: torch.device):
         from dfdc_fast.detect import MTCNN
         from dfdc_fast.infer.ensemble import Ensemble
+        from dfdc_fast.train.loop import amp_dtype
         from dfdc_fast.track import TrackConfig
 
         self.config, self.device = config, device
@@ -117,7 +112,7 @@ class FaceScorer:
         # the Medics' second chance for a video without a face: detect again at twice the size
         long_side = self.detector.config.long_side
         self.retry_detector = MTCNN(device, config.detector, long_side=2 * long_side) if long_side else None
-        self.ensemble = Ensemble(config.checkpoints, device, _dtype(config.amp, device))
+        self.ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device))
         self.track_config = TrackConfig(min_frames=config.min_face_frames, max_frames=config.frames,
                                         min_clip_frames=1, order="score", max_faces=config.max_faces)
 
@@ -206,8 +201,7 @@ def run_inference(config: InferConfig) -> dict:
     t_load = time.perf_counter()
     scorer = FaceScorer(config, device)
     stage_s = {"load_models_s": time.perf_counter() - t_load, "decode_wait_s": 0.0, "detect_track_s": 0.0, "models_s": 0.0}
-    budget = Budget(config.time_budget, n_models=len(scorer.ensemble))
-    budget.started = budget_start
+    budget = Budget(config.time_budget, n_models=len(scorer.ensemble), started=budget_start)
     todo = [r for r in results if r.status == "pending"]
     bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not config.progress, dynamic_ncols=True)
     # one reader pipeline for the whole run: the next group decodes while this one is scored
