@@ -26,11 +26,15 @@ from dfdc_fast.train.data import Sample, clip_start
 LOADERS = ("auto", "pyav", "nvdec", "dali")
 
 
-def window_indices(sample: Sample, length: int, rng: random.Random | None, num_frames: int | None = None) -> list[int]:
-    """Frame numbers of one clip window; a clip shorter than ``length`` repeats its last frame."""
-    n = num_frames or sample.frames
-    if n <= 0:
-        raise ValueError(f"{sample.path}: unknown frame count")
+def window_indices(sample: Sample, length: int, rng: random.Random | None) -> list[int]:
+    """Frame numbers of one clip window; a clip shorter than ``length`` repeats its last frame.
+    The clip's length comes from the index, or from its header when the index lacks it."""
+    if sample.frames > 0:
+        n = sample.frames
+    else:
+        from dfdc_fast.io import read_header
+
+        n = read_header(sample.path).num_frames
     start = clip_start(n, length, rng)
     idx = list(range(start, min(start + length, n)))
     return idx + [idx[-1]] * (length - len(idx))
@@ -64,10 +68,9 @@ def read_item(sample: Sample, length: int, rng: random.Random | None, image_size
         with Image.open(sample.path) as im:
             image = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
         return letterbox(image, image_size) if image_size else image
-    from dfdc_fast.io import Indices, read_header, read_video
+    from dfdc_fast.io import Indices, read_video
 
-    n = sample.frames or read_header(sample.path).num_frames
-    return read_video(sample.path, Indices(window_indices(sample, length, rng, n)), device=device, decoder=decoder).frames
+    return read_video(sample.path, Indices(window_indices(sample, length, rng)), device=device, decoder=decoder).frames
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -132,14 +135,13 @@ class NvdecLoader:
 
     def _read(self, position: int) -> torch.Tensor:
         from dfdc_fast.io.nvdec import NvdecReader
-        from dfdc_fast.io import Indices, read_header
+        from dfdc_fast.io import Indices
 
         if not hasattr(self._local, "reader"):
             self._local.reader = NvdecReader(self.device)
         ds = self.dataset
         s = ds.samples[ds.order[position]]
-        n = s.frames or read_header(s.path).num_frames
-        idx = window_indices(s, ds.frames, sample_rng(ds.seed, ds.epoch, position, ds.train), n)
+        idx = window_indices(s, ds.frames, sample_rng(ds.seed, ds.epoch, position, ds.train))
         frames = self._local.reader.read(s.path, Indices(idx)).frames
         torch.cuda.current_stream(self.device).synchronize()  # the batch is stacked on another thread
         return frames
@@ -194,14 +196,11 @@ class DaliLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        from dfdc_fast.io import read_header
-
         ds = self.dataset
         for b in range(len(self)):
             positions = list(range(b * self.batch_size, min((b + 1) * self.batch_size, len(ds))))
             samples = [ds.samples[ds.order[p]] for p in positions]
-            windows = [np.asarray(window_indices(s, ds.frames, sample_rng(ds.seed, ds.epoch, p, ds.train),
-                                                 s.frames or read_header(s.path).num_frames), dtype=np.int32)
+            windows = [np.asarray(window_indices(s, ds.frames, sample_rng(ds.seed, ds.epoch, p, ds.train)), dtype=np.int32)
                        for s, p in zip(samples, positions)]
             if len(samples) < self.batch_size:  # DALI batches are fixed-size: pad, then cut
                 pad = self.batch_size - len(samples)
