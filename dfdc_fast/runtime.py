@@ -1,11 +1,15 @@
 """Process-wide settings the command-line jobs apply before they start.
 
 Kept out of ``import dfdc_fast``: a library should not change its host's allocator, but
-the jobs own their process.
+the jobs own their process. Also the device-capability helpers every job shares.
 """
 from __future__ import annotations
 
 import os
+
+import torch
+
+AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
 def tune_host_allocator() -> None:
@@ -17,3 +21,12 @@ def tune_host_allocator() -> None:
     allocation time). Set THP_MEM_ALLOC_ENABLE=0 to keep the default.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` ("auto": bf16 on GPUs that support it, else none)."""
+    if mode not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {mode!r}")
+    if mode == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]

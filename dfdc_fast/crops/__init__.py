@@ -6,5 +6,6 @@ crops). Encoding to MP4/JPEG happens on the host, in ``encode``.
 """
 from dfdc_fast.crops.cut import clip, faces, margin_box
 from dfdc_fast.crops.encode import write_jpeg, write_mp4
+from dfdc_fast.crops.resize import letterbox
 
-__all__ = ["clip", "faces", "margin_box", "write_jpeg", "write_mp4"]
+__all__ = ["clip", "faces", "letterbox", "margin_box", "write_jpeg", "write_mp4"]

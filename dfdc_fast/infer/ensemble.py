@@ -98,7 +98,7 @@ class Ensemble:
     @torch.no_grad()
     def score_crops(self, member: Member, crops_per_face: list[list[torch.Tensor]]) -> torch.Tensor:
         """(n,) probabilities: per face, the median over its frame crops (every other flipped)."""
-        from dfdc_fast.train.loaders import letterbox
+        from dfdc_fast.crops import letterbox
 
         images, owner = [], []
         for face, crops in enumerate(crops_per_face):

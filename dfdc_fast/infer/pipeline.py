@@ -104,7 +104,7 @@ class FaceScorer:
     def __init__(self, config: InferConfig, device: torch.device):
         from dfdc_fast.detect import MTCNN
         from dfdc_fast.infer.ensemble import Ensemble
-        from dfdc_fast.train.loop import amp_dtype
+        from dfdc_fast.runtime import amp_dtype
         from dfdc_fast.track import TrackConfig
 
         self.config, self.device = config, device

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples
 from dfdc_fast.train.loaders import ClipDataset, make_loader, resolve_loader
@@ -27,7 +28,6 @@ from dfdc_fast.train.metrics import append_metrics, plot_metrics, video_log_loss
 
 log = logging.getLogger("dfdc_fast.train")
 
-AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
 @dataclass
@@ -39,15 +39,6 @@ class TrainResult:
     metrics: list = field(default_factory=list)
     step: int = 0
     epoch: int = 0
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` ("auto": bf16 on GPUs that support it, else none)."""
-    if mode not in AMP_MODES:
-        raise ValueError(f"amp must be one of {AMP_MODES}, got {mode!r}")
-    if mode == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:

@@ -7,6 +7,8 @@ import os
 from collections import defaultdict
 from typing import Sequence
 
+from dfdc_fast.metrics import balanced_log_loss, dfdc_log_loss
+
 METRIC_FIELDS = ["epoch", "steps", "train_loss", "val_log_loss", "val_balanced_log_loss", "val_videos", "lr",
                  "clips_per_s", "epoch_s"]
 
@@ -16,8 +18,6 @@ def video_log_loss(videos: Sequence[str], labels: Sequence[int], probs: Sequence
     """(DFDC log loss, class-balanced log loss, videos) with one prediction per video: the
     mean probability of its face clips, as the competition scored a submission row. The
     balanced loss is NaN when the hold-out has one class only."""
-    from dfdc_fast.infer.submission import balanced_log_loss, dfdc_log_loss
-
     per_video: dict[str, list[float]] = defaultdict(list)
     label_of: dict[str, int] = {}
     for v, y, p in zip(videos, labels, probs):
