@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "demo")
 REUSE = ("none", "2d", "all")
 INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "track", "chunk", "start", "stop",
-                "x0", "y0", "x1", "y1", "score", "clip", "clip_frames", "crops", "boxes_from",
+                "x0", "y0", "x1", "y1", "score", "clip", "clip_frames", "keyint", "crops", "boxes_from",
                 "frames", "width", "height", "fps", "json"]
 
 
@@ -74,6 +74,7 @@ class ExtractConfig:
     clip_size: int = 256
     min_clip_frames: int = 64
     clip_crf: int = 18
+    clip_keyint: int = 16
     crops_per_video: int = 32
     crop_margin: float = 1 / 3
     crop_format: str = "jpg"
@@ -96,7 +97,7 @@ class ExtractConfig:
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
             raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
-        for name in ("encoder_threads", "max_pending", "workers"):
+        for name in ("encoder_threads", "max_pending", "workers", "clip_keyint"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -264,6 +265,7 @@ class Extractor:
             record["clips"].append({"track": t.track_id, "chunk": t.chunk, "start": t.start, "stop": t.stop,
                                     "box": [round(float(v), 2) for v in t.box.tolist()], "score": round(t.score, 5),
                                     "path": os.path.relpath(path, out), "frames": t.stop - t.start,
+                                    "keyint": cfg.clip_keyint,
                                     "status": "too_short" if t.too_short else "ok"})
         record["crops"] = []
         crop_dir = os.path.join(out, "crops", entry.part or "_", entry.stem)
@@ -296,7 +298,7 @@ class Extractor:
         t0 = time.perf_counter()
         try:
             for path, frames, fps in outputs.clips:
-                write_mp4(path, frames, fps, crf=self.cfg.clip_crf)
+                write_mp4(path, frames, fps, crf=self.cfg.clip_crf, keyint=self.cfg.clip_keyint)
             for path, image in outputs.crops:
                 write_jpeg(path, image)
         except Exception as exc:  # a failed write is this video's error, not the run's
@@ -435,7 +437,7 @@ def _index_rows(rec: dict, json_rel: str) -> list[dict]:
                      "error": None if c["status"] == "ok" else f"clip has {c['frames']} frames",
                      "track": c["track"], "chunk": c["chunk"], "start": c["start"], "stop": c["stop"],
                      "x0": x0, "y0": y0, "x1": x1, "y1": y1, "score": c["score"], "clip": c["path"],
-                     "clip_frames": c["frames"], "crops": crops_per_track.get(c["track"], 0)})
+                     "clip_frames": c["frames"], "keyint": c.get("keyint"), "crops": crops_per_track.get(c["track"], 0)})
     return rows
 
 
@@ -471,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-clip-frames", type=int, default=d.min_clip_frames,
                    help="shorter clips get status too_short (default: %(default)s)")
     g.add_argument("--clip-crf", type=int, default=d.clip_crf, help="x264 quality of the clips (default: %(default)s)")
+    g.add_argument("--clip-keyint", type=int, default=d.clip_keyint,
+                   help="frames between keyframes in the clips, so training decodes only near its window (default: %(default)s)")
     g.add_argument("--crops-per-video", type=int, default=d.crops_per_video,
                    help="2D crops at this many evenly spaced frames, 0 for none (default: %(default)s)")
     g.add_argument("--crop-margin", type=float, default=d.crop_margin,

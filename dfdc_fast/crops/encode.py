@@ -17,8 +17,14 @@ def temporary_path(path: str) -> str:
     return os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
 
 
-def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1) -> None:
-    """Encode uint8 ``(T, H, W, 3)`` RGB frames (tensor or array; H and W even) as H.264 yuv420p."""
+def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1,
+              keyint: int | None = None) -> None:
+    """Encode uint8 ``(T, H, W, 3)`` RGB frames (tensor or array; H and W even) as H.264 yuv420p.
+
+    ``keyint`` caps the distance between keyframes (x264's default is 250, a single
+    keyframe for a DFDC clip): a training loader that wants frames 80..111 of a clip must
+    decode from the keyframe before frame 80, so short intervals make windows cheap.
+    """
     import av
 
     arr = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
@@ -32,6 +38,10 @@ def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryf
             stream.width, stream.height, stream.pix_fmt = arr.shape[2], arr.shape[1], "yuv420p"
             stream.options = {"crf": str(crf), "preset": preset}
             stream.thread_count = threads
+            if keyint is not None:
+                if keyint < 1:
+                    raise ValueError(f"keyint must be >= 1, got {keyint}")
+                stream.codec_context.gop_size = keyint
             for frame in arr:
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             out.mux(stream.encode())
