@@ -10,7 +10,7 @@ import torch
 
 from dfdc_fast.extension import _assert_cuda_kernels, _has_ops
 
-__all__ = ["CONNECTIVITIES", "label3d", "component_stats"]
+__all__ = ["CONNECTIVITIES", "LAYOUTS", "ROI_FIELDS", "label3d", "component_stats", "crop_resize"]
 
 #: Neighbourhoods ``label3d`` accepts: faces (6), faces and edges (18), all (26).
 #: skimage.measure.label's ``connectivity`` 1, 2, 3 are the same neighbourhoods.
@@ -88,6 +88,64 @@ def component_stats(
     return boxes[0], counts[0]
 
 
+#: Frame layouts ``crop_resize`` reads: packed RGB ``(T, H, W, 3)``, or YUV 4:2:0 as NV12
+#: (a Y plane, then interleaved U/V rows: what NVDEC returns) or I420 (Y, U, V planes:
+#: what FFmpeg decodes H.264 to), both ``(T, H * 3 / 2, W)``.
+LAYOUTS = {"rgb": 0, "nv12": 1, "i420": 2}
+#: Columns of ``crop_resize``'s int64 ``rois`` rows.
+ROI_FIELDS = ("frame", "x0", "y0", "x1", "y1", "ox", "oy", "canvas_w", "canvas_h", "out_w", "out_h")
+UP_MODES = {"bilinear": 0, "bicubic": 1}
+#: (Kr, Kb) of the YUV matrices; "bt601" is what swscale uses when a stream signals none.
+MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
+
+
+def crop_resize(
+    frames: torch.Tensor,
+    rois: torch.Tensor,
+    out_size: tuple[int, int],
+    *,
+    layout: str = "rgb",
+    matrix: str = "bt601",
+    full_range: bool = False,
+    rotation: int = 0,
+    up_mode: str = "bilinear",
+) -> torch.Tensor:
+    """Cut, convert and resize many regions of video frames in one kernel.
+
+    Every row of ``rois`` (int64 ``(N, 11)``, columns :data:`ROI_FIELDS`, on the frames'
+    device) makes one uint8 RGB image: frame ``frame``'s window ``[x0, x1) x [y0, y1)``
+    (display pixels, inside the frame) is placed at ``(ox, oy)`` in a zero canvas of
+    ``canvas_w x canvas_h``, which is resized to ``out_w x out_h`` and written top-left
+    into an ``out_size`` image (the rest zero). Resampling follows
+    ``F.interpolate``: "area" on an axis that shrinks, ``up_mode`` ("bilinear" or
+    "bicubic", align_corners=False) on one that grows. YUV pixels are converted to RGB
+    (rounded to uint8, as a decoder's RGB output) before resampling, with ``matrix``
+    and range; ``rotation`` (degrees, counter-clockwise, as ``VideoInfo.rotation``) is
+    applied on the fly, so windows are in display coordinates.
+
+    This is the one frame-to-pixels op of the engine: the detector's downscaled frames
+    (window = the frame), the Medics' square face clips (window = the face box, canvas =
+    its square, top-left), letterboxed 2D crops (canvas centred), native-size crops
+    (canvas = window = output). No host sync; ``rois`` must already be on the device.
+
+    Returns:
+        uint8 ``(N, out_h, out_w, 3)`` on the frames' device.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    if matrix not in MATRICES:
+        raise ValueError(f"matrix must be one of {sorted(MATRICES)}, got {matrix!r}")
+    if up_mode not in UP_MODES:
+        raise ValueError(f"up_mode must be one of {sorted(UP_MODES)}, got {up_mode!r}")
+    if rotation % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    _assert_cuda_kernels(frames.device)
+    kr, kb = MATRICES[matrix]
+    h, w = (int(v) for v in out_size)
+    return torch.ops.dfdc_fast.crop_resize(frames, LAYOUTS[layout], rois, h, w, kr, kb, bool(full_range),
+                                           (int(rotation) // 90) % 4, UP_MODES[up_mode])
+
+
 if _has_ops():  # shape propagation for torch.compile and meta tensors
 
     @torch.library.register_fake("dfdc_fast::label3d")
@@ -104,3 +162,8 @@ if _has_ops():  # shape propagation for torch.compile and meta tensors
             torch.empty((b, num_labels, 6), dtype=torch.int64, device=labels.device),
             torch.empty((b, num_labels), dtype=torch.int64, device=labels.device),
         )
+
+    @torch.library.register_fake("dfdc_fast::crop_resize")
+    def _crop_resize_fake(frames, layout, rois, out_h, out_w, kr=0.299, kb=0.114, full_range=False, rotation=0,
+                          up_mode=0):
+        return torch.empty((rois.shape[0], out_h, out_w, 3), dtype=torch.uint8, device=frames.device)
