@@ -4,14 +4,18 @@
 // One output image per region of interest (ROI). A ROI names a frame, a window of it
 // (display coordinates, half-open), where that window sits in a zero canvas, and the
 // size the canvas is resized to. Pixels are read from packed RGB or from YUV 4:2:0
-// (NV12 or I420) and converted to RGB first, rounded to uint8 as a decoder's RGB output
-// would be; the canvas is then resampled per axis the way torch.nn.functional.interpolate
-// does: "area" (adaptive average pooling) when the axis shrinks, "bilinear" or "bicubic"
-// (align_corners=False) when it grows, a copy when it keeps its length.
+// (NV12 or I420) and converted to RGB first with swscale's integer arithmetic, so they
+// equal what PyAV and OpenCV return for the same decoded YUV, bit for bit; the canvas is
+// then resampled per axis the way torch.nn.functional.interpolate does: "area" (adaptive
+// average pooling) when the axis shrinks, "bilinear" or "bicubic" (align_corners=False)
+// when it grows, a copy when it keeps its length.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#if defined(__SSE__) && !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
 
 #ifdef __CUDACC__
 #define DFDC_HD __host__ __device__ __forceinline__
@@ -31,8 +35,17 @@ enum RoiField : int {
   kX0, kY0, kX1, kY1,  // window in display pixels, half-open, inside the frame
   kOX, kOY,     // top-left of the window inside the canvas
   kCW, kCH,     // canvas size (zeros outside the window)
-  kOW, kOH,     // output size; the rest of the (out_h, out_w) image is zero
+  kOW, kOH,     // size the canvas is resized to
+  kDX, kDY,     // where that lands in the (out_h, out_w) output image; the rest is zero
   kRoiFields
+};
+
+// FFmpeg's YUV->RGB coefficients (libswscale's ff_yuv2rgb_coeffs, 16.16 fixed point,
+// limited range): crv, cbu, cgu, cgv for BT.601, BT.709 and BT.2020.
+constexpr int64_t kYuvCoeffs[3][4] = {
+    {104597, 132201, 25675, 53279},  // BT.601 (and unspecified: what swscale assumes)
+    {117489, 138438, 13975, 34925},  // BT.709
+    {110013, 140363, 12277, 42626},  // BT.2020
 };
 
 struct Source {
@@ -41,12 +54,16 @@ struct Source {
   int64_t coded_h, coded_w;  // size of the stored frames (before rotation)
   int64_t layout;
   int64_t rotation;  // counter-clockwise quarter turns applied for display (0..3)
-  // YUV -> RGB: rgb = M @ (y - y0, u - 128, v - 128)
-  float ys, rv, gu, gv, bu, y0;
+  // swscale's integer conversion (its x86 SIMD path, what PyAV and OpenCV return):
+  // y' = ((8 Y - y_off) * y_c) >> 16, then R = y' + ((8 V - 1024) * r_c) >> 16, ...
+  int32_t y_off, y_c, r_c, b_c, gu_c, gv_c;
 };
 
-DFDC_HD Source make_source(const uint8_t* data, int64_t frame_stride, int64_t coded_h, int64_t coded_w,
-                           int64_t layout, int64_t rotation, double kr, double kb, bool full_range) {
+inline int32_t round_q13(int64_t c16) { return static_cast<int32_t>((c16 * 8192 + 32768) >> 16); }
+
+// Host only: the launchers build a Source and pass it to the kernels by value.
+inline Source make_source(const uint8_t* data, int64_t frame_stride, int64_t coded_h, int64_t coded_w,
+                           int64_t layout, int64_t rotation, int64_t matrix, bool full_range) {
   Source s;
   s.data = data;
   s.frame_stride = frame_stride;
@@ -54,25 +71,50 @@ DFDC_HD Source make_source(const uint8_t* data, int64_t frame_stride, int64_t co
   s.coded_w = coded_w;
   s.layout = layout;
   s.rotation = rotation;
-  const double kg = 1.0 - kr - kb;
-  const double ys = full_range ? 1.0 : 255.0 / 219.0;
-  const double cs = full_range ? 1.0 : 255.0 / 224.0;
-  s.ys = static_cast<float>(ys);
-  s.rv = static_cast<float>(2 * (1 - kr) * cs);
-  s.gu = static_cast<float>(-2 * kb * (1 - kb) / kg * cs);
-  s.gv = static_cast<float>(-2 * kr * (1 - kr) / kg * cs);
-  s.bu = static_cast<float>(2 * (1 - kb) * cs);
-  s.y0 = full_range ? 0.f : 16.f;
+  const int64_t* k = kYuvCoeffs[matrix < 0 || matrix > 2 ? 0 : matrix];
+  int64_t crv = k[0], cbu = k[1], cgu = k[2], cgv = k[3], cy = 1 << 16;
+  if (full_range) {
+    crv = crv * 224 / 255, cbu = cbu * 224 / 255, cgu = cgu * 224 / 255, cgv = cgv * 224 / 255;
+  } else {
+    cy = cy * 255 / 219;
+  }
+  s.y_off = full_range ? 0 : 16 * 8;
+  s.y_c = round_q13(cy);
+  s.r_c = round_q13(crv);
+  s.b_c = round_q13(cbu);
+  s.gu_c = -round_q13(cgu);
+  s.gv_c = -round_q13(cgv);
   return s;
+}
+
+DFDC_HD int32_t clamp_byte(int32_t v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
+// One pixel from its Y, U, V bytes, exactly as swscale converts (arithmetic shifts floor).
+DFDC_HD void yuv_to_rgb(const Source& s, int32_t y, int32_t u, int32_t v, float rgb[3]) {
+  const int32_t yy = ((y * 8 - s.y_off) * s.y_c) >> 16;
+  const int32_t uu = u * 8 - 1024, vv = v * 8 - 1024;
+  rgb[0] = static_cast<float>(clamp_byte(yy + ((vv * s.r_c) >> 16)));
+  rgb[1] = static_cast<float>(clamp_byte(yy + ((uu * s.gu_c) >> 16) + ((vv * s.gv_c) >> 16)));
+  rgb[2] = static_cast<float>(clamp_byte(yy + ((uu * s.b_c) >> 16)));
 }
 
 DFDC_HD float round_clamp(float v) {
 #ifdef __CUDACC__
-  v = rintf(v);  // half to even, as torch.round
+  return fminf(fmaxf(rintf(v), 0.f), 255.f);  // rintf: half to even, as torch.round
 #else
-  v = std::nearbyint(v);
+  // Half to even without a libm call: adding 1.5 * 2^23 leaves no fraction bits, so the
+  // FPU's default rounding (to nearest, ties to even) rounds; valid for |v| < 2^22.
+  // (Compiled without -ffast-math, so the two operations are not folded away.) The
+  // clamps are maxss/minss: a plain comparison compiles to a branch (signed zeros),
+  // which random pixel values mispredict.
+  v = (v + 12582912.f) - 12582912.f;
+#if defined(__SSE__)
+  return _mm_cvtss_f32(_mm_min_ss(_mm_max_ss(_mm_set_ss(v), _mm_setzero_ps()), _mm_set_ss(255.f)));
+#else
+  v = v > 0.f ? v : 0.f;
+  return v < 255.f ? v : 255.f;
 #endif
-  return v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
+#endif
 }
 
 // One display pixel (x, y) of frame t as RGB values 0..255 (integers, as floats).
@@ -90,9 +132,8 @@ DFDC_HD void pixel(const Source& s, int64_t t, int64_t x, int64_t y, float rgb[3
     rgb[0] = p[0], rgb[1] = p[1], rgb[2] = p[2];
     return;
   }
-  const float luma = static_cast<float>(f[yc * s.coded_w + xc]) - s.y0;
   const uint8_t* chroma = f + s.coded_h * s.coded_w;
-  float u, v;
+  int32_t u, v;
   if (s.layout == kNV12) {
     const uint8_t* p = chroma + (yc >> 1) * s.coded_w + (xc >> 1) * 2;
     u = p[0], v = p[1];
@@ -101,11 +142,7 @@ DFDC_HD void pixel(const Source& s, int64_t t, int64_t x, int64_t y, float rgb[3
     const int64_t i = (yc >> 1) * cw + (xc >> 1);
     u = chroma[i], v = chroma[ch * cw + i];
   }
-  u -= 128.f, v -= 128.f;
-  const float yy = s.ys * luma;
-  rgb[0] = round_clamp(yy + s.rv * v);
-  rgb[1] = round_clamp(yy + s.gu * u + s.gv * v);
-  rgb[2] = round_clamp(yy + s.bu * u);
+  yuv_to_rgb(s, f[yc * s.coded_w + xc], u, v, rgb);
 }
 
 // Canvas pixel: the window's pixel where the window lies, 0 elsewhere.
@@ -166,10 +203,11 @@ DFDC_HD Taps axis_taps(int64_t out_i, int64_t in_len, int64_t out_len, int64_t u
   return t;
 }
 
-// One output pixel (ox, oy) of ROI `roi` into out[0..2].
-DFDC_HD void output_pixel(const Source& s, const int64_t* roi, int64_t ox, int64_t oy, int64_t up_mode,
+// One output pixel (px, py) of ROI `roi` into out[0..2].
+DFDC_HD void output_pixel(const Source& s, const int64_t* roi, int64_t px, int64_t py, int64_t up_mode,
                           uint8_t* out) {
-  if (ox >= roi[kOW] || oy >= roi[kOH]) {
+  const int64_t ox = px - roi[kDX], oy = py - roi[kDY];
+  if (ox < 0 || oy < 0 || ox >= roi[kOW] || oy >= roi[kOH]) {
     out[0] = out[1] = out[2] = 0;
     return;
   }

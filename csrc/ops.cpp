@@ -9,7 +9,8 @@
 //   half-open, and voxel counts (B, L), both int64; L is given by the caller (the one
 //   value that needs the host), labels above it are ignored, and unused rows are 0.
 // crop_resize: regions of video frames (packed RGB, or YUV 4:2:0 as NV12 or I420, with
-//   the display rotation applied on the fly) converted to RGB, placed in a zero canvas
+//   the display rotation applied on the fly) converted to RGB exactly as FFmpeg's swscale
+//   does (matrix: 0 BT.601, 1 BT.709, 2 BT.2020), placed in a zero canvas
 //   and resized (area down, bilinear or bicubic up), one uint8 (out_h, out_w, 3) image
 //   per row of rois; see crop_resize_common.h for the ROI columns. One call serves the
 //   detector's downscaled frames, every face clip of a video and every 2D crop.
@@ -22,7 +23,7 @@ TORCH_LIBRARY(dfdc_fast, m) {
   m.def("label3d(Tensor mask, int connectivity=26) -> (Tensor labels, Tensor num_labels)");
   m.def("component_stats(Tensor labels, int num_labels) -> (Tensor boxes, Tensor counts)");
   m.def(
-      "crop_resize(Tensor frames, int layout, Tensor rois, int out_h, int out_w, float kr=0.299, float kb=0.114, "
+      "crop_resize(Tensor frames, int layout, Tensor rois, int out_h, int out_w, int matrix=0, "
       "bool full_range=False, int rotation=0, int up_mode=0) -> Tensor");
 }
 

@@ -93,10 +93,10 @@ def component_stats(
 #: what FFmpeg decodes H.264 to), both ``(T, H * 3 / 2, W)``.
 LAYOUTS = {"rgb": 0, "nv12": 1, "i420": 2}
 #: Columns of ``crop_resize``'s int64 ``rois`` rows.
-ROI_FIELDS = ("frame", "x0", "y0", "x1", "y1", "ox", "oy", "canvas_w", "canvas_h", "out_w", "out_h")
+ROI_FIELDS = ("frame", "x0", "y0", "x1", "y1", "ox", "oy", "canvas_w", "canvas_h", "out_w", "out_h", "dx", "dy")
 UP_MODES = {"bilinear": 0, "bicubic": 1}
-#: (Kr, Kb) of the YUV matrices; "bt601" is what swscale uses when a stream signals none.
-MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
+#: YUV matrices crop_resize converts with; "bt601" is what swscale uses when a stream signals none.
+MATRICES = {"bt601": 0, "bt709": 1, "bt2020": 2}
 
 
 def crop_resize(
@@ -112,21 +112,22 @@ def crop_resize(
 ) -> torch.Tensor:
     """Cut, convert and resize many regions of video frames in one kernel.
 
-    Every row of ``rois`` (int64 ``(N, 11)``, columns :data:`ROI_FIELDS`, on the frames'
+    Every row of ``rois`` (int64 ``(N, 13)``, columns :data:`ROI_FIELDS`, on the frames'
     device) makes one uint8 RGB image: frame ``frame``'s window ``[x0, x1) x [y0, y1)``
     (display pixels, inside the frame) is placed at ``(ox, oy)`` in a zero canvas of
-    ``canvas_w x canvas_h``, which is resized to ``out_w x out_h`` and written top-left
-    into an ``out_size`` image (the rest zero). Resampling follows
+    ``canvas_w x canvas_h``, which is resized to ``out_w x out_h`` and written at
+    ``(dx, dy)`` into an ``out_size`` image (the rest zero). Resampling follows
     ``F.interpolate``: "area" on an axis that shrinks, ``up_mode`` ("bilinear" or
     "bicubic", align_corners=False) on one that grows. YUV pixels are converted to RGB
-    (rounded to uint8, as a decoder's RGB output) before resampling, with ``matrix``
-    and range; ``rotation`` (degrees, counter-clockwise, as ``VideoInfo.rotation``) is
+    before resampling, with ``matrix`` and range, by swscale's integer arithmetic: the
+    same bytes PyAV's and OpenCV's RGB frames hold (so NVDEC frames equal CPU ones); ``rotation`` (degrees, counter-clockwise, as ``VideoInfo.rotation``) is
     applied on the fly, so windows are in display coordinates.
 
     This is the one frame-to-pixels op of the engine: the detector's downscaled frames
     (window = the frame), the Medics' square face clips (window = the face box, canvas =
     its square, top-left), letterboxed 2D crops (canvas centred), native-size crops
-    (canvas = window = output). No host sync; ``rois`` must already be on the device.
+    (canvas = window = output), letterboxed crops (resized, then placed centred with
+    ``dx, dy``). No host sync; ``rois`` must already be on the device.
 
     Returns:
         uint8 ``(N, out_h, out_w, 3)`` on the frames' device.
@@ -140,9 +141,8 @@ def crop_resize(
     if rotation % 90:
         raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
     _assert_cuda_kernels(frames.device)
-    kr, kb = MATRICES[matrix]
     h, w = (int(v) for v in out_size)
-    return torch.ops.dfdc_fast.crop_resize(frames, LAYOUTS[layout], rois, h, w, kr, kb, bool(full_range),
+    return torch.ops.dfdc_fast.crop_resize(frames, LAYOUTS[layout], rois, h, w, MATRICES[matrix], bool(full_range),
                                            (int(rotation) // 90) % 4, UP_MODES[up_mode])
 
 
@@ -164,6 +164,5 @@ if _has_ops():  # shape propagation for torch.compile and meta tensors
         )
 
     @torch.library.register_fake("dfdc_fast::crop_resize")
-    def _crop_resize_fake(frames, layout, rois, out_h, out_w, kr=0.299, kb=0.114, full_range=False, rotation=0,
-                          up_mode=0):
+    def _crop_resize_fake(frames, layout, rois, out_h, out_w, matrix=0, full_range=False, rotation=0, up_mode=0):
         return torch.empty((rois.shape[0], out_h, out_w, 3), dtype=torch.uint8, device=frames.device)

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def reference(rgb, roi, out_size, up_mode="bilinear"):
-    """rgb: (T, H, W, 3) display frames; roi: list of the 11 ROI fields."""
-    t, x0, y0, x1, y1, ox, oy, cw, ch, ow, oh = roi
+    """rgb: (T, H, W, 3) display frames; roi: list of the 13 ROI fields."""
+    t, x0, y0, x1, y1, ox, oy, cw, ch, ow, oh, dx, dy = roi
     canvas = torch.zeros((ch, cw, 3), dtype=torch.float32)
     canvas[oy:oy + (y1 - y0), ox:ox + (x1 - x0)] = rgb[t, y0:y1, x0:x1].float()
     x = canvas.permute(2, 0, 1)[None]
@@ -21,7 +21,7 @@ def reference(rgb, roi, out_size, up_mode="bilinear"):
         mode = "area" if down else up_mode
         x = F.interpolate(x, size=(oh, ow), mode=mode, **({} if down else {"align_corners": False}))
     img = torch.zeros((out_size[0], out_size[1], 3), dtype=torch.uint8)
-    img[:oh, :ow] = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    img[dy:dy + oh, dx:dx + ow] = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
     return img
 
 
@@ -49,7 +49,7 @@ def random_rois(g, n, T, H, W, square=False):
         else:
             cw, ch = w + int(torch.randint(4, (1,), generator=g)), h + int(torch.randint(4, (1,), generator=g))
             ox, oy = int(torch.randint(cw - w + 1, (1,), generator=g)), int(torch.randint(ch - h + 1, (1,), generator=g))
-        rois.append([t, x0, y0, x1, y1, ox, oy, cw, ch, 0, 0])
+        rois.append([t, x0, y0, x1, y1, ox, oy, cw, ch, 0, 0, 0, 0])
     return rois
 
 
@@ -62,7 +62,9 @@ def test_rgb_rois_equal_interpolate(up_mode):
         cw, ch = r[7], r[8]
         f = [0.5, 1.0, 1.7, 0.31][i % 4]
         r[9], r[10] = max(1, round(cw * f)), max(1, round(ch * f))
-    out_size = (max(r[10] for r in rois), max(r[9] for r in rois))
+    out_size = (max(r[10] for r in rois) + 3, max(r[9] for r in rois) + 2)
+    for i, r in enumerate(rois):  # some land away from the top-left corner (letterboxing)
+        r[11], r[12] = i % 3, i % 4
     ours = crop_resize(frames, torch.tensor(rois), out_size, up_mode=up_mode)
     assert ours.shape == (len(rois), *out_size, 3) and ours.dtype == torch.uint8
     for r, o in zip(rois, ours):
@@ -85,7 +87,7 @@ def test_yuv_with_rotation_equals_convert_then_rotate(layout, rotation):
     Hd, Wd = disp.shape[1:3]
     src = nv12 if layout == "nv12" else i420
     # the whole frame at full size: a pure conversion
-    full = [[t, 0, 0, Wd, Hd, 0, 0, Wd, Hd, Wd, Hd] for t in range(T)]
+    full = [[t, 0, 0, Wd, Hd, 0, 0, Wd, Hd, Wd, Hd, 0, 0] for t in range(T)]
     ours = crop_resize(src, torch.tensor(full), (Hd, Wd), layout=layout, rotation=rotation)
     assert torch.equal(ours, disp)
     # and random windows, resized
@@ -100,7 +102,7 @@ def test_yuv_with_rotation_equals_convert_then_rotate(layout, rotation):
 def test_matrices_and_range():
     frames = torch.full((1, 6, 4), 128, dtype=torch.uint8)
     frames[0, :4] = 235  # white in limited range: Y=235, U=V=128
-    roi = torch.tensor([[0, 0, 0, 4, 4, 0, 0, 4, 4, 4, 4]])
+    roi = torch.tensor([[0, 0, 0, 4, 4, 0, 0, 4, 4, 4, 4, 0, 0]])
     white = crop_resize(frames, roi, (4, 4), layout="i420")
     assert white.eq(255).all()
     full = crop_resize(frames, roi, (4, 4), layout="i420", full_range=True, matrix="bt709")
@@ -113,10 +115,13 @@ def test_matrices_and_range():
 
 def test_empty_rois_and_zero_padding():
     frames = torch.full((1, 8, 8, 3), 200, dtype=torch.uint8)
-    assert crop_resize(frames, torch.zeros((0, 11), dtype=torch.int64), (4, 4)).shape == (0, 4, 4, 3)
-    # a 4x2 window top-left in a 4x4 canvas (the Medics' square pad), output 4x4 in an 6x6 image
-    out = crop_resize(frames, torch.tensor([[0, 2, 2, 4, 6, 0, 0, 4, 4, 4, 4]]), (6, 6))[0]
+    assert crop_resize(frames, torch.zeros((0, 13), dtype=torch.int64), (4, 4)).shape == (0, 4, 4, 3)
+    # a 2x4 window top-left in a 4x4 canvas (the Medics' square pad), output 4x4 in an 6x6 image
+    out = crop_resize(frames, torch.tensor([[0, 2, 2, 4, 6, 0, 0, 4, 4, 4, 4, 0, 0]]), (6, 6))[0]
     assert out[:4, :2].eq(200).all() and out[:4, 2:].eq(0).all() and out[4:].eq(0).all()
+    # the same placed at (1, 2) in the output
+    out = crop_resize(frames, torch.tensor([[0, 2, 2, 4, 6, 0, 0, 4, 4, 4, 4, 1, 2]]), (6, 6))[0]
+    assert out[2:6, 1:3].eq(200).all() and out[:2].eq(0).all() and out[:, 0].eq(0).all() and out[2:6, 3:].eq(0).all()
 
 
 @pytest.mark.cuda
@@ -140,3 +145,31 @@ def test_cuda_equals_cpu(layout):
     with no_syncs("cuda"):
         gpu = crop_resize(f_cuda, r_cuda, (64, 64), layout=layout, up_mode="bicubic")
     assert (gpu.cpu().int() - cpu.int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("clip", ["ccfoszqabv.mp4", "afoovlsmtx.mp4"])
+def test_yuv_frames_convert_to_the_same_bytes_as_pyav(samples_dir, clip):
+    """Raw I420 frames through crop_resize equal PyAV's (swscale's) RGB frames exactly."""
+    import os
+
+    from dfdc_fast.io import First, open_reader
+
+    reader = open_reader("pyav")
+    path = os.path.join(samples_dir, clip)
+    raw = reader.read_raw(path, First(3))
+    assert raw.layout == "i420"
+    assert torch.equal(raw.to_video().frames, reader.read(path, First(3)).frames)
+
+
+def test_full_range_and_bt709_match_swscale():
+    import av
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    yuv = g.integers(0, 256, (48, 64), dtype=np.uint8)  # 32 x 64 I420
+    for fmt, full in (("yuv420p", False), ("yuvj420p", True)):
+        frame = av.VideoFrame.from_ndarray(yuv, format=fmt)
+        ref = frame.to_ndarray(format="rgb24")
+        roi = torch.tensor([[0, 0, 0, 64, 32, 0, 0, 64, 32, 64, 32, 0, 0]])
+        ours = crop_resize(torch.from_numpy(yuv)[None], roi, (32, 64), layout="i420", full_range=full)[0]
+        assert np.array_equal(ours.numpy(), ref), fmt

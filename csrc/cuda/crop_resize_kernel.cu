@@ -29,7 +29,7 @@ __global__ void crop_resize_kernel(Source src, const int64_t* __restrict__ rois,
 }
 
 at::Tensor crop_resize_cuda(const at::Tensor& frames, int64_t layout, const at::Tensor& rois, int64_t out_h,
-                            int64_t out_w, double kr, double kb, bool full_range, int64_t rotation, int64_t up_mode) {
+                            int64_t out_w, int64_t matrix, bool full_range, int64_t rotation, int64_t up_mode) {
   const auto hw = check_crop_resize_args(frames, layout, rois, out_h, out_w, rotation, up_mode);
   c10::cuda::CUDAGuard guard(frames.device());
   const int64_t n = rois.size(0);
@@ -37,8 +37,8 @@ at::Tensor crop_resize_cuda(const at::Tensor& frames, int64_t layout, const at::
   const int64_t total = n * out_h * out_w;
   if (total == 0) return out;
   const int64_t frame_stride = frames.numel() / std::max<int64_t>(frames.size(0), 1);
-  const Source src = make_source(frames.data_ptr<uint8_t>(), frame_stride, hw.first, hw.second, layout, rotation, kr,
-                                 kb, full_range);
+  const Source src = make_source(frames.data_ptr<uint8_t>(), frame_stride, hw.first, hw.second, layout, rotation,
+                                 matrix, full_range);
   constexpr int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 65535LL * 16));
   crop_resize_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(

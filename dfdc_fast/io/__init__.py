@@ -11,10 +11,10 @@ from dfdc_fast.io.base import VideoReader
 from dfdc_fast.io.errors import VideoDecodeError
 from dfdc_fast.io.header import read_header
 from dfdc_fast.io.selectors import All, Chunk, Evenly, Every, First, FrameSelector, Indices, num_chunks
-from dfdc_fast.io.types import Video, VideoInfo
+from dfdc_fast.io.types import RawVideo, Video, VideoInfo
 
 __all__ = [
     "DECODERS", "open_reader", "read_video", "read_videos", "resolve_decoder", "read_header",
-    "VideoReader", "VideoDecodeError", "Video", "VideoInfo",
+    "VideoReader", "VideoDecodeError", "Video", "VideoInfo", "RawVideo",
     "FrameSelector", "All", "Every", "First", "Evenly", "Chunk", "Indices", "num_chunks",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.io.selectors import Every, First, FrameSelector, SelectorLike, as_selector
-from dfdc_fast.io.types import Video, VideoInfo
+from dfdc_fast.io.types import RawVideo, Video, VideoInfo
 
 
 class VideoReader(abc.ABC):
@@ -29,6 +29,10 @@ class VideoReader(abc.ABC):
     @abc.abstractmethod
     def read(self, path: str | os.PathLike, frames: SelectorLike = None) -> Video:
         """Decode the selected frames of ``path``; raises :class:`VideoDecodeError` for bad input."""
+
+    def read_raw(self, path: str | os.PathLike, frames: SelectorLike = None) -> RawVideo:
+        """Decode the selected frames without converting them to RGB (see :class:`RawVideo`)."""
+        raise NotImplementedError(f"the {self.name} reader has no raw (YUV) output; use decoder='pyav' or 'nvdec'")
 
     def info(self, path: str | os.PathLike) -> VideoInfo:
         """Header information without decoding the whole video."""

@@ -1,7 +1,8 @@
 """Container-level facts of a video, read with PyAV (always installed) for every backend.
 
 Hardware decoders do not report display rotation, so every backend takes the header
-from here: one container open and, for the rotation, one decoded frame.
+from here: one container open; the rotation comes from the MP4/MOV track header
+(:mod:`dfdc_fast.io.mp4`), and only for other containers from one decoded frame.
 """
 from __future__ import annotations
 
@@ -108,27 +109,37 @@ def listed_frame_count(info: VideoInfo, stream_frames: int) -> int:
     return int(stream_frames) if "mp4" in info.container or "mov" in info.container else 0
 
 
-def read_header(path: str | os.PathLike, count_frames: bool = False) -> VideoInfo:
-    """Header facts of ``path``; decodes one frame for the display rotation.
+def read_header(path: str | os.PathLike, count_frames: bool = False, decode_first: bool = False) -> VideoInfo:
+    """Header facts of ``path``, without decoding for MP4/MOV files.
 
-    With ``count_frames=True`` it also demuxes every packet (no decoding) to count the
-    frames exactly and to tell variable frame rate (uneven timestamps) apart.
+    The display rotation is read from the track header of MP4/MOV files; other
+    containers (and ``decode_first=True``, which also proves a frame decodes) decode one
+    frame for it. With ``count_frames=True`` it also demuxes every packet (no decoding)
+    to count the frames exactly and to tell variable frame rate (uneven timestamps) apart.
     """
+    from dfdc_fast.io.mp4 import display_rotation
+
     path = os.fspath(path)
     av = _av()
     with open_container(path) as (container, stream):
-        try:
-            first = next(container.decode(stream), None)
-        except av.FFmpegError as exc:
-            raise map_av_error(path, exc, 0) from exc
-        if first is None:
-            raise VideoDecodeError(path, "video stream holds no decodable frame")
-        info = stream_facts(path, stream, normalize_rotation(getattr(first, "rotation", 0)))
-        info = replace(info, color_matrix=matrix_for(getattr(first, "colorspace", None)),
-                       full_range=int(getattr(first, "color_range", 0) or 0) == 2)
+        cc = stream.codec_context
+        colorspace, color_range = getattr(cc, "colorspace", None), getattr(cc, "color_range", 0)
+        iso = container.format is not None and ("mp4" in container.format.name or "mov" in container.format.name)
+        rotation = display_rotation(path) if iso and not decode_first else None
+        if rotation is None:
+            try:
+                first = next(container.decode(stream), None)
+            except av.FFmpegError as exc:
+                raise map_av_error(path, exc, 0) from exc
+            if first is None:
+                raise VideoDecodeError(path, "video stream holds no decodable frame")
+            rotation = normalize_rotation(getattr(first, "rotation", 0))
+            colorspace, color_range = getattr(first, "colorspace", None), getattr(first, "color_range", 0)
+            container.seek(0)
+        info = stream_facts(path, stream, rotation)
+        info = replace(info, color_matrix=matrix_for(colorspace), full_range=int(color_range or 0) == 2)
         if not count_frames:
             return info
-        container.seek(0)
         count, vfr = _count_packets(path, container, stream)
     return replace(info, num_frames=count, num_frames_exact=True, variable_frame_rate=vfr)
 

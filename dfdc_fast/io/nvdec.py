@@ -6,7 +6,9 @@ One :class:`NvdecReader` holds one decoder session and reuses it across videos
 clip. Several readers in several threads (:func:`dfdc_fast.io.read_videos` with
 ``workers=N``) keep several of the GPU's NVDEC engines busy (an H100 has 7).
 
-Unverified on GPU until a GPU session runs ``tests/test_io_cuda.py``.
+``read`` was tested on an H100 (tests/test_io_cuda.py). ``read_raw`` (NV12 surfaces copied
+out without conversion, the engine's input) and the fused conversion behind ``read`` are
+**unverified on GPU** until a GPU session runs those tests again.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from dfdc_fast.io.color import nv12_to_rgb
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
 from dfdc_fast.io.header import listed_frame_count, read_header
 from dfdc_fast.io.selectors import SelectorLike
-from dfdc_fast.io.types import Video
+from dfdc_fast.io.types import RawVideo, Video
 
 #: Codecs NVDEC decodes (PyNvVideoCodec 2.x); anything else needs decoder="pyav".
 NVDEC_CODECS = {"h264", "hevc", "av1", "vp9", "vp8", "mpeg4", "mpeg2video", "mjpeg"}
@@ -104,8 +106,27 @@ class NvdecReader(VideoReader):
         return self._decoder
 
     def read(self, path: str | os.PathLike, frames: SelectorLike = None) -> Video:
+        if self.color == "torch":  # NV12 out of the decoder, then one fused conversion kernel
+            return self.read_raw(path, frames).to_video()
+        buffer, kept, result, header = self._decode(path, frames, raw=False)
+        if buffer is None:
+            return self.read(path, result.indices.tolist())
+        out, idx = assemble(buffer, kept, result.indices, header.rotation, self.device)
+        return Video(out, idx, with_count(header, result.num_frames, result.exact), self.name)
+
+    def read_raw(self, path: str | os.PathLike, frames: SelectorLike = None) -> RawVideo:
+        """The selected frames as NV12 ``(T, H * 3 / 2, W)`` CUDA tensors, the decoder's own
+        format, copied out of its surfaces with no conversion (see :class:`RawVideo`)."""
+        buffer, kept, result, header = self._decode(path, frames, raw=True)
+        if buffer is None:
+            return self.read_raw(path, result.indices.tolist())
+        data, idx = assemble(buffer, kept, result.indices, 0, self.device)
+        layout = "nv12" if data.dim() == 3 else "rgb"
+        return RawVideo(data, layout, idx, with_count(header, result.num_frames, result.exact), self.name)
+
+    def _decode(self, path, frames: SelectorLike, raw: bool):
         path = check_readable(path)
-        header = read_header(path)
+        header = read_header(path)  # no decoding for MP4: the rotation comes from the track header
         if header.codec not in NVDEC_CODECS:
             raise VideoDecodeError(path, f"codec {header.codec!r} is not decodable by NVDEC; use decoder='pyav'")
         try:
@@ -115,9 +136,11 @@ class NvdecReader(VideoReader):
             raise VideoDecodeError(path, f"NVDEC could not open the stream: {exc}") from exc
         total = len(decoder) or header.num_frames
         h, w = header.coded_height, header.coded_width
+        planar = raw and self.color == "torch" and h % 2 == 0 and w % 2 == 0
+        shape = (h * 3 // 2, w) if planar else (h, w, 3)
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             col = FrameCollector(DecodePlan.make(frames, total), total,
-                                 lambda n: torch.empty((n, h, w, 3), dtype=torch.uint8, device=self.device))
+                                 lambda n: torch.empty((n, *shape), dtype=torch.uint8, device=self.device))
             try:
                 while not col.done:
                     batch = decoder.get_batch_frames(self.batch)
@@ -126,7 +149,10 @@ class NvdecReader(VideoReader):
                     for frame in batch:
                         row = col.slot()
                         if row is not None:
-                            self._copy_frame(path, torch.from_dlpack(frame), row, header)
+                            if planar:
+                                _copy_nv12(path, torch.from_dlpack(frame), row)
+                            else:
+                                self._copy_frame(path, torch.from_dlpack(frame), row, header)
                         if col.done:
                             break
             except VideoDecodeError:
@@ -138,23 +164,37 @@ class NvdecReader(VideoReader):
         col.buffer.record_stream(torch.cuda.current_stream(self.device))
         result = col.finish(path, listed_frame_count(header, len(decoder)))
         if result.incomplete:
-            return self.read(path, result.indices.tolist())
-        out, idx = assemble(col.buffer, col.kept, result.indices, header.rotation, self.device)
-        return Video(out, idx, with_count(header, result.num_frames, result.exact), self.name)
+            return None, None, result, header
+        return col.buffer, col.kept, result, header
 
     def _copy_frame(self, path: str, src: torch.Tensor, row: torch.Tensor, header) -> None:
-        """Copy one decoder surface into ``row`` (the decoder reuses its surfaces)."""
+        """Copy one decoder surface into ``row`` as RGB (the decoder reuses its surfaces)."""
         h, w = row.shape[:2]
         if self.color == "nvdec":
             if src.shape != (h, w, 3):
                 raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} frame, expected {(h, w, 3)}")
             row.copy_(src)
             return
-        if src.dim() == 3 and src.shape[-1] == 1:
-            src = src[..., 0]
-        if src.dim() != 2 or src.shape[0] < h * 3 // 2 or src.shape[1] < w:
-            raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} surface, expected NV12 for {h}x{w}")
-        nv12_to_rgb(src, h, w, header.color_matrix, header.full_range, out=row)
+        nv12_to_rgb(_surface(path, src, h, w), h, w, header.color_matrix, header.full_range, out=row)
 
     def close(self) -> None:
         self._decoder = None
+
+
+def _surface(path: str, src: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The 2D uint8 NV12 surface of a decoded frame (alignment padding included)."""
+    if src.dim() == 3 and src.shape[-1] == 1:
+        src = src[..., 0]
+    if src.dim() != 2 or src.shape[0] < h * 3 // 2 or src.shape[1] < w:
+        raise VideoDecodeError(path, f"NVDEC returned a {tuple(src.shape)} surface, expected NV12 for {h}x{w}")
+    return src
+
+
+def _copy_nv12(path: str, src: torch.Tensor, row: torch.Tensor) -> None:
+    """Copy an NV12 surface into a compact ``(h * 3 / 2, w)`` row: two strided device copies,
+    no conversion, no host sync."""
+    h, w = row.shape[0] // 3 * 2, row.shape[1]
+    src = _surface(path, src, h, w)
+    luma_rows = src.shape[0] * 2 // 3
+    row[:h].copy_(src[:h, :w], non_blocking=True)
+    row[h:].copy_(src[luma_rows:luma_rows + h // 2, :w], non_blocking=True)

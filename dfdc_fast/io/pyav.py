@@ -6,6 +6,7 @@ H.264 has to be decoded frame by frame anyway, so there is no seeking.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ from dfdc_fast.io.base import DecodePlan, FrameCollector, VideoReader, assemble,
 from dfdc_fast.io.errors import VideoDecodeError
 from dfdc_fast.io.header import listed_frame_count, map_av_error, open_container, stream_facts, with_rotation
 from dfdc_fast.io.selectors import SelectorLike
-from dfdc_fast.io.types import Video
+from dfdc_fast.io.color import matrix_for
+from dfdc_fast.io.types import RawVideo, Video
 
 
 class PyAVReader(VideoReader):
@@ -34,37 +36,73 @@ class PyAVReader(VideoReader):
         self.threads = threads
 
     def read(self, path: str | os.PathLike, frames: SelectorLike = None) -> Video:
+        buffer, kept, result, info = self._decode(os.fspath(path), frames, raw=False)
+        if buffer is None:  # the header misled a count-dependent selection: decode exactly those
+            return self.read(path, result.indices.tolist())
+        out, idx = assemble(buffer, kept, result.indices, info.rotation, self.device)
+        return Video(out, idx, with_count(info, result.num_frames, result.exact), self.name)
+
+    def read_raw(self, path: str | os.PathLike, frames: SelectorLike = None) -> RawVideo:
+        """Like :meth:`read`, but frames stay YUV 4:2:0 (I420) in coded orientation: no RGB
+        conversion on the CPU (see :class:`RawVideo`). Streams that are not 8-bit 4:2:0 of
+        an even size come back as RGB."""
+        buffer, kept, result, info = self._decode(os.fspath(path), frames, raw=True)
+        if buffer is None:
+            return self.read_raw(path, result.indices.tolist())
+        layout = "i420" if buffer.dim() == 3 else "rgb"
+        data, idx = assemble(buffer, kept, result.indices, 0, self.device)
+        return RawVideo(data, layout, idx, with_count(info, result.num_frames, result.exact), self.name)
+
+    def _decode(self, path: str, frames: SelectorLike, raw: bool):
         import av
 
-        path = os.fspath(path)
         with open_container(path) as (container, stream):
             stream.thread_type = "AUTO"
             stream.thread_count = self.threads
             header = stream_facts(path, stream, rotation=0)
             listed_frames = listed_frame_count(header, stream.frames or 0)
             h, w = header.coded_height, header.coded_width
+            planar = raw and header.pix_fmt in YUV420 and h % 2 == 0 and w % 2 == 0
+            shape = (h * 3 // 2, w) if planar else (h, w, 3)
             col = FrameCollector(DecodePlan.make(frames, header.num_frames), header.num_frames,
-                                 lambda n: torch.empty((n, h, w, 3), dtype=torch.uint8))
-            rotation = None
+                                 lambda n: torch.empty((n, *shape), dtype=torch.uint8))
+            rotation = colour = None
             try:
                 for frame in container.decode(stream):
                     if rotation is None:
                         rotation = normalize_rotation(getattr(frame, "rotation", 0))
+                        colour = (getattr(frame, "colorspace", None), getattr(frame, "color_range", 0))
                     row = col.slot()
                     if row is not None:
-                        _to_rgb(path, frame, row.numpy())
+                        (_to_i420 if planar else _to_rgb)(path, frame, row.numpy())
                     if col.done:
                         break
             except av.FFmpegError as exc:
                 raise map_av_error(path, exc, col.decoded) from exc
         result = col.finish(path, listed_frames)
-        if result.incomplete:
-            # The header's frame count was wrong for a count-dependent selection: decode
-            # again for exactly the frames that exist (rare; MP4 headers are exact).
-            return self.read(path, result.indices.tolist())
         info = with_rotation(header, rotation or 0)
-        out, idx = assemble(col.buffer, col.kept, result.indices, info.rotation, self.device)
-        return Video(out, idx, with_count(info, result.num_frames, result.exact), self.name)
+        if colour is not None:
+            info = replace(info, color_matrix=matrix_for(colour[0]), full_range=int(colour[1] or 0) == 2)
+        if result.incomplete:
+            return None, None, result, info
+        return col.buffer, col.kept, result, info
+
+
+#: Pixel formats whose planes are copied as they are by ``read_raw`` (8-bit 4:2:0).
+YUV420 = ("yuv420p", "yuvj420p")
+
+
+def _to_i420(path: str, frame, out: np.ndarray) -> None:
+    """Copy the Y, U and V planes of a yuv420p frame into ``out`` (H * 3 / 2, W), no conversion."""
+    h, w = out.shape[0] // 3 * 2, out.shape[1]
+    if frame.format.name not in YUV420 or frame.height != h or frame.width != w:
+        raise VideoDecodeError(path, f"frame format changed mid-stream: {frame.format.name} {frame.height}x{frame.width}")
+    flat = out.reshape(-1)
+    pos = 0
+    for plane, (ph, pw) in zip(frame.planes, ((h, w), (h // 2, w // 2), (h // 2, w // 2))):
+        src = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+        flat[pos:pos + ph * pw].reshape(ph, pw)[...] = src
+        pos += ph * pw
 
 
 def _to_rgb(path: str, frame, out: np.ndarray) -> None:

@@ -79,6 +79,73 @@ class Video:
         )
 
 
+@dataclass
+class RawVideo:
+    """Frames of one video as the decoder left them: YUV 4:2:0 in coded orientation.
+
+    Converting every decoded frame to RGB costs more than most consumers need (the
+    detector wants a tenth of the frames at half size, the cropper only face regions);
+    :func:`dfdc_fast.ops.crop_resize` converts, rotates and resizes just the pixels used.
+
+    Attributes:
+        data: uint8 on the requested device, ``(T, H * 3 / 2, W)`` for ``"nv12"`` (NVDEC)
+            and ``"i420"`` (FFmpeg), or ``(T, H, W, 3)`` for ``"rgb"`` (formats without an
+            even-sized 4:2:0 layout are converted when decoded). ``H, W`` are the coded size.
+        layout: ``"nv12"``, ``"i420"`` or ``"rgb"``.
+        indices: int64 ``(T,)`` on CPU, absolute frame numbers.
+        info: :class:`VideoInfo`; ``info.rotation`` is *not* applied to ``data``.
+        decoder: the backend that decoded it.
+    """
+
+    data: torch.Tensor
+    layout: str
+    indices: torch.Tensor
+    info: VideoInfo
+    decoder: str
+
+    def __post_init__(self):
+        d = self.data
+        if d.dtype != torch.uint8:
+            raise ValueError(f"data must be uint8, got {d.dtype}")
+        if self.layout == "rgb":
+            ok = d.dim() == 4 and d.shape[-1] == 3
+        elif self.layout in ("nv12", "i420"):
+            ok = d.dim() == 3 and d.shape[1] % 3 == 0
+        else:
+            raise ValueError(f"layout must be rgb, nv12 or i420, got {self.layout!r}")
+        if not ok:
+            raise ValueError(f"data shape {tuple(d.shape)} does not fit layout {self.layout!r}")
+        if self.indices.shape != (d.shape[0],):
+            raise ValueError(f"indices shape {tuple(self.indices.shape)} does not match {d.shape[0]} frames")
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(height, width) of the stored frames."""
+        if self.layout == "rgb":
+            return self.data.shape[1], self.data.shape[2]
+        return self.data.shape[1] // 3 * 2, self.data.shape[2]
+
+    def to_video(self) -> Video:
+        """Every frame as display-oriented RGB (what :func:`read_video` returns)."""
+        from dfdc_fast.ops import crop_resize
+
+        h, w = self.info.height, self.info.width
+        n = len(self)
+        rois = torch.tensor([[t, 0, 0, w, h, 0, 0, w, h, w, h, 0, 0] for t in range(n)], dtype=torch.int64)
+        frames = crop_resize(self.data, rois.to(self.data.device, non_blocking=True), (h, w), layout=self.layout,
+                             matrix=self.info.color_matrix, full_range=self.info.full_range, rotation=self.info.rotation)
+        return Video(frames, self.indices, self.info, self.decoder)
+
+    def __repr__(self) -> str:
+        return (f"RawVideo(data=uint8{tuple(self.data.shape)} {self.layout} on {self.data.device}, "
+                f"indices=[{_span(self.indices)}], decoder={self.decoder!r}, "
+                f"info={self.info.width}x{self.info.height} {self.info.num_frames} frames rot={self.info.rotation} "
+                f"{self.info.path!r})")
+
+
 def _span(indices: torch.Tensor) -> str:
     n = indices.numel()
     if n == 0:
