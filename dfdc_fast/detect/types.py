@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 
@@ -41,7 +42,7 @@ class Detections:
         if fi.dim() != 1 or fi.dtype != torch.int64 or fi.device.type != "cpu":
             raise ValueError(f"frame_indices must be int64 (F,) on CPU, got {fi.dtype} {tuple(fi.shape)} on {fi.device}")
         F = fi.shape[0]
-        if F > 1 and not bool((fi[1:] > fi[:-1]).all()):
+        if F > 1 and not (np.diff(fi.numpy()) > 0).all():  # host data: numpy, no device sync
             raise ValueError("frame_indices must be strictly increasing")
         if b.dim() != 3 or b.shape[0] != F or b.shape[2] != 4:
             raise ValueError(f"boxes must be (F={F}, K, 4), got {tuple(b.shape)}")

@@ -1,7 +1,29 @@
-"""Box geometry for tracks: interpolation over frames, padding and squaring."""
+"""Box geometry for tracks: interpolation over frames, padding and squaring.
+
+Tracks are assembled on the host after the detections' one transfer, so these work on
+numpy float32 arrays (``interpolate_boxes`` also on tensors of any device): the same
+arithmetic everywhere, so a fake that reuses its original's keyframes gets bit-identical
+boxes.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def interpolate_boxes_np(keyframes, key_boxes, start: int, stop: int) -> np.ndarray:
+    """float32 ``(stop - start, 4)`` boxes for every frame of ``[start, stop)`` from boxes at
+    sorted ``keyframes`` (numpy): linear between keyframes, held before the first and after
+    the last."""
+    kf = np.asarray(keyframes, dtype=np.float32).reshape(-1)
+    kb = np.asarray(key_boxes, dtype=np.float32).reshape(-1, 4)
+    frames = np.arange(start, stop, dtype=np.float32)
+    if kf.size == 1:
+        return np.repeat(kb, frames.size, axis=0)
+    right = np.clip(np.searchsorted(kf, frames, side="right"), 1, kf.size - 1)
+    left = right - 1
+    w = np.clip((frames - kf[left]) / (kf[right] - kf[left]), 0, 1)[:, None].astype(np.float32)
+    return (kb[left] * (1 - w) + kb[right] * w).astype(np.float32)
 
 
 def interpolate_boxes(keyframes: torch.Tensor, key_boxes: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -28,33 +50,35 @@ def interpolate_boxes(keyframes: torch.Tensor, key_boxes: torch.Tensor, start: i
     return kb[left] * (1 - w) + kb[right] * w
 
 
-def pad_box(box: torch.Tensor, pad: float) -> torch.Tensor:
+def pad_box(box: np.ndarray, pad: float) -> np.ndarray:
     """Grow ``(x0, y0, x1, y1)`` by ``pad`` times its width/height on each side."""
+    box = np.asarray(box, dtype=np.float32)
     if pad == 0:
         return box
     w, h = box[2] - box[0], box[3] - box[1]
-    return box + torch.stack([-w, -h, w, h]) * pad
+    return (box + np.array([-w, -h, w, h], dtype=np.float32) * np.float32(pad)).astype(np.float32)
 
 
-def square_box(box: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
+def square_box(box: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     """Expand to a square of the longer side around the centre, shifted to stay in the frame.
 
     When the side exceeds a frame dimension the box spans that dimension and is no
     longer square (the cropper pads it instead).
     """
+    box = np.asarray(box, dtype=np.float32)
     h_img, w_img = frame_size
-    side = torch.maximum(box[2] - box[0], box[3] - box[1])
+    side = max(box[2] - box[0], box[3] - box[1])
     out = []
     for lo, hi, size in ((box[0], box[2], w_img), (box[1], box[3], h_img)):
-        centre = (lo + hi) / 2
-        s = torch.clamp(side, max=float(size))
-        start = torch.clamp(centre - s / 2, min=0.0, max=float(size) - s)
+        centre = (lo + hi) / np.float32(2)
+        s = min(side, np.float32(size))
+        start = min(max(centre - s / np.float32(2), np.float32(0)), np.float32(size) - s)
         out.append((start, start + s))
     (x0, x1), (y0, y1) = out
-    return torch.stack([x0, y0, x1, y1])
+    return np.array([x0, y0, x1, y1], dtype=np.float32)
 
 
-def clip_box(box: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
+def clip_box(box: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     h, w = frame_size
-    lim = torch.tensor([w, h, w, h], dtype=box.dtype, device=box.device)
-    return torch.minimum(box.clamp(min=0), lim)
+    box = np.asarray(box, dtype=np.float32)
+    return np.minimum(np.maximum(box, 0), np.array([w, h, w, h], dtype=np.float32)).astype(np.float32)

@@ -7,19 +7,21 @@ because a component must persist over several samples, one-off false positives v
 ``method="iou"`` is NTechLab's IoU tracker instead.
 
 The mask and its labelling stay on the detections' device. The tracks themselves are a
-few numbers per person, assembled on the host after one small transfer; per-frame boxes
-are returned on the detections' device.
+few numbers per person, assembled on the host (numpy) after one small transfer; boxes
+are returned on the detections' device unless ``device=`` says otherwise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from dfdc_fast.detect.types import Detections
 from dfdc_fast.ops import CONNECTIVITIES, label3d
-from dfdc_fast.track.boxes import clip_box, interpolate_boxes, pad_box, square_box
+from dfdc_fast.runtime import fetch, to_device
+from dfdc_fast.track.boxes import clip_box, interpolate_boxes_np, pad_box, square_box
 from dfdc_fast.track.iou import IouSettings, iou_tracks
 from dfdc_fast.track.mask import GAP_FILLS, box_cells, draw_mask, fill_gaps
 from dfdc_fast.track.types import FaceTrack
@@ -94,6 +96,8 @@ def track_faces(
     detections: Detections,
     video_shape: Optional[Sequence[int]] = None,
     config: Optional[TrackConfig] = None,
+    *,
+    device: torch.device | str | None = None,
     **overrides,
 ) -> list[FaceTrack]:
     """Group the faces of one video into tracks, one per person (per chunk).
@@ -104,34 +108,43 @@ def track_faces(
             ``Video.frames.shape`` (its size must match ``detections.frame_size``). None
             ends the video one sampling step after the last sampled frame.
         config: a :class:`TrackConfig`; keyword ``overrides`` replace its fields.
+        device: where the tracks' ``box``/``boxes`` tensors are put (default: the
+            detections' device).
 
     Returns:
         The kept tracks in the configured order, ``track_id`` numbering them 0..n-1.
         An empty list means no face persisted long enough (status ``no_face``).
+
+    The mask and its labelling run on the detections' device; what the host needs
+    (each detection's component, boxes, scores) comes back in one transfer, so a call
+    costs one host sync whatever the number of frames and faces.
     """
     cfg = replace(config or TrackConfig(), **overrides) if overrides else (config or TrackConfig())
-    fi = detections.frame_indices
     if len(detections) == 0:
         return []
+    fi = detections.frame_indices.numpy()  # on the host by contract
     step = cfg.frame_step or _infer_step(fi)
-    num_frames = _num_frames(video_shape, detections, step)
+    num_frames = _num_frames(video_shape, detections, fi, step)
+    device = torch.device(device) if device is not None else detections.device
 
-    chunk_of = fi // cfg.chunk_size if cfg.chunk_size else torch.zeros_like(fi)
+    chunk_of = fi // cfg.chunk_size if cfg.chunk_size else np.zeros_like(fi)
     chunks = sorted(set(chunk_of.tolist()))
-    rows_of = {c: (chunk_of == c).nonzero().flatten().tolist() for c in chunks}
+    rows_of = {c: np.flatnonzero(chunk_of == c) for c in chunks}
 
     if cfg.method == "mask":
         groups, boxes, scores = _mask_groups(detections, cfg, chunks, rows_of)
     else:
-        boxes, scores, counts = (t.cpu() for t in (detections.boxes, detections.scores, detections.counts))
-        groups = {c: iou_tracks(boxes, scores, counts, rows_of[c], cfg.iou, cfg.min_detections) for c in chunks}
+        boxes, scores, counts = fetch(detections.boxes, detections.scores, detections.counts)
+        groups = {c: iou_tracks(boxes, scores, counts, rows_of[c].tolist(), cfg.iou, cfg.min_detections)
+                  for c in chunks}
 
     tracks: list[FaceTrack] = []
     for c in chunks:
         chunk_end = (c + 1) * cfg.chunk_size if cfg.chunk_size else num_frames
-        position = {row: i for i, row in enumerate(rows_of[c])}
+        position = {int(row): i for i, row in enumerate(rows_of[c])}
         built = [
-            _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg, detections)
+            _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg,
+                         detections.frame_size, device)
             for g in groups[c]
         ]
         built = [t for t in built if t is not None]
@@ -143,14 +156,14 @@ def track_faces(
     return tracks
 
 
-def _infer_step(fi: torch.Tensor) -> int:
-    if fi.numel() < 2:
+def _infer_step(fi: np.ndarray) -> int:
+    if fi.size < 2:
         return 1
-    return int((fi[1:] - fi[:-1]).min())
+    return int(np.diff(fi).min())
 
 
-def _num_frames(video_shape, detections: Detections, step: int) -> int:
-    last = int(detections.frame_indices[-1])
+def _num_frames(video_shape, detections: Detections, fi: np.ndarray, step: int) -> int:
+    last = int(fi[-1])
     if video_shape is None:
         return last + step
     n, h, w = (int(v) for v in tuple(video_shape)[:3])
@@ -166,15 +179,15 @@ def _mask_groups(detections: Detections, cfg: TrackConfig, chunks: list[int], ro
     dev = detections.device
     slices = draw_mask(detections, cfg.scale)  # (F, Hm, Wm)
     F = len(detections)
-    batch_of = torch.empty(F, dtype=torch.int64)
-    slot_of = torch.empty(F, dtype=torch.int64)
+    batch_of = np.empty(F, dtype=np.int64)
+    slot_of = np.empty(F, dtype=np.int64)
     for b, c in enumerate(chunks):
-        rows = torch.tensor(rows_of[c])
+        rows = rows_of[c]
         batch_of[rows] = b
-        slot_of[rows] = torch.arange(len(rows))
+        slot_of[rows] = np.arange(len(rows))
     depth = max(len(rows_of[c]) for c in chunks)
     volume = torch.zeros((len(chunks), depth, *slices.shape[1:]), dtype=torch.bool, device=dev)
-    b_dev, s_dev = batch_of.to(dev), slot_of.to(dev)
+    b_dev, s_dev = to_device(batch_of, dev), to_device(slot_of, dev)
     volume[b_dev, s_dev] = slices
     volume = fill_gaps(volume, cfg.fill_gaps)
     labels, _ = label3d(volume, cfg.connectivity)
@@ -184,14 +197,14 @@ def _mask_groups(detections: Detections, cfg: TrackConfig, chunks: list[int], ro
     det_label = labels[b_dev[:, None], s_dev[:, None], cells[..., 0], cells[..., 2]]
     det_label = torch.where(detections.valid, det_label, torch.zeros_like(det_label))
 
-    det_label, boxes, scores = (t.cpu() for t in (det_label, detections.boxes, detections.scores))  # one sync
+    det_label, boxes, scores = fetch(det_label, detections.boxes, detections.scores)  # the one sync
     groups = {}
-    for b, c in enumerate(chunks):
-        rows = torch.tensor(rows_of[c])
+    for c in chunks:
+        rows = rows_of[c]
         lab = det_label[rows]
         members: dict[int, list[tuple[int, int]]] = {}
-        for r, k in (lab > 0).nonzero().tolist():  # row-major: time order within a component
-            members.setdefault(int(lab[r, k]), []).append((int(rows[r]), k))
+        for r, k in zip(*np.nonzero(lab > 0)):  # row-major: time order within a component
+            members.setdefault(int(lab[r, k]), []).append((int(rows[r]), int(k)))
         groups[c] = [members[l] for l in sorted(members)]  # label order = raster order of first voxel
     return groups, boxes, scores
 
@@ -199,14 +212,15 @@ def _mask_groups(detections: Detections, cfg: TrackConfig, chunks: list[int], ro
 def _build_track(
     dets: list[tuple[int, int]],
     chunk: int,
-    fi: torch.Tensor,
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
+    fi: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
     position: dict[int, int],
     step: int,
     end: int,
     cfg: TrackConfig,
-    detections: Detections,
+    frame_size: tuple[int, int],
+    device: torch.device,
 ) -> Optional[FaceTrack]:
     rows = sorted({r for r, _ in dets})
     if position[rows[-1]] - position[rows[0]] + 1 < cfg.min_detections:
@@ -224,24 +238,23 @@ def _build_track(
         if r not in best or scores[r, k] > scores[r, best[r]]:
             best[r] = k
     keyframes = fi[rows]
-    key_boxes = torch.stack([boxes[r, best[r]] for r in rows])
+    key_boxes = np.stack([boxes[r, best[r]] for r in rows]).astype(np.float32)
 
-    all_boxes = torch.stack([boxes[r, k] for r, k in dets])
-    union = torch.cat([all_boxes[:, :2].min(0).values, all_boxes[:, 2:].max(0).values])
+    all_boxes = np.stack([boxes[r, k] for r, k in dets]).astype(np.float32)
+    union = np.concatenate([all_boxes[:, :2].min(0), all_boxes[:, 2:].max(0)])
     union = pad_box(union, cfg.pad)
     if cfg.square:
-        union = square_box(union, detections.frame_size)
-    union = clip_box(union, detections.frame_size)
+        union = square_box(union, frame_size)
+    union = clip_box(union, frame_size)
 
-    dev = detections.device
     return FaceTrack(
         track_id=-1,
         chunk=chunk,
         start=start,
         stop=stop,
-        box=union.to(dev),
-        boxes=interpolate_boxes(keyframes, key_boxes, start, stop).to(dev),
-        score=float(torch.stack([scores[r, k] for r, k in dets]).mean()),
-        keyframes=keyframes,
+        box=to_device(union, device),
+        boxes=to_device(interpolate_boxes_np(keyframes, key_boxes, start, stop), device),
+        score=float(np.mean(np.array([scores[r, k] for r, k in dets], dtype=np.float32))),
+        keyframes=torch.from_numpy(np.ascontiguousarray(keyframes, dtype=np.int64)),
         too_short=stop - start < cfg.min_clip_frames,
     )
