@@ -78,7 +78,7 @@ def probe_files(paths: list, cfg: ProbeConfig) -> Iterator[tuple[str, dict]]:
         return
     for path in paths:
         try:
-            info = read_header(path, count_frames=True)
+            info = read_header(path, count_frames=True, decode_first=True)
         except VideoDecodeError as exc:
             yield path, _record(path, None, "decode_error", exc.cause)
         else:

@@ -198,3 +198,28 @@ def test_nv12_conversion_matches_pyav(tmp_path, size):
     padded[h + 16:h + 16 + (h + 1) // 2, :w] = nv12[h:]
     ours = nv12_to_rgb(padded, h, w).numpy()
     assert ours.shape == ref.shape and np.array_equal(ours, ref), psnr(ours, ref)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("faststart", [True, False])
+def test_rotation_is_read_from_the_track_header(tmp_path, rotation, faststart):
+    """read_header takes the display rotation from the MP4 track header (no decoding),
+    and it equals what a decoded frame reports."""
+    import av
+
+    from dfdc_fast.io.mp4 import display_rotation
+
+    path = make_video(str(tmp_path / "r.mp4"), frames=3, rotation=rotation, faststart=faststart)
+    with av.open(path) as c:
+        decoded = int(round(next(c.decode(video=0)).rotation / 90.0)) % 4 * 90
+    assert display_rotation(path) == decoded
+    info = read_header(path)
+    assert info.rotation == decoded and (info.width, info.height) == ((48, 64) if rotation in (90, 270) else (64, 48))
+
+
+def test_rotation_of_other_containers_comes_from_a_frame(tmp_path):
+    from dfdc_fast.io.mp4 import display_rotation
+
+    path = make_video(str(tmp_path / "r.mkv"), frames=3, rotation=90)
+    assert display_rotation(path) is None
+    assert read_header(path).rotation in (0, 90)  # whatever FFmpeg reports for this container
