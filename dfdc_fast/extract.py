@@ -1,11 +1,12 @@
 """``python -m dfdc_fast.extract``: face clips and crops for a whole dataset (resumable, shardable).
 
-Per video: decode every frame (NVDEC on a GPU, PyAV on the CPU) -> detect faces on every
-n-th frame (batched MTCNN, the Medics' export settings: 0.5x, 0.6/0.7/0.7) -> track them
-(3D connected components) -> cut, on the device, one square face clip per track and
+Per video, in worker processes (one per NVDEC engine on a GPU, one per core on a CPU):
+decode every frame (NVDEC on a GPU, PyAV on the CPU; frames stay YUV) -> detect faces on
+every n-th frame (batched MTCNN, the Medics' export settings: 0.5x, 0.6/0.7/0.7) -> track
+them (3D connected components) -> cut, on the device, one square face clip per track and
 chunk (256x256, the Medics' 3D training clips) and 2D face crops with a third of the
-box as margin at K evenly spaced frames (Selim's) -> encode them on CPU threads while
-the next video is decoded and detected.
+box as margin at K evenly spaced frames (Selim's) -> encode the clips in a pool of
+encoder processes (libx264) while the workers go on with the next videos.
 
 Outputs under OUT:
   clips/<REAL|FAKE|_>/<part>_<name>_<chunk>_<track>.mp4   H.264 face clips
@@ -29,25 +30,23 @@ import json
 import logging
 import os
 import sys
-import threading
+import collections
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
-from dfdc_fast.crops import clip as cut_clip
-from dfdc_fast.crops import faces as cut_faces
-from dfdc_fast.crops import write_jpeg, write_mp4
+from dfdc_fast.crops import write_mp4
 from dfdc_fast.crops.encode import temporary_path
-from dfdc_fast.crops.sheet import thumbnail, write_contact_sheet
+from dfdc_fast.crops.sheet import COLOURS, write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
-from dfdc_fast.detect import MTCNN, PRESETS
-from dfdc_fast.io import DECODERS, Video, VideoDecodeError, read_videos, resolve_decoder
-from dfdc_fast.track import FaceTrack, TrackConfig, interpolate_boxes, track_faces
+from dfdc_fast.detect import PRESETS
+from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, track_json
+from dfdc_fast.io import DECODERS, resolve_decoder
 from dfdc_fast.runtime import tune_host_allocator
+from dfdc_fast.track import TrackConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,10 @@ class ExtractConfig:
     every: int = 10
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     decoder: str = "auto"
-    workers: int = 1
+    workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine / CPU core; 0: in-process
+    threads: Optional[int] = None  # torch + decoder threads per worker; None: cores / workers
+    encoders: Optional[int] = None  # encoder processes; None: the cores the workers leave, at least 2; 0: inline
+    video_timeout: Optional[float] = 600.0
     detector: str = "medics_export"
     track_method: str = "mask"
     chunk_size: Optional[int] = 150
@@ -79,7 +81,6 @@ class ExtractConfig:
     crop_margin: float = 1 / 3
     crop_format: str = "jpg"
     reuse_original: str = "2d"
-    encoder_threads: int = 2
     max_pending: int = 4
     contact_sheet: int = 12
     shard: Optional[str] = None
@@ -97,9 +98,12 @@ class ExtractConfig:
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
             raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
-        for name in ("encoder_threads", "max_pending", "workers", "clip_keyint"):
+        for name in ("max_pending", "clip_keyint"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "encoders"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def parse_shard(shard: Optional[str]) -> tuple[int, int]:
@@ -176,45 +180,6 @@ def _ordered_shard(datasets: list[Dataset], shard_i: int, shard_n: int) -> list[
 # ---- per video ------------------------------------------------------------------------
 
 
-def _tracks_to_json(tracks: list[FaceTrack]) -> list[dict]:
-    out = []
-    for t in tracks:
-        key_boxes = t.boxes[(t.keyframes - t.start).to(t.boxes.device)].cpu()
-        # key boxes at full float32 precision, so a fake that reuses them gets identical boxes
-        out.append({**t.to_dict(), "keyframes": t.keyframes.tolist(), "key_boxes": key_boxes.tolist()})
-    return out
-
-
-def _tracks_from_json(items: list[dict], device) -> list[FaceTrack]:
-    tracks = []
-    for d in items:
-        kf = torch.tensor(d["keyframes"], dtype=torch.int64)
-        boxes = interpolate_boxes(kf, torch.tensor(d["key_boxes"]), d["start"], d["stop"]).to(device)
-        tracks.append(FaceTrack(track_id=d["track_id"], chunk=d["chunk"], start=d["start"], stop=d["stop"],
-                                box=torch.tensor(d["box"], device=device), boxes=boxes, score=d["score"],
-                                keyframes=kf, too_short=d["too_short"]))
-    return tracks
-
-
-def _crop_frames(num_frames: int, k: int) -> list[int]:
-    """``k`` evenly spaced frames, first and last included (as Selim sampled)."""
-    if k <= 0 or num_frames <= 0:
-        return []
-    if k == 1:
-        return [0]
-    return sorted({round(i * (num_frames - 1) / (k - 1)) for i in range(k)})
-
-
-@dataclass
-class _Outputs:
-    """What one video sends to the encoder threads (all on the host)."""
-
-    record: dict
-    json_path: str
-    clips: list = field(default_factory=list)  # (path, uint8 (T, S, S, 3) tensor, fps)
-    crops: list = field(default_factory=list)  # (path, uint8 (h, w, 3) tensor)
-
-
 class Extractor:
     """Runs the job; ``run()`` returns the summary."""
 
@@ -222,90 +187,64 @@ class Extractor:
         self.cfg = cfg
         self.device = _device(cfg.device)
         self.decoder = resolve_decoder(cfg.decoder, self.device)
-        self.detector = MTCNN(self.device, cfg.detector)
-        self.track_config = TrackConfig(method=cfg.track_method, chunk_size=cfg.chunk_size,
-                                        min_clip_frames=cfg.min_clip_frames)
-        self.thumbs: list[torch.Tensor] = []
-        self.lock = threading.Lock()
+        self.request = FacesRequest(
+            every=cfg.every, detector=cfg.detector,
+            track=TrackConfig(method=cfg.track_method, chunk_size=cfg.chunk_size, min_clip_frames=cfg.min_clip_frames),
+            clips=ClipSpec(size=cfg.clip_size),
+            crops=CropSpec(count=cfg.crops_per_video, margin=cfg.crop_margin,
+                           encode=cfg.crop_format) if cfg.crops_per_video > 0 else None,
+            reuse=cfg.reuse_original, to_host=True, thumbnail_width=320 if cfg.contact_sheet else None)
+        self.thumbs: list = []  # (entry position, thumbnail, boxes, labels): the first videos by position
 
-    # The GPU part: decode, detect, track, cut. Returns the host-side outputs.
-    def process(self, entry: VideoEntry, video: Video, originals: dict) -> _Outputs:
+    def _record(self, entry: VideoEntry, res: VideoFaces) -> dict:
         cfg, out = self.cfg, self.cfg.out
-        info = video.info
-        record = self._base_record(entry)
-        record.update(frames=info.num_frames, width=info.width, height=info.height, fps=round(info.fps, 4),
-                      rotation=info.rotation, decoder=video.decoder)
-        t0 = time.perf_counter()
-        frames = video.frames  # all frames, (T, H, W, 3) on the device
-        sampled = frames[::cfg.every]
-        dets = self.detector.detect(sampled, video.indices[::cfg.every])
-        tracks = track_faces(dets, frames.shape, self.track_config)
-        record["timings_s"] = {"detect_track": round(time.perf_counter() - t0, 4)}
-        record["detections"] = {"sampled_frames": len(dets), "faces": int(dets.counts.sum()),
-                                "frames_with_face": int((dets.counts > 0).sum())}
-        record["tracks"] = _tracks_to_json(tracks)
-
-        original = originals.get(entry.original) if entry.label == "FAKE" else None
-        clip_tracks, crop_tracks, boxes_from = tracks, tracks, "self"
-        if original is not None and cfg.reuse_original != "none":
-            reused = [t for t in _tracks_from_json(original, self.device) if t.stop <= len(frames)]
-            crop_tracks, boxes_from = reused, "original"
-            if cfg.reuse_original == "all":
-                clip_tracks = reused
-        record["boxes_from"] = boxes_from
-        outputs = _Outputs(record=record, json_path=video_json_path(out, entry))
-
+        record = _base_record(entry)
+        if res.info is not None:
+            info = res.info
+            record.update(frames=info.num_frames, width=info.width, height=info.height, fps=round(info.fps, 4),
+                          rotation=info.rotation, decoder=res.decoder)
+        record["timings_s"] = {k.removesuffix("_s"): round(v, 4) for k, v in res.timings.items()}
+        record["worker"] = res.worker
+        if res.peak_memory_mb is not None:
+            record["peak_gpu_mb"] = res.peak_memory_mb
+        if res.status in ("decode_error", "error") and res.info is None:
+            record.update(status=res.status, error=res.error)
+            return record
+        record["detections"] = {"sampled_frames": res.detections.get("sampled_frames"),
+                                "faces": res.detections.get("faces")}
+        record["tracks"] = [track_json(t) for t in res.tracks]
+        record["boxes_from"] = res.boxes_from
         folder = entry.label if entry.label in ("REAL", "FAKE") else "_"
         prefix = f"{entry.part}_{entry.stem}" if entry.part else entry.stem
         record["clips"] = []
-        for t in clip_tracks:
-            path = os.path.join(out, "clips", folder, f"{prefix}_{t.chunk}_{t.track_id}.mp4")
-            face = cut_clip(frames[t.start:t.stop], t.box, cfg.clip_size)
-            outputs.clips.append((path, face.cpu(), info.fps))
-            record["clips"].append({"track": t.track_id, "chunk": t.chunk, "start": t.start, "stop": t.stop,
-                                    "box": [round(float(v), 2) for v in t.box.tolist()], "score": round(t.score, 5),
-                                    "path": os.path.relpath(path, out), "frames": t.stop - t.start,
-                                    "keyint": cfg.clip_keyint,
-                                    "status": "too_short" if t.too_short else "ok"})
-        record["crops"] = []
+        for c in res.clips:
+            path = os.path.join(out, "clips", folder, f"{prefix}_{c.chunk}_{c.track}.mp4")
+            record["clips"].append({"track": c.track, "chunk": c.chunk, "start": c.start, "stop": c.stop,
+                                    "box": c.box, "score": c.score, "path": os.path.relpath(path, out),
+                                    "frames": c.frames, "keyint": cfg.clip_keyint,
+                                    "status": "too_short" if c.too_short else "ok"})
         crop_dir = os.path.join(out, "crops", entry.part or "_", entry.stem)
-        for f in _crop_frames(len(frames), cfg.crops_per_video):
-            here = [t for t in crop_tracks if t.start <= f < t.stop]
-            if not here:
-                continue
-            boxes = torch.stack([t.boxes[f - t.start] for t in here])
-            for t, face in zip(here, cut_faces(frames[f].unsqueeze(0).expand(len(here), -1, -1, -1), boxes, cfg.crop_margin)):
-                path = os.path.join(crop_dir, f"{t.track_id}_{f}.{cfg.crop_format}")
-                outputs.crops.append((path, face.contiguous().cpu()))
-                box = [round(float(v), 2) for v in t.boxes[f - t.start].tolist()]
-                record["crops"].append({"track": t.track_id, "frame": f, "box": box, "path": os.path.relpath(path, out)})
-        record["status"] = "ok" if tracks or (boxes_from == "original" and crop_tracks) else "no_face"
-        record["error"] = None if record["status"] == "ok" else "no face track persisted long enough"
-        if tracks and len(self.thumbs) < cfg.contact_sheet:
-            mid = tracks[0].start + (tracks[0].stop - tracks[0].start) // 2
-            here = [t for t in tracks if t.start <= mid < t.stop]
-            self.thumbs.append(thumbnail(frames[mid], torch.stack([t.boxes[mid - t.start] for t in here]),
-                                         [f"{entry.stem} #{t.track_id}" for t in here]))
-        return outputs
-
-    def _base_record(self, entry: VideoEntry) -> dict:
-        return {"video": entry.name, "part": entry.part, "label": entry.label, "original": entry.original,
-                "path": entry.path}
-
-    # The CPU part, on encoder threads: write files, then the JSON that marks the video done.
-    def finish(self, outputs: _Outputs) -> dict:
-        record = outputs.record
-        t0 = time.perf_counter()
-        try:
-            for path, frames, fps in outputs.clips:
-                write_mp4(path, frames, fps, crf=self.cfg.clip_crf, keyint=self.cfg.clip_keyint)
-            for path, image in outputs.crops:
-                write_jpeg(path, image)
-        except Exception as exc:  # a failed write is this video's error, not the run's
-            record.update(status="error", error=f"writing outputs: {type(exc).__name__}: {exc}")
-        record.setdefault("timings_s", {})["encode"] = round(time.perf_counter() - t0, 4)
-        _write_json_atomic(outputs.json_path, record)
+        record["crops"] = [{"track": c.track, "frame": c.frame, "box": c.box,
+                            "path": os.path.relpath(os.path.join(crop_dir, f"{c.track}_{c.frame}.{cfg.crop_format}"),
+                                                    out)} for c in res.crops]
+        record["status"], record["error"] = res.status, res.error
         return record
+
+    def _files(self, record: dict, res: VideoFaces) -> tuple[list, list]:
+        """(clip jobs, crop files) to write for a result."""
+        out = self.cfg.out
+        fps = record.get("fps") or 30.0
+        clips = [(os.path.join(out, c["path"]), res.clip(m), fps) for c, m in zip(record.get("clips", []), res.clips)]
+        crops = [(os.path.join(out, c["path"]), res.crop_bytes(m)) for c, m in zip(record.get("crops", []), res.crops)]
+        return clips, crops
+
+    def _keep_thumbnail(self, position: int, entry: VideoEntry, res: VideoFaces) -> None:
+        if res.thumbnail is None or not self.cfg.contact_sheet:
+            return
+        labels = [f"{entry.stem} #{i}" for i in res.detections.get("thumbnail_tracks", [])]
+        self.thumbs.append((position, res.thumbnail.clone(), res.thumbnail_boxes.clone(), labels))
+        self.thumbs.sort(key=lambda t: t[0])
+        del self.thumbs[self.cfg.contact_sheet:]
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -319,51 +258,66 @@ class Extractor:
         _write_json_atomic(os.path.join(cfg.out, f"config-{shard_i}.json"),
                            {**asdict(cfg), "decoder_resolved": self.decoder, "device_resolved": str(self.device)})
         done = {e.path for _, e in entries if not cfg.overwrite and _is_done(video_json_path(cfg.out, e))}
-        todo = [e for _, e in entries if e.path not in done]
+        todo = [(i, ds, e) for i, (ds, e) in enumerate(entries) if e.path not in done]
         originals = self._load_originals(entries)
 
         t0 = time.perf_counter()
         bar = _progress(len(todo), cfg.progress)
-        pending: deque[Future] = deque()
-        by_path = {e.path: e for e in todo}
-        with ThreadPoolExecutor(cfg.encoder_threads, thread_name_prefix="encode") as pool:
-            for path, result in read_videos(list(by_path), None, device=self.device, decoder=self.decoder,
-                                            workers=cfg.workers):
-                entry = by_path[path]
+        schedule = _Schedule(todo, originals, cfg.reuse_original != "none")
+        busy: dict = collections.Counter()
+
+        def account(record: dict) -> None:
+            bar.update(1)
+            for k, v in (record.get("timings_s") or {}).items():
+                busy[k] += v
+
+        with Engine(self.request, self.device, workers=cfg.workers, decoder=self.decoder, threads=cfg.threads,
+                    video_timeout=cfg.video_timeout) as engine, _Writers(cfg) as writers:
+            startup = time.perf_counter() - t0
+            for res in engine.run(schedule.tasks()):
+                position, ds, entry = schedule.finished(res)
                 try:
-                    if isinstance(result, VideoDecodeError):
-                        record = {**self._base_record(entry), "status": "decode_error", "error": result.cause}
-                        outputs = _Outputs(record=record, json_path=video_json_path(cfg.out, entry))
-                    else:
-                        outputs = self.process(entry, result, originals)
-                        if entry.label == "REAL":
-                            originals[entry.name] = outputs.record["tracks"]
-                except Exception as exc:  # one bad video never stops the run
-                    log.exception("%s failed", path)
-                    record = {**self._base_record(entry), "status": "error", "error": f"{type(exc).__name__}: {exc}"}
-                    outputs = _Outputs(record=record, json_path=video_json_path(cfg.out, entry))
-                del result
-                pending.append(pool.submit(self.finish, outputs))
-                while len(pending) > cfg.max_pending or (pending and pending[0].done()):
-                    pending.popleft().result()
-                    bar.update(1)
-            while pending:
-                pending.popleft().result()
-                bar.update(1)
+                    record = self._record(entry, res)
+                    if entry.label == "REAL":
+                        schedule.original_done(ds, entry, record.get("tracks") if res.status in ("ok", "no_face")
+                                               else None)
+                    clips, crops = self._files(record, res)
+                    self._keep_thumbnail(position, entry, res)
+                except Exception as exc:  # noqa: BLE001 - one bad video never stops the run
+                    log.exception("%s failed", entry.path)
+                    record = {**_base_record(entry), "status": "error", "error": f"{type(exc).__name__}: {exc}"}
+                    clips, crops = [], []
+                    if entry.label == "REAL":
+                        schedule.original_done(ds, entry, None)
+                writers.submit(record, video_json_path(cfg.out, entry), clips, crops)
+                for rec in writers.finished(block=False):
+                    account(rec)
+            for rec in writers.finished(block=True):
+                account(rec)
+            self.decoder = engine.decoder_resolved or self.decoder
+            replaced, workers = engine.replaced, engine.workers
         bar.close()
         elapsed = time.perf_counter() - t0
-        return self._report(datasets, entries, shard_i, shard_n, len(todo), len(done), elapsed)
+        summary = self._report(datasets, entries, shard_i, shard_n, len(todo), len(done), elapsed)
+        steady = elapsed - startup
+        summary.update(startup_s=round(startup, 3), workers=workers,
+                       steady_videos_per_s=round(len(todo) / steady, 3) if todo and steady > 0 else None,
+                       stage_busy_s={k: round(v, 3) for k, v in sorted(busy.items())})
+        if replaced:
+            summary["workers_replaced"] = replaced
+        _write_json_atomic(os.path.join(cfg.out, f"summary-{shard_i}.json" if shard_n > 1 else "summary.json"), summary)
+        return summary
 
     def _load_originals(self, entries) -> dict:
-        """Tracks of REAL videos finished by an earlier run, for their fakes."""
+        """Tracks of REAL videos finished by an earlier run, for their fakes: {(root, part, name): tracks}."""
         out = {}
-        for _, e in entries:
+        for ds, e in entries:
             if e.label == "REAL":
                 try:
                     with open(video_json_path(self.cfg.out, e)) as f:
                         rec = json.load(f)
                     if rec.get("tracks"):
-                        out[e.name] = rec["tracks"]
+                        out[(ds.root, e.part or "", e.name)] = rec["tracks"]
                 except (OSError, ValueError):
                     pass
         return out
@@ -401,7 +355,7 @@ class Extractor:
         sheet = None
         if self.thumbs:
             sheet = os.path.join(cfg.out, f"contact_sheet-{shard_i}.png" if shard_n > 1 else "contact_sheet.png")
-            write_contact_sheet(sheet, self.thumbs)
+            write_contact_sheet(sheet, [_draw_thumbnail(img, boxes, labels) for _, img, boxes, labels in self.thumbs])
         with_tracks = [r for r in records if r.get("tracks") is not None]
         summary = {
             "out": os.path.abspath(cfg.out), "index": os.path.abspath(index_path), "shard": f"{shard_i}/{shard_n}",
@@ -417,6 +371,169 @@ class Extractor:
         }
         _write_json_atomic(os.path.join(cfg.out, f"summary-{shard_i}.json" if shard_n > 1 else "summary.json"), summary)
         return summary
+
+
+def _base_record(entry: VideoEntry) -> dict:
+    return {"video": entry.name, "part": entry.part, "label": entry.label, "original": entry.original,
+            "path": entry.path}
+
+
+def _draw_thumbnail(image: torch.Tensor, boxes: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    from torchvision.utils import draw_bounding_boxes
+
+    if not len(boxes):
+        return image
+    return draw_bounding_boxes(image, boxes.round(), labels=labels, width=2,
+                               colors=[COLOURS[i % len(COLOURS)] for i in range(len(boxes))])
+
+
+class _Schedule:
+    """The order videos go to the engine: a REAL video before its fakes, which wait (while
+    other videos go ahead) until its tracks are known, so they can reuse its boxes."""
+
+    def __init__(self, todo: list, originals: dict, reuse: bool):
+        self.fresh = collections.deque(todo)  # (position, dataset, entry)
+        self.originals = originals  # (root, part, name) -> tracks of finished REAL videos
+        self.reuse = reuse
+        self.in_flight: set = set()  # REAL videos sent, result not back yet
+        self.held: dict = collections.defaultdict(list)  # original key -> fakes waiting for it
+        self.ready: collections.deque = collections.deque()
+        self.by_key: dict = {}
+
+    @staticmethod
+    def _key(ds, entry, name=None) -> tuple:
+        return (ds.root, entry.part or "", name or entry.name)
+
+    def tasks(self) -> Iterator[Optional[VideoTask]]:
+        while self.fresh or self.held or self.ready:
+            if self.ready:
+                yield self._task(*self.ready.popleft())
+                continue
+            if not self.fresh:
+                yield None  # only fakes remain, waiting for originals in flight
+                continue
+            item = self.fresh.popleft()
+            _, ds, entry = item
+            original = self._key(ds, entry, entry.original) if entry.label == "FAKE" and entry.original else None
+            if not self.reuse or original is None or original in self.originals:
+                yield self._task(item, self.originals.get(original) if self.reuse and original else None)
+            elif original in self.in_flight:
+                self.held[original].append(item)
+            else:  # its original is not in this dataset or shard, or failed
+                yield self._task(item, None)
+
+    def _task(self, item, original_tracks) -> VideoTask:
+        position, ds, entry = item
+        if entry.label == "REAL":
+            self.in_flight.add(self._key(ds, entry))
+        self.by_key[position] = item
+        return VideoTask(key=position, path=entry.path, original_tracks=original_tracks)
+
+    def finished(self, res: VideoFaces) -> tuple:
+        return self.by_key.pop(res.key)
+
+    def original_done(self, ds, entry, tracks: Optional[list]) -> None:
+        key = self._key(ds, entry)
+        self.in_flight.discard(key)
+        if tracks is not None:
+            self.originals[key] = tracks
+        for item in self.held.pop(key, []):
+            self.ready.append((item, tracks))
+
+
+def _encode_clip(path: str, frames: torch.Tensor, fps: float, crf: int, keyint: int) -> float:
+    t0 = time.perf_counter()
+    write_mp4(path, frames, fps, crf=crf, keyint=keyint)
+    return time.perf_counter() - t0
+
+
+def _write_files(files: list) -> float:
+    t0 = time.perf_counter()
+    for path, data in files:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = temporary_path(path)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return time.perf_counter() - t0
+
+
+def _encoder_init() -> None:
+    torch.set_num_threads(1)
+
+
+class _Writers:
+    """Encodes and writes each video's files, then its JSON (which marks it done).
+
+    Clips go to a pool of encoder processes (libx264 with one thread per clip scales with
+    processes); ``encoders=0`` writes in this process. At most ``max_pending`` videos wait
+    for their files, which holds the engine back when the encoders are the bottleneck.
+    """
+
+    def __init__(self, cfg: ExtractConfig):
+        self.cfg = cfg
+        self.pool = None
+        n = cfg.encoders if cfg.encoders is not None else default_encoders(cfg)
+        if n > 0:
+            import torch.multiprocessing as tmp
+
+            self.pool = ProcessPoolExecutor(n, mp_context=tmp.get_context("spawn"), initializer=_encoder_init)
+        self.pending: collections.deque = collections.deque()  # (record, json path, futures)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+    def submit(self, record: dict, json_path: str, clips: list, crops: list) -> None:
+        cfg = self.cfg
+        if self.pool is None:
+            futures = [_run_now(_encode_clip, p, f, fps, cfg.clip_crf, cfg.clip_keyint) for p, f, fps in clips]
+            futures.append(_run_now(_write_files, crops))
+        else:
+            futures = [self.pool.submit(_encode_clip, p, f, fps, cfg.clip_crf, cfg.clip_keyint) for p, f, fps in clips]
+            futures.append(self.pool.submit(_write_files, crops))
+        self.pending.append((record, json_path, futures))
+
+    def finished(self, block: bool) -> Iterator[dict]:
+        """Write the JSON of videos whose files are done, oldest first; yields their records."""
+        while self.pending:
+            record, json_path, futures = self.pending[0]
+            if not block and len(self.pending) <= self.cfg.max_pending and not all(f.done() for f in futures):
+                return
+            errors, busy = [], 0.0
+            for f in futures:
+                try:
+                    busy += f.result()
+                except Exception as exc:  # noqa: BLE001 - a failed write is this video's error
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            record.setdefault("timings_s", {})["encode"] = round(busy, 4)
+            if errors:
+                record.update(status="error", error=f"writing outputs: {errors[0]}")
+            self.pending.popleft()
+            _write_json_atomic(json_path, record)
+            yield record
+
+
+def _run_now(fn, *args) -> Future:
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001
+        future.set_exception(exc)
+    return future
+
+
+def default_encoders(cfg: ExtractConfig) -> int:
+    """Encoder processes: the cores the engine's workers leave free, at least two."""
+    from dfdc_fast.engine import default_workers
+
+    cores = default_workers("cpu")
+    on_gpu = torch.device(cfg.device).type == "cuda"
+    workers = cfg.workers if cfg.workers is not None else (default_workers(cfg.device) if on_gpu else 0)
+    return max(2, cores - (workers if on_gpu else 0))
 
 
 def _index_rows(rec: dict, json_rel: str) -> list[dict]:
@@ -487,9 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("execution")
     g.add_argument("--device", default=d.device, help="torch device; under torchrun cuda means cuda:LOCAL_RANK (default: %(default)s)")
     g.add_argument("--decoder", default=d.decoder, choices=("auto",) + tuple(DECODERS), help="video decoder (default: %(default)s)")
-    g.add_argument("--workers", type=int, default=d.workers, help="videos decoded at once (default: %(default)s)")
-    g.add_argument("--encoder-threads", type=int, default=d.encoder_threads,
-                   help="CPU threads writing clips and crops (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="worker processes running decode/detect/track/cut (default: one per NVDEC engine on a GPU, "
+                        "one per core on a CPU; 0: in this process)")
+    g.add_argument("--threads", type=int, default=d.threads, help="torch and decoder threads per worker (default: cores / workers)")
+    g.add_argument("--encoders", type=int, default=d.encoders,
+                   help="processes encoding the clips (default: the cores the workers leave, at least 2; 0: inline)")
+    g.add_argument("--video-timeout", type=float, default=d.video_timeout,
+                   help="seconds a video may take before its worker is replaced and it gets status error (default: %(default)s)")
     g.add_argument("--max-pending", type=int, default=d.max_pending,
                    help="videos waiting for the encoders before decoding pauses (default: %(default)s)")
     g.add_argument("--shard", default=None, help="process shard i of N, as i/N (default: torchrun rank, else 0/1)")

@@ -63,7 +63,8 @@ def test_killed_run_resumes_to_the_same_index(tmp_path):
     extract.run_extraction(extract.ExtractConfig(inputs=[demo], out=str(clean), device="cpu", progress=False))
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "dfdc_fast.extract", demo, "-o", str(out), "--device", "cpu", "--no-progress"]
+    cmd = [sys.executable, "-m", "dfdc_fast.extract", demo, "-o", str(out), "--device", "cpu", "--no-progress",
+           "--workers", "2", "--encoders", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob("videos/*/*.json")):
@@ -81,6 +82,24 @@ def test_killed_run_resumes_to_the_same_index(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "videos" not in p.parts)
     assert files == sorted(str(p.relative_to(clean)) for p in clean.rglob("*") if p.is_file() and "videos" not in p.parts)
+
+
+def test_worker_processes_write_the_same_outputs_as_one_process(tmp_path):
+    """The engine in 2 worker processes with 2 encoder processes writes byte-identical
+    clips and crops and the same index as everything in this process."""
+    demo = extract.DEMO_DIR
+    runs = {}
+    for name, workers, encoders in (("inline", 0, 0), ("procs", 2, 2)):
+        out = tmp_path / name
+        summary = extract.run_extraction(extract.ExtractConfig(inputs=[demo], out=str(out), device="cpu",
+                                                               workers=workers, encoders=encoders, progress=False))
+        assert summary["workers"] == workers and summary["status_counts"] == {"ok": 4}
+        files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+                 if p.is_file() and p.parts[len(out.parts)] in ("clips", "crops")}
+        runs[name] = (read_index(out / "index.csv"), files)
+    assert runs["inline"][0] == runs["procs"][0]
+    assert runs["inline"][1].keys() == runs["procs"][1].keys() and len(runs["inline"][1]) == 4 + 128
+    assert all(runs["inline"][1][k] == runs["procs"][1][k] for k in runs["inline"][1])
 
 
 def test_bad_inputs_get_statuses_and_unsafe_names_are_refused(tmp_path, samples_dir):

@@ -2,15 +2,16 @@
 
 Most GPU time in a pipeline like ours is lost on the host: every op is a kernel launch,
 and every op whose result size or value the host must know (``.item()``, ``nonzero``,
-boolean-mask indexing, ``unique``, ``.tolist()``...) makes the host wait for the GPU.
+boolean-mask indexing, ``unique``, ``.tolist()``, ``.cpu()``...) makes the host wait for the GPU.
 Both are visible without a GPU: :class:`OpCounter` is a ``TorchDispatchMode`` that sees
 every aten op, plus wrappers of the few ``Tensor`` methods that read data on the host
 without dispatching an op. Tests assert budgets with it on the CPU; on a GPU,
 ``torch.cuda.set_sync_debug_mode("error")`` (see :func:`no_syncs`) confirms them.
 
-The CPU count of syncs is an upper bound of the GPU one: ``.tolist()`` of a tensor that
-lives on the host anyway is counted too, so hot paths keep host-side bookkeeping in
-numpy or Python, and device data in torch.
+The CPU count of syncs is an upper bound of the GPU one: ``.tolist()``/``.cpu()`` of a
+tensor that lives on the host anyway is counted too, so hot paths keep host-side
+bookkeeping in numpy or Python (``.numpy()`` of a host tensor is free), and device data
+in torch.
 
     with OpCounter() as c:
         detector.detect(frames)
@@ -63,7 +64,9 @@ _FREE_OPS = {
     aten.resize_.default,
 }
 
-_HOST_READ_METHODS = ("tolist", "numpy", "cpu")
+#: Host reads that dispatch no op. ``.numpy()`` is not among them: it fails on a CUDA
+#: tensor, so code that runs on a GPU always reaches it through ``.cpu()``, counted here.
+_HOST_READ_METHODS = ("tolist", "cpu")
 
 
 def _has_bool_index(args) -> bool:
@@ -79,7 +82,7 @@ class OpCounter(TorchDispatchMode):
     Attributes:
         kernels: ops that would launch at least one kernel (views and allocations excluded).
         syncs: host syncs (ops in :data:`SYNC_OPS`, boolean-mask indexing, ``repeat_interleave``
-            without ``output_size``, and the host reads ``.tolist()``/``.numpy()``/``.cpu()``).
+            without ``output_size``, and the host reads ``.tolist()``/``.cpu()``).
         host_to_device: tensors made from host data (``torch.tensor(...)``), each a copy to
             the device when the code runs on a GPU.
         ops / sync_ops: ``Counter`` by op name, for reports and failing tests.

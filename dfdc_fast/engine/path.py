@@ -1,0 +1,334 @@
+"""The per-video path: decode → detect → track → cut, with a bounded number of host syncs.
+
+Frames stay as the decoder produced them (NV12 on a GPU, I420 on a CPU) and only the
+pixels that are used become RGB, through one ``crop_resize`` call each: the sampled
+frames at the detector's size, every face clip of the video, every crop. The host
+learns what it must (the tracks) in one transfer after detection; the cut regions are
+computed on the host from those numbers and sent back as one small table.
+
+Host syncs per video on a GPU (what ``OpCounter`` counts on a CPU, and the tests bound):
+detection (a few per call), tracking (one), the host copy of the outputs (one).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+import torch
+
+from dfdc_fast.detect import MTCNN, Detections
+from dfdc_fast.engine.request import ClipMeta, CropMeta, FacesRequest, VideoFaces, VideoTask, tracks_from_json
+from dfdc_fast.io import VideoDecodeError, open_reader
+from dfdc_fast.io.selectors import First, as_selector
+from dfdc_fast.io.types import RawVideo
+from dfdc_fast.ops import crop_resize
+from dfdc_fast.runtime import to_device
+from dfdc_fast.track import track_faces
+
+log = logging.getLogger("dfdc_fast.engine")
+
+#: Test hook: ``crash:<text>`` ends the worker process abruptly, ``hang:<text>`` blocks
+#: it, when a video path contains <text> (tests of worker replacement and timeouts).
+FAULT_ENV = "DFDC_FAST_FAULT"
+
+
+def crop_frames(num_frames: int, k: int) -> list[int]:
+    """``k`` evenly spaced frames, first and last included (as Selim sampled)."""
+    if k <= 0 or num_frames <= 0:
+        return []
+    if k == 1:
+        return [0]
+    return sorted({round(i * (num_frames - 1) / (k - 1)) for i in range(k)})
+
+
+def int_box(box, height: int, width: int) -> tuple[int, int, int, int]:
+    """Integer window ``[x0, x1) x [y0, y1)`` of a float box, inside the frame and non-empty
+    (truncate the origin, round the far edge: the seeds' slicing)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0 = max(0, int(x0)), max(0, int(y0))
+    x0, y0 = min(x0, width - 1), min(y0, height - 1)
+    x1, y1 = min(width, max(x0 + 1, int(round(x1)))), min(height, max(y0 + 1, int(round(y1))))
+    return x0, y0, x1, y1
+
+
+def margin_box_np(box: np.ndarray, margin: float, height: int, width: int) -> np.ndarray:
+    """``box`` grown by ``margin`` times its width/height on each side, clamped to the frame
+    (float32, the same arithmetic as :func:`dfdc_fast.crops.margin_box`)."""
+    b = np.asarray(box, dtype=np.float32)
+    dw, dh = (b[..., 2] - b[..., 0]) * np.float32(margin), (b[..., 3] - b[..., 1]) * np.float32(margin)
+    return np.stack([np.maximum(b[..., 0] - dw, 0), np.maximum(b[..., 1] - dh, 0),
+                     np.minimum(b[..., 2] + dw, np.float32(width)), np.minimum(b[..., 3] + dh, np.float32(height))],
+                    -1).astype(np.float32)
+
+
+class FacePath:
+    """Runs a :class:`FacesRequest` on one video at a time, on ``device``.
+
+    Holds one reader (its decoder session is reused across videos) and the detectors.
+    ``run`` never raises for a bad video: the result carries the status.
+    """
+
+    def __init__(self, request: FacesRequest, device: torch.device | str = "cpu", decoder: str = "auto",
+                 decoder_threads: int = 0):
+        self.request = request
+        self.device = torch.device(device)
+        options = {"threads": decoder_threads} if decoder in ("pyav",) or (
+            decoder == "auto" and self.device.type != "cuda") else {}
+        self.reader = open_reader(decoder, self.device, **options)
+        self.decoder = self.reader.name
+        cfg = request.detector_config
+        # The engine resizes frames itself (fused with the YUV conversion), so the nets get
+        # them at their final size: the detector's own resize is switched off.
+        self.detector_config = cfg
+        self.detector = MTCNN(self.device, cfg, scale=None, long_side=None, size_rule=None)
+
+    # ---- public ---------------------------------------------------------------------
+
+    def run(self, task: VideoTask) -> VideoFaces:
+        _inject_fault(task.path)
+        result = VideoFaces(key=task.key, path=task.path)
+        t0 = time.perf_counter()
+        try:
+            raw = self._decode(task)
+        except VideoDecodeError as exc:
+            result.status, result.error = "decode_error", exc.cause
+            return result
+        except Exception as exc:  # noqa: BLE001 - a bad video must not stop the job
+            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            return result
+        result.timings["decode_s"] = time.perf_counter() - t0
+        result.info, result.decoder, result.frames_decoded = raw.info, raw.decoder, len(raw)
+        try:
+            self._faces(task, raw, result)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("%s failed", task.path)
+            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            result.clip_frames = result.crop_data = None
+            result.clips, result.crops = [], []
+        if self.device.type == "cuda":
+            result.peak_memory_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        return result
+
+    # ---- stages -----------------------------------------------------------------------
+
+    def _decode(self, task: VideoTask) -> RawVideo:
+        frames = self.request.frames
+        if task.max_frames is not None:
+            sel = as_selector(frames)
+            frames = First(task.max_frames) if frames is None or isinstance(sel, First) and sel.n > task.max_frames \
+                else frames
+        return self.reader.read_raw(task.path, frames)
+
+    def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces) -> None:
+        req, info = self.request, raw.info
+        t0 = time.perf_counter()
+        positions = np.arange(0, len(raw), req.every)
+        dets = self._detect(raw, positions, self.detector_config.resize_factor(info.height, info.width))
+        tracks = self._track(raw, dets)
+        if not tracks and req.retry_scale is not None:
+            factor = self.detector_config.resize_factor(info.height, info.width) * req.retry_scale
+            retry = self._detect(raw, positions, factor)
+            tracks = self._track(raw, retry)
+            if tracks:
+                dets = retry
+        result.timings["detect_track_s"] = time.perf_counter() - t0
+        counts = dets.counts
+        result.detections = {"sampled_frames": len(dets), "faces": counts, "retried": req.retry_scale is not None}
+        result.tracks = tracks
+
+        clip_tracks = crop_tracks = tracks
+        if task.original_tracks is not None and req.reuse != "none":
+            reused = [t for t in tracks_from_json(task.original_tracks) if t.stop <= len(raw)]
+            crop_tracks, result.boxes_from = reused, "original"
+            if req.reuse == "all":
+                clip_tracks = reused
+        result.status = "ok" if tracks or (result.boxes_from == "original" and crop_tracks) else "no_face"
+        result.error = None if result.status == "ok" else "no face track persisted long enough"
+
+        t1 = time.perf_counter()
+        pos_of = self._positions(raw)
+        if req.clips is not None and clip_tracks:
+            self._cut_clips(raw, clip_tracks, pos_of, result)
+        if req.crops is not None and crop_tracks and req.crops.count > 0:
+            self._cut_crops(raw, crop_tracks, pos_of, result)
+        if req.thumbnail_width and tracks:
+            self._thumbnail(raw, tracks, pos_of, result)
+        result.timings["cut_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self._to_host(result)
+        result.detections["faces"] = int(result.detections["faces"].numpy().sum())
+        result.timings["host_copy_s"] = time.perf_counter() - t2
+
+    def _rois_rgb(self, raw: RawVideo, rois: np.ndarray, out_size: tuple[int, int], up_mode: str = "bilinear"):
+        info = raw.info
+        return crop_resize(raw.data, to_device(rois, raw.data.device), out_size, layout=raw.layout,
+                           matrix=info.color_matrix, full_range=info.full_range, rotation=info.rotation,
+                           up_mode=up_mode)
+
+    def _detect(self, raw: RawVideo, positions: np.ndarray, factor: float) -> Detections:
+        info = raw.info
+        h, w = info.height, info.width
+        dh, dw = (max(1, round(h * factor)), max(1, round(w * factor))) if factor != 1.0 else (h, w)
+        rois = np.zeros((len(positions), 13), dtype=np.int64)
+        rois[:, 0] = positions
+        rois[:, 3:5] = (w, h)
+        rois[:, 7:9] = (w, h)
+        rois[:, 9:11] = (dw, dh)
+        frames = self._rois_rgb(raw, rois, (dh, dw))
+        fi = raw.indices.numpy()[positions]
+        found = self.detector.detect(frames, torch.from_numpy(fi))
+        if (dh, dw) == (h, w):
+            return found
+        sx, sy = w / dw, h / dh
+        scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32).to(found.device, non_blocking=True)
+        landmarks = None if found.landmarks is None else found.landmarks * scale[:2]
+        return Detections(frame_indices=found.frame_indices, boxes=found.boxes * scale, scores=found.scores,
+                          counts=found.counts, frame_size=(h, w), landmarks=landmarks)
+
+    def _track(self, raw: RawVideo, dets: Detections) -> list:
+        cfg = self.request.track
+        n = len(raw)
+        if self.request.relax_short:
+            samples = -(-n // self.request.every)
+            if n < cfg.min_frames or samples < cfg.min_detections:  # few frames: ask for what there can be
+                cfg = replace(cfg, min_frames=min(cfg.min_frames, max(1, n // 2)),
+                              min_detections=min(cfg.min_detections, max(1, samples // 2)))
+        last = int(raw.indices.numpy()[-1]) + 1 if n else 0
+        return track_faces(dets, (last, raw.info.height, raw.info.width), cfg, device="cpu")
+
+    @staticmethod
+    def _positions(raw: RawVideo) -> np.ndarray:
+        idx = raw.indices.numpy()
+        pos_of = np.full(int(idx.max()) + 1 if idx.size else 0, -1, dtype=np.int64)
+        pos_of[idx] = np.arange(idx.size)
+        return pos_of
+
+    def _cut_clips(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces) -> None:
+        spec = self.request.clips
+        h, w = raw.info.height, raw.info.width
+        rows, metas, offset = [], [], 0
+        for t in tracks:
+            frames = np.arange(t.start, min(t.stop, pos_of.size))
+            frames = frames[pos_of[frames] >= 0]
+            if frames.size != t.stop - t.start:
+                raise ValueError(f"track {t.track_id} spans frames [{t.start}, {t.stop}) that were not all decoded")
+            x0, y0, x1, y1 = int_box(t.box.numpy(), h, w)
+            cw, ch = x1 - x0, y1 - y0
+            side = max(cw, ch)
+            ox, oy = ((side - cw) // 2, (side - ch) // 2) if spec.pad == "center" else (0, 0)
+            block = np.empty((frames.size, 13), dtype=np.int64)
+            block[:] = (0, x0, y0, x1, y1, ox, oy, side, side, spec.size, spec.size, 0, 0)
+            block[:, 0] = pos_of[frames]
+            rows.append(block)
+            metas.append(ClipMeta(track=t.track_id, chunk=t.chunk, start=t.start, stop=t.stop,
+                                  box=[round(float(v), 2) for v in t.box.numpy()], score=round(float(t.score), 5),
+                                  too_short=bool(t.too_short), offset=offset))
+            offset += frames.size
+        result.clips = metas
+        result.clip_frames = self._rois_rgb(raw, np.concatenate(rows), (spec.size, spec.size))
+
+    def _cut_crops(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces) -> None:
+        spec = self.request.crops
+        h, w = raw.info.height, raw.info.width
+        picks = []  # (track, frame)
+        if spec.mode == "evenly":
+            indices = raw.indices.numpy()
+            for f in crop_frames(len(raw), spec.count):
+                frame = int(indices[f])
+                picks += [(t, frame) for t in tracks if t.start <= frame < t.stop]
+        else:
+            for t in tracks:
+                picks += [(t, f) for f in range(t.start, min(t.stop, t.start + spec.count))]
+        if not picks:
+            return
+        boxes = np.stack([t.boxes.numpy()[f - t.start] for t, f in picks])
+        grown = margin_box_np(boxes, spec.margin, h, w)
+        rois = np.zeros((len(picks), 13), dtype=np.int64)
+        metas = []
+        for i, ((t, f), g, b) in enumerate(zip(picks, grown, boxes)):
+            x0, y0, x1, y1 = int_box(g, h, w)
+            cw, ch = x1 - x0, y1 - y0
+            rois[i] = (pos_of[f], x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)  # native size: a copy
+            metas.append(CropMeta(track=t.track_id, frame=int(f), box=[round(float(v), 2) for v in b], offset=i,
+                                  length=0, size=(ch, cw)))
+        canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
+        result.crops = metas
+        if spec.encode is None:
+            result.crop_data = canvas
+        else:
+            self._encode_crops([canvas[i, :m.size[0], :m.size[1]] for i, m in enumerate(metas)], metas, result)
+
+    def _encode_crops(self, images: list, metas: list, result: VideoFaces) -> None:
+        from torchvision.io import encode_jpeg, encode_png
+
+        spec = self.request.crops
+        chw = [im.permute(2, 0, 1) for im in images]
+        if spec.encode == "jpg":
+            encoded = encode_jpeg(chw, quality=spec.quality)
+        else:
+            encoded = [encode_png(c.cpu()) for c in chw]  # torchvision encodes PNG on the CPU only
+        offset = 0
+        for m, e in zip(metas, encoded):
+            m.offset, m.length = offset, int(e.shape[0])
+            offset += m.length
+        result.crops = metas
+        result.crop_data = torch.cat([e.to(encoded[0].device) for e in encoded]) if encoded else None
+
+    def _thumbnail(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces) -> None:
+        first = tracks[0]
+        mid = first.start + (first.stop - first.start) // 2
+        if mid >= pos_of.size or pos_of[mid] < 0:
+            return
+        h, w = raw.info.height, raw.info.width
+        tw = int(self.request.thumbnail_width)
+        th = max(1, round(h * tw / w))
+        roi = np.array([[pos_of[mid], 0, 0, w, h, 0, 0, w, h, tw, th, 0, 0]], dtype=np.int64)
+        result.thumbnail = self._rois_rgb(raw, roi, (th, tw))[0].permute(2, 0, 1)
+        here = [t for t in tracks if t.start <= mid < t.stop]
+        boxes = np.stack([t.boxes.numpy()[mid - t.start] for t in here]) * np.array([tw / w, th / h] * 2)
+        result.thumbnail_boxes = torch.from_numpy(boxes.astype(np.float32))
+        result.detections["thumbnail_tracks"] = [t.track_id for t in here]
+
+    def _to_host(self, result: VideoFaces) -> None:
+        """Counts, clips and crops to the host in one transfer (when the request asks for it)."""
+        parts = [("faces", result.detections["faces"])]
+        if self.request.to_host:
+            for name in ("clip_frames", "crop_data", "thumbnail"):
+                if getattr(result, name) is not None:
+                    parts.append((name, getattr(result, name)))
+        if self.device.type != "cuda":
+            return
+        flat = torch.cat([p.reshape(-1).view(torch.uint8) if p.dtype != torch.uint8 else p.reshape(-1)
+                          for _, p in parts])
+        host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()  # the one wait for this video's outputs
+        pos = 0
+        for name, p in parts:
+            n = p.numel() * p.element_size()
+            view = host[pos:pos + n].view(p.dtype).reshape(p.shape)
+            pos += n
+            if name == "faces":
+                result.detections["faces"] = view
+            else:
+                setattr(result, name, view)
+
+
+def _inject_fault(path: str) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if ":" not in spec:
+        return
+    kind, text = spec.split(":", 1)
+    if text and text in os.fspath(path):
+        if kind == "crash":
+            os._exit(70)
+        if kind == "hang":
+            time.sleep(3600)
+
+
+__all__ = ["FacePath", "crop_frames", "int_box", "margin_box_np"]
