@@ -319,3 +319,24 @@ def test_efficientnet_seq_helper_builds_any_variant():
         efficientnet_seq("tf_efficientnet_b0", temporal_init="random")
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         model(torch.rand(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("name", ["mc3_18", "r2plus1d_18", "r3d_34", "seresnext50_32x4d", "efficientnet_b0"])
+def test_load_model_skips_the_random_init_and_gives_the_same_model(tmp_path, name, caplog):
+    """load_model builds on the meta device and takes the file's tensors: no random
+    initialisation, the same outputs as a model built and loaded the slow way."""
+    import logging
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=1).eval()
+    path = tmp_path / f"{name}.pth"
+    save_checkpoint(path, model, model_name=name, model_kwargs={"num_classes": 1})
+    with caplog.at_level(logging.INFO, logger="dfdc_fast.models.checkpoint"):
+        loaded, _ = load_model(path)
+    assert "normal initialisation" not in caplog.text and "meta device" not in caplog.text
+    assert not any(t.is_meta for t in list(loaded.parameters()) + list(loaded.buffers()))
+    x = torch.rand(1, 3, 4, 32, 32) if model_spec(name).kind == "3d" else torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    for (k, a), (_, b) in zip(loaded.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -32,8 +32,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="whole-run limit, e.g. 8.5h, 30m, 600 (seconds); degrades rather than miss rows")
     ap.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
     ap.add_argument("--decoder", default="auto", choices=["auto", "nvdec", "dali", "pyav"])
-    ap.add_argument("--workers", type=int, default=2, help="concurrent decoders (default: %(default)s)")
-    ap.add_argument("--videos-per-batch", type=int, default=8, help="videos detected and scored together")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="engine worker processes decoding and cutting faces (default: one per NVDEC engine on a "
+                         "GPU, cores - 1 on a CPU; 0: in this process)")
+    ap.add_argument("--videos-per-batch", type=int, default=16, help="videos whose faces are scored together (default: %(default)s)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the models, with fixed batch shapes")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     return ap.parse_args(argv)
@@ -49,7 +52,8 @@ def main(argv=None) -> int:
     config = InferConfig(inputs=args.inputs, checkpoints=args.checkpoints, out=args.out, aggregator=args.aggregator,
                          frames=args.frames, detect_every=args.detect_every, max_faces=args.max_faces, tta=args.tta,
                          time_budget=args.time_budget, device=args.device, decoder=args.decoder, workers=args.workers,
-                         videos_per_batch=args.videos_per_batch, amp=args.amp, progress=args.progress)
+                         videos_per_batch=args.videos_per_batch, amp=args.amp, compile=args.compile,
+                         progress=args.progress)
     summary = run_inference(config)
     print(json.dumps({k: summary[k] for k in ("videos", "statuses", "fallback_0.5", "seconds", "videos_per_s",
                                               "submission")}, indent=1))

@@ -2,19 +2,32 @@
 
 3D members take each face's clip (square 256 crop over the face's frames) in the model's
 test transform (centre crop 224, or resize 128 + centre crop 112) and average the clip and
-its horizontal flip (the Medics' TTA). 2D members take the first ``frames_2d`` per-frame
-crops of each face, flip every other one, and take the median probability over frames (the
-Medics' 2D rule). Faces of all videos in a group go through a member together, clips of
-equal length in one batch.
+its horizontal flip (the Medics' TTA), both flips in one batch. 2D members take the first
+``frames_2d`` crops of each face, letterboxed to the model's size in one ``crop_resize``
+call for all faces, every other one flipped, and the median probability over frames (the
+Medics' 2D rule), computed on padded per-face rows with no host sync.
+
+Faces of a whole group of videos go through a member together. Clips of equal length share
+a batch; with ``static_batch`` every forward pass has the same batch size (the last one is
+padded), which is what ``torch.compile`` and CUDA graphs want. Scores stay on the device.
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
+import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from dfdc_fast.ops import crop_resize
+from dfdc_fast.runtime import to_device
+
+log = logging.getLogger("dfdc_fast.infer")
 
 
 @dataclass
@@ -28,51 +41,86 @@ class Member:
     input_size: int
 
 
-def member_names(paths: list[str]) -> list[str]:
-    """Unique short names for checkpoint files (file stem, numbered on clashes)."""
+def member_names(paths: list[str], model_names: list[str] | None = None) -> list[str]:
+    """Short unique names: ``<architecture>/<run folder or file stem>``, numbered on clashes.
+
+    Training writes ``runs/<name>/epoch_007.pth``: the run folder says which run, the
+    architecture which model, so two runs' ``epoch_007`` stay apart and readable.
+    """
     names, seen = [], defaultdict(int)
-    for p in paths:
+    for i, p in enumerate(paths):
         stem = os.path.splitext(os.path.basename(p))[0]
-        seen[stem] += 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        run = os.path.basename(os.path.dirname(os.path.abspath(p)))
+        label = f"{run}/{stem}" if re.fullmatch(r"(epoch_\d+|last|best)", stem) and run else stem
+        arch = model_names[i] if model_names else None
+        base = label if not arch or label.startswith(arch) else f"{arch}:{label}"
+        seen[base] += 1
+        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
     return names
 
 
 class Ensemble:
-    """Load checkpoints onto ``device`` (strictly, eval mode, channels-last on a GPU)."""
+    """Load checkpoints onto ``device`` (strictly, eval mode, channels-last on a GPU).
+
+    Args:
+        compile: ``torch.compile`` each member (with ``static_batch``, one graph per clip
+            length); measured at load as ``compile_s`` plus the first batch of each shape.
+        static_batch: pad every forward pass to ``max_batch`` (default: on when compiling).
+    """
 
     def __init__(self, checkpoints: list[str], device: torch.device, dtype: torch.dtype | None = None,
-                 max_batch: int = 16):
+                 max_batch: int = 16, compile: bool = False, static_batch: bool | None = None):
         from dfdc_fast.models import load_model, model_spec
 
         if not checkpoints:
             raise ValueError("inference needs at least one checkpoint (--checkpoints)")
+        for p in checkpoints:
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"checkpoint {p} not found")
         self.device, self.dtype, self.max_batch = device, dtype, max_batch
+        self.static_batch = compile if static_batch is None else static_batch
         # channels-last suits cuDNN; on the CPU it made conv3d and batch norm ~2x slower here
         self.channels_last = device.type == "cuda"
+        t0 = time.perf_counter()
+        loaded = [load_model(p, device=device) for p in checkpoints]
+        self.load_s = time.perf_counter() - t0
+        names = member_names(checkpoints, [ck.model_name for _, ck in loaded])
         self.members: list[Member] = []
-        for name, path in zip(member_names(checkpoints), checkpoints):
-            model, ckpt = load_model(path, device=device)
+        for name, path, (model, ckpt) in zip(names, checkpoints, loaded):
             spec = model_spec(ckpt.model_name)
             size = int((ckpt.config or {}).get("input_size") or spec.input_size)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last_3d if spec.kind == "3d" else torch.channels_last)
-            self.members.append(Member(name, path, model.eval(), spec, size))
+            model = model.eval()
+            self.members.append(Member(name, path, model, spec, size))
+        self.compile_s = 0.0
+        if compile:
+            t0 = time.perf_counter()
+            for m in self.members:
+                m.model = torch.compile(m.model, dynamic=False)
+            self.compile_s = time.perf_counter() - t0
 
     def __len__(self) -> int:
         return len(self.members)
 
+    @property
+    def kinds(self) -> set:
+        return {m.spec.kind for m in self.members}
+
     def _forward(self, member: Member, x: torch.Tensor) -> torch.Tensor:
-        """Probability of FAKE for a batch of model inputs, in chunks of ``max_batch``."""
+        """Probability of FAKE for a batch of model inputs in [0, 1], in chunks of ``max_batch``."""
         from dfdc_fast.models import normalize
 
         out = []
         fmt = (torch.channels_last_3d if x.dim() == 5 else torch.channels_last) if self.channels_last else torch.contiguous_format
         for part in x.split(self.max_batch):
+            n = part.shape[0]
+            if self.static_batch and n < self.max_batch:  # one shape for every call
+                part = torch.cat([part, part.new_zeros((self.max_batch - n, *part.shape[1:]))])
             part = normalize(part, member.spec).contiguous(memory_format=fmt)
             with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext():
                 logits = member.model(part)
-            out.append(torch.sigmoid(logits.float().reshape(len(part), -1)[:, 0]))
+            out.append(torch.sigmoid(logits.float().reshape(part.shape[0], -1)[:n, 0]))
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
 
     @torch.no_grad()
@@ -85,31 +133,41 @@ class Ensemble:
         for i, c in enumerate(clips):
             by_length[c.shape[0]].append(i)
         transform = medics_clip_eval(member.input_size).to(self.device)
-        for _, idx in by_length.items():
+        for _, idx in sorted(by_length.items()):
             x = torch.stack([clips[i] for i in idx]).permute(0, 4, 1, 2, 3).float().div_(255)
             x = transform(x)
             if tta:
                 p = self._forward(member, torch.cat([x, x.flip(-1)])).view(2, len(idx)).mean(0)
             else:
                 p = self._forward(member, x)
-            scores[torch.tensor(idx, device=self.device)] = p
+            scores[to_device(np.asarray(idx, dtype=np.int64), self.device)] = p
         return scores
 
     @torch.no_grad()
-    def score_crops(self, member: Member, crops_per_face: list[list[torch.Tensor]]) -> torch.Tensor:
-        """(n,) probabilities: per face, the median over its frame crops (every other flipped)."""
-        from dfdc_fast.crops import letterbox
+    def score_crops(self, member: Member, canvas: torch.Tensor, sizes: np.ndarray, face: np.ndarray,
+                    rank: np.ndarray, n_faces: int) -> torch.Tensor:
+        """(n_faces,) probabilities from 2D crops: per face the median over its crops.
 
-        images, owner = [], []
-        for face, crops in enumerate(crops_per_face):
-            for k, crop in enumerate(crops):
-                img = letterbox(crop, member.input_size)
-                images.append(img.flip(1) if k % 2 else img)
-                owner.append(face)
-        if not images:
-            return torch.zeros(len(crops_per_face), device=self.device)
-        x = torch.stack(images).permute(0, 3, 1, 2).float().div_(255)
-        p = self._forward(member, x)
-        owner_t = torch.tensor(owner, device=self.device)
-        return torch.stack([p[owner_t == f].median() if (owner_t == f).any() else torch.tensor(0.5, device=self.device)
-                            for f in range(len(crops_per_face))])
+        ``canvas`` is uint8 ``(N, H, W, 3)`` with crop ``i`` in its top-left ``sizes[i]``
+        (height, width); ``face[i]`` and ``rank[i]`` say whose crop it is and its place in
+        that face's sequence (odd ranks are flipped, as the Medics did).
+        """
+        s = member.input_size
+        n = len(sizes)
+        if n == 0:
+            return torch.full((n_faces,), 0.5, device=self.device)
+        h, w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
+        scale = s / np.maximum(h, w)
+        nh = np.maximum(1, np.round(h * scale)).astype(np.int64)
+        nw = np.maximum(1, np.round(w * scale)).astype(np.int64)
+        rois = np.stack([np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64), w, h, np.zeros(n, np.int64),
+                         np.zeros(n, np.int64), w, h, nw, nh, (s - nw) // 2, (s - nh) // 2], 1).astype(np.int64)
+        images = crop_resize(canvas.contiguous(), to_device(rois, canvas.device), (s, s), up_mode="bicubic")
+        flip = to_device((rank % 2 == 1), self.device)
+        images = torch.where(flip[:, None, None, None], images.flip(2), images)
+        p = self._forward(member, images.permute(0, 3, 1, 2).float().div_(255))
+        k = int(rank.max()) + 1
+        table = torch.full((n_faces, k), float("nan"), device=self.device)
+        table[to_device(face.astype(np.int64), self.device), to_device(rank.astype(np.int64), self.device)] = p
+        median = table.nanmedian(dim=1).values
+        return torch.where(median.isnan(), torch.full_like(median, 0.5), median)

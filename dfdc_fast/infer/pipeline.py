@@ -1,9 +1,9 @@
 """``run_inference``: videos -> faces -> ensemble -> one probability per video -> submission.csv.
 
-Videos go in groups. Reader threads decode the next group (several NVDEC sessions on a
-GPU) while the current group is detected and scored. The sampled frames of a whole group
-go through MTCNN in one call, and the faces of a whole group go through each model together.
-Every video ends with a status:
+The engine's worker processes (one per NVDEC engine on a GPU) decode, detect, track and
+cut each video's faces while this process scores the faces of the videos already done:
+results are gathered into groups, the faces of a whole group go through each model
+together, and the scores reach the host once per group. Every video ends with a status:
 
 * ``ok``: at least one face was scored.
 * ``no_face``, ``decode_error``, ``missing`` or ``error``: scored 0.5, counted and reported.
@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Optional
 
+import numpy as np
 import torch
 
 from dfdc_fast.infer.budget import LEVELS, Budget
@@ -39,6 +40,7 @@ class InferConfig:
     frames: int = 100             # the first N frames of each video (the Medics: 100)
     detect_every: int = 10        # detect on every n-th of them
     detector: str = "medics_inference"   # MTCNN preset: long side 480, 0.8/0.8/0.9, 0.5 fallback, 5 faces
+    retry_scale: Optional[float] = 2.0   # a video without a face is detected again at 2x (the Medics: 960 px)
     max_faces: int = 5
     min_face_frames: int = 30
     clip_size: int = 256          # square face clip side before each model's test transform
@@ -48,9 +50,10 @@ class InferConfig:
     aggregator: str = "medics"    # medics | selim | ntech
     device: Optional[str] = None
     decoder: str = "auto"
-    workers: int = 2              # concurrent readers (NVDEC sessions on a GPU)
-    videos_per_batch: int = 8
+    workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine / cores - 1; 0: in-process
+    videos_per_batch: int = 16    # videos whose faces are scored together
     amp: str = "auto"             # auto (bf16 on GPUs with it) | bf16 | fp16 | none
+    compile: bool = False         # torch.compile the members (fixed batch shapes)
     time_budget: Optional[float] = None   # seconds for the whole run, writing included
     progress: bool = True
 
@@ -98,76 +101,80 @@ def list_videos(inputs: list[str]) -> list[VideoResult]:
     return results
 
 
+def faces_request(config: InferConfig, kinds: set):
+    """What the engine cuts per video for an ensemble of these member kinds ("3d", "2d")."""
+    from dfdc_fast.engine import ClipSpec, CropSpec, FacesRequest
+    from dfdc_fast.io import First
+    from dfdc_fast.track import TrackConfig
+
+    return FacesRequest(
+        frames=First(config.frames), every=config.detect_every, detector=config.detector,
+        retry_scale=config.retry_scale, relax_short=True,
+        track=TrackConfig(min_frames=config.min_face_frames, max_frames=config.frames, min_clip_frames=1,
+                          order="score", max_faces=config.max_faces),
+        clips=ClipSpec(config.clip_size) if "3d" in kinds else None,
+        crops=CropSpec(count=config.frames_2d, mode="first", margin=config.margin_2d, encode=None)
+        if "2d" in kinds else None,
+        to_host=False)
+
+
 class FaceScorer:
-    """Detection, tracking and the ensemble for groups of decoded videos."""
+    """The ensemble over the faces of a group of engine results."""
 
     def __init__(self, config: InferConfig, device: torch.device):
-        from dfdc_fast.detect import MTCNN
         from dfdc_fast.infer.ensemble import Ensemble
         from dfdc_fast.runtime import amp_dtype
-        from dfdc_fast.track import TrackConfig
 
         self.config, self.device = config, device
-        self.detector = MTCNN(device, config.detector)
-        # the Medics' second chance for a video without a face: detect again at twice the size
-        long_side = self.detector.config.long_side
-        self.retry_detector = MTCNN(device, config.detector, long_side=2 * long_side) if long_side else None
-        self.ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device))
-        self.track_config = TrackConfig(min_frames=config.min_face_frames, max_frames=config.frames,
-                                        min_clip_frames=1, order="score", max_faces=config.max_faces)
+        self.ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device), compile=config.compile)
 
-    def faces(self, videos: list, frames_used: int) -> list[list]:
-        """Tracks (best first) per decoded video, detection on every n-th frame of all at once;
-        videos left without a face are detected again at twice the size."""
-        out = self._track(self.detector, videos, frames_used)
-        retry = [i for i, ts in enumerate(out) if not ts]
-        if retry and self.retry_detector is not None:
-            for i, ts in zip(retry, self._track(self.retry_detector, [videos[i] for i in retry], frames_used)):
-                out[i] = ts
-        return out
-
-    def _track(self, detector, videos: list, frames_used: int) -> list[list]:
-        from dfdc_fast.track import track_faces
-
-        step = self.config.detect_every
-        found = detector.detect_many([v.frames[:frames_used:step] for v in videos],
-                                     [v.indices[:frames_used:step] for v in videos])
-        out = []
-        for v, det in zip(videos, found):
-            t, h, w = min(frames_used, len(v.frames)), v.frames.shape[1], v.frames.shape[2]
-            cfg, samples = self.track_config, -(-t // step)
-            if t < cfg.min_frames or samples < cfg.min_detections:  # few frames: ask for what there can be
-                cfg = replace(cfg, min_frames=min(cfg.min_frames, max(1, t // 2)),
-                              min_detections=min(cfg.min_detections, max(1, samples // 2)))
-            out.append(track_faces(det, (t, h, w), cfg)[: self.config.max_faces])
-        return out
-
-    def score(self, videos: list, tracks: list[list], level: int) -> list[dict]:
-        """Per video, member name -> per-face probabilities."""
-        from dfdc_fast.crops import clip as cut_clip, faces as cut_faces
-
+    def score(self, faces: list, level: int) -> list[dict]:
+        """Per engine result, member name -> per-face probabilities (host floats), for all
+        the group's faces at once; one transfer to the host for the whole group."""
         _, _, tta, n_models = LEVELS[level]
         members = self.ensemble.members if n_models is None else self.ensemble.members[:n_models]
-        clips, crops, owner = [], [], []
-        for vi, (v, ts) in enumerate(zip(videos, tracks)):
-            for tr in ts:
-                window = v.frames[tr.start:tr.stop]
-                if any(m.spec.kind == "3d" for m in members):
-                    clips.append(cut_clip(window, tr.box, self.config.clip_size))
-                if any(m.spec.kind == "2d" for m in members):
-                    k = min(self.config.frames_2d, len(window))
-                    crops.append(cut_faces(window[:k], tr.boxes[:k].to(window.device), self.config.margin_2d))
-                owner.append(vi)
-        per_video = [dict() for _ in videos]
+        owner, clips = [], []  # per face: which result; 3D clips
+        crop_parts, sizes, face_of, rank_of = [], [], [], []
+        for vi, res in enumerate(faces):
+            n_tracks = len(res.tracks)
+            if res.clip_frames is not None:
+                clips += [res.clip(c).to(self.device, non_blocking=True) for c in res.clips]
+            if res.crop_data is not None:
+                base = len(owner)
+                crop_parts.append(res.crop_data.to(self.device, non_blocking=True))
+                sizes += [c.size for c in res.crops]
+                ranks: dict = {}
+                for c in res.crops:
+                    face_of.append(base + c.track)
+                    rank_of.append(ranks.setdefault(c.track, 0))
+                    ranks[c.track] += 1
+            owner += [vi] * n_tracks
+        per_video = [dict() for _ in faces]
         if not owner:
             return per_video
-        owner_t = torch.tensor(owner)
+        canvas = _pad_cat(crop_parts) if crop_parts else None
+        outputs = []
         for m in members:
-            p = (self.ensemble.score_clips(m, clips, tta=tta) if m.spec.kind == "3d"
-                 else self.ensemble.score_crops(m, crops)).float().cpu()
-            for vi in range(len(videos)):
-                per_video[vi][m.name] = p[owner_t == vi].tolist()
+            if m.spec.kind == "3d":
+                outputs.append(self.ensemble.score_clips(m, clips, tta=tta))
+            else:
+                outputs.append(self.ensemble.score_crops(m, canvas, np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+                                                         np.asarray(face_of), np.asarray(rank_of), len(owner)))
+        table = torch.stack(outputs).float().cpu().numpy()  # the group's one transfer
+        owner = np.asarray(owner)
+        for mi, m in enumerate(members):
+            for vi in range(len(faces)):
+                per_video[vi][m.name] = table[mi, owner == vi].tolist()
         return per_video
+
+
+def _pad_cat(parts: list) -> torch.Tensor:
+    """Concatenate (n_i, h_i, w_i, 3) canvases into one, padding to the largest h and w."""
+    h = max(p.shape[1] for p in parts)
+    w = max(p.shape[2] for p in parts)
+    if all(p.shape[1:3] == (h, w) for p in parts):
+        return torch.cat(parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, w - p.shape[2], 0, h - p.shape[1])) for p in parts])
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -178,11 +185,21 @@ def _write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def default_workers(device: torch.device) -> int:
+    """Engine workers for inference: one per NVDEC engine on a GPU; on a CPU, the cores the
+    models (in this process) leave, at least one."""
+    from dfdc_fast.engine import default_workers as engine_workers
+
+    if device.type == "cuda":
+        return engine_workers(device)
+    return max(1, engine_workers("cpu") - 1)
+
+
 def run_inference(config: InferConfig) -> dict:
     """Score every video of ``config.inputs`` and write ``submission.csv``; returns the summary."""
+    from dfdc_fast.engine import Engine, VideoTask
     from dfdc_fast.infer.aggregate import AGGREGATORS, aggregate
     from dfdc_fast.infer.submission import write_submission
-    from dfdc_fast.io import First, VideoDecodeError, read_videos
     from tqdm import tqdm
 
     if config.aggregator not in AGGREGATORS:
@@ -190,6 +207,7 @@ def run_inference(config: InferConfig) -> dict:
     budget_start = time.perf_counter()
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     results = list_videos(config.inputs)
+    scorer = FaceScorer(config, device)  # models first: a bad checkpoint fails before any output is touched
     os.makedirs(config.out, exist_ok=True)
     submission = os.path.join(config.out, "submission.csv")
     names = [r.filename for r in results]
@@ -198,71 +216,80 @@ def run_inference(config: InferConfig) -> dict:
         write_submission(submission, {r.filename: r.label for r in results}, expected=names)
 
     write_rows()  # a complete file from the start: 0.5 everywhere
-    t_load = time.perf_counter()
-    scorer = FaceScorer(config, device)
-    stage_s = {"load_models_s": time.perf_counter() - t_load, "decode_wait_s": 0.0, "detect_track_s": 0.0, "models_s": 0.0}
+    stage_s = {"load_models_s": scorer.ensemble.load_s, "compile_s": scorer.ensemble.compile_s,
+               "engine_start_s": 0.0, "wait_for_faces_s": 0.0, "models_s": 0.0}
     budget = Budget(config.time_budget, n_models=len(scorer.ensemble), started=budget_start)
     todo = [r for r in results if r.status == "pending"]
     bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not config.progress, dynamic_ncols=True)
-    # one reader pipeline for the whole run: the next group decodes while this one is scored
-    ahead = max(1, -(-(config.videos_per_batch + config.workers) // config.workers))
-    stream = read_videos([r.path for r in todo], First(config.frames), device=device, decoder=config.decoder,
-                         workers=config.workers, prefetch=ahead, catch_all=True)
-    position = 0
-    while position < len(todo):
-        group = todo[position: position + config.videos_per_batch]
-        level = budget.choose(len(todo) - position, len(group))
-        if LEVELS[level][0] == "skip":
-            for r in todo[position:]:
-                r.status, r.level = "time_budget", "skip"
-            log.warning("time budget: %d videos left unscored (0.5)", len(todo) - position)
-            break
-        frames_used = max(1, int(round(config.frames * LEVELS[level][1])))  # of the decoded frames
-        t0 = time.perf_counter()
-        decoded, videos = [], []
-        for r in group:  # next() per video: zip() would pull one item too many from the stream
-            path, video = next(stream)
-            if os.path.abspath(path) != os.path.abspath(r.path):  # results must stay with their rows
-                raise RuntimeError(f"decoder returned {path} for {r.path}")
-            if isinstance(video, VideoDecodeError):
-                r.status, r.error = "decode_error", str(video)
-            elif isinstance(video, Exception):
-                r.status, r.error = "error", f"{type(video).__name__}: {video}"
-            else:
-                decoded.append(r)
-                videos.append(video)
-        t1 = time.perf_counter()
-        try:
-            tracks = scorer.faces(videos, frames_used) if videos else []
+    workers = default_workers(device) if config.workers is None else config.workers
+    request = faces_request(config, scorer.ensemble.kinds)
+    level_of: dict = {}
+    state = {"stopped": False}
+
+    def tasks() -> Iterator[VideoTask]:
+        for i, r in enumerate(todo):
+            level = budget.choose(len(todo) - i, config.videos_per_batch)
+            if LEVELS[level][0] == "skip":
+                state["stopped"] = True
+                return
+            level_of[i] = level
+            frames = max(1, int(round(config.frames * LEVELS[level][1])))
+            yield VideoTask(key=i, path=r.path, max_frames=frames if frames < config.frames else None)
+
+    t_engine = time.perf_counter()
+    with Engine(request, device, workers=workers, decoder=config.decoder) as engine:
+        stage_s["engine_start_s"] = time.perf_counter() - t_engine
+        stream = engine.run(tasks())
+        done = 0
+        while True:
+            t0 = time.perf_counter()
+            group = []
+            for res in stream:
+                group.append(res)
+                if len(group) >= config.videos_per_batch:
+                    break
+            if not group:
+                break
+            t1 = time.perf_counter()
+            scoreable = [g for g in group if g.status == "ok"]
+            level = max(level_of[g.key] for g in group)  # the cheapest the budget asked for
+            try:
+                scores = scorer.score(scoreable, level) if scoreable else []
+            except Exception as exc:  # noqa: BLE001 - a failing group is recorded, the run goes on
+                log.exception("group failed")
+                for g in scoreable:
+                    g.status, g.error = "error", f"{type(exc).__name__}: {exc}"
+                scores = [{} for _ in scoreable]
             t2 = time.perf_counter()
-            scores = scorer.score(videos, tracks, level) if videos else []
-        except Exception as exc:  # a failing group is recorded, the run goes on
-            log.exception("group failed")
-            for r in decoded:
-                r.status, r.error = "error", f"{type(exc).__name__}: {exc}"
-            tracks, scores, t2 = [[] for _ in decoded], [{} for _ in decoded], time.perf_counter()
-        t3 = time.perf_counter()
-        for r, ts, sc in zip(decoded, tracks, scores):
-            if r.status == "error":
-                continue
-            r.faces, r.scores, r.level = len(ts), sc, LEVELS[level][0]
-            if not ts:
-                r.status = "no_face"
-                continue
-            r.label, r.status = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in sc.items()})), "ok"
-        n = len(group)
-        for key, dt in (("decode_wait_s", t1 - t0), ("detect_track_s", t2 - t1), ("models_s", t3 - t2)):
-            stage_s[key] += dt
-        for r in group:
-            r.timings = {"decode_s": round((t1 - t0) / n, 4), "detect_track_s": round((t2 - t1) / n, 4),
-                         "models_s": round((t3 - t2) / n, 4), "group_videos": n}
-            _write_json(os.path.join(config.out, "videos", os.path.splitext(r.filename)[0] + ".json"), asdict(r))
-        budget.record(level, time.perf_counter() - t0, n)
-        write_rows()
-        position += n
-        bar.update(n)
+            by_key = {g.key: s for g, s in zip(scoreable, scores)}
+            n_faces = sum(len(g.tracks) for g in scoreable) or 1
+            for g in group:
+                r = todo[g.key]
+                r.level = LEVELS[level_of[g.key]][0]
+                r.faces = len(g.tracks)
+                r.timings = {k: round(v, 4) for k, v in g.timings.items()}
+                r.timings["models_s"] = round((t2 - t1) * len(g.tracks) / n_faces, 4)  # the group's, by faces
+                if g.status in ("decode_error", "error"):
+                    r.status, r.error = g.status, g.error
+                elif g.status != "ok" or g.key not in by_key:
+                    r.status, r.error = "no_face", g.error
+                else:
+                    r.scores = by_key[g.key]
+                    r.label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
+                    r.status = "ok"
+                _write_json(os.path.join(config.out, "videos", os.path.splitext(r.filename)[0] + ".json"), asdict(r))
+            stage_s["wait_for_faces_s"] += t1 - t0
+            stage_s["models_s"] += t2 - t1
+            budget.record(level, time.perf_counter() - t0, len(group))
+            write_rows()
+            done += len(group)
+            bar.update(len(group))
     bar.close()
-    stream.close()
+    if state["stopped"]:
+        left = [r for r in todo if r.status == "pending"]
+        for r in left:
+            r.status, r.level = "time_budget", "skip"
+        log.warning("time budget: %d videos left unscored (0.5)", len(left))
     for r in results:
         if r.status in ("time_budget", "missing"):
             _write_json(os.path.join(config.out, "videos", os.path.splitext(r.filename)[0] + ".json"), asdict(r))
@@ -271,10 +298,14 @@ def run_inference(config: InferConfig) -> dict:
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     elapsed = time.perf_counter() - budget_start
+    fixed = stage_s["load_models_s"] + stage_s["compile_s"] + stage_s["engine_start_s"]
+    steady = elapsed - fixed
     summary = {"videos": len(results), "statuses": counts, "fallback_0.5": sum(v for k, v in counts.items() if k != "ok"),
                "seconds": round(elapsed, 2), "videos_per_s": round(len(results) / elapsed, 3) if elapsed else None,
+               "fixed_s": round(fixed, 3),
+               "steady_videos_per_s": round(done / steady, 3) if done and steady > 0 else None,
                "levels": {LEVELS[k][0]: v[1] for k, v in budget.cost.items()}, "device": str(device),
-               "stage_seconds": {k: round(v, 3) for k, v in stage_s.items()},
+               "workers": workers, "stage_seconds": {k: round(v, 3) for k, v in stage_s.items()},
                "members": [m.name for m in scorer.ensemble.members], "aggregator": config.aggregator,
                "submission": submission, "config": asdict(config)}
     _write_json(os.path.join(config.out, "summary.json"), summary)

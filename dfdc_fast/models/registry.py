@@ -150,12 +150,15 @@ def _sample(keys, limit: int = 5) -> str:
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, head: str | None = None,
-                 source: str = "weights") -> list[str]:
+                 source: str = "weights", assign: bool = False) -> list[str]:
     """Load ``state_dict`` into ``model``; every key must match in name and shape.
 
     With ``head`` given, the classifier keys under that module path may be absent, or
     be skipped when their shapes differ (a head for another number of classes). Returns
     the skipped keys. Any other difference raises :class:`ValueError` naming the keys.
+    ``assign=True`` takes the file's tensors as the parameters (for a model built on the
+    meta device, which has no values to copy into); keys the file lacks then get zeros
+    (BatchNorm's counters) and a head left to its initialisation is refused.
     """
     adapt = getattr(model, "adapt_state_dict", None)
     if callable(adapt):
@@ -183,7 +186,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, he
     # A complete dict, loaded strictly: the file's tensors, plus the model's own values for
     # exactly the keys allowed to differ (a re-initialised head, absent BatchNorm counters).
     complete = {k: (own[k] if k in not_loaded or k not in state_dict else state_dict[k]) for k in own}
-    model.load_state_dict(complete, strict=True)
+    if assign:
+        if not_loaded:
+            raise ValueError(f"{source}: cannot assign weights, the classifier {_sample(not_loaded)} has no values")
+        complete = {k: (torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v) for k, v in complete.items()}
+    model.load_state_dict(complete, strict=True, assign=assign)
     if not_loaded:
         log.info("%s: classifier left at its initialisation (%s)", source, _sample(not_loaded))
     return not_loaded
