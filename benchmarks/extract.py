@@ -7,14 +7,19 @@ Both take the same clips to face clips and 2D crops on disk, in one run:
   Medics' tracker (numpy mask + skimage.measure.label, per 150-frame chunk), per-frame
   crop + zero-pad + cv2.resize to 256, H.264 through PyAV/libx264, and 32 2D crops per
   video with a 1/3 margin written by cv2.imwrite (the peer)
-* ``ours``   dfdc_fast.extract.run_extraction with its defaults (NVDEC and the GPU on a
-  GPU machine; PyAV and the CPU kernels otherwise)
+* ``ours_wN``   dfdc_fast.extract.run_extraction with N engine worker processes (NVDEC and
+  the GPU on a GPU machine; PyAV and the CPU kernels otherwise), the rest at its defaults
 
-Each timed run writes into a fresh folder. Reports videos/s from the median of
---repeats runs and ours/stock; writes JSON to benchmarks/results/.
+The clips are the sample clips repeated under distinct names (hard links) up to
+--videos, so fixed costs (model loading, process start) are a small share; each run's
+start-up (until the workers are ready) is reported apart from its steady-state rate.
+Each timed run writes into a fresh folder. Reports videos/s from the median of --repeats
+runs and each ours/stock ratio, per-stage busy seconds summed over videos (decode,
+detect+track, cut, host copy, encode) and peak GPU memory of a worker; writes JSON to
+benchmarks/results/.
 
-    .venv/bin/python benchmarks/extract.py --videos 3 --repeats 2       # CPU
-    python benchmarks/extract.py --device cuda --videos 20               # GPU
+    .venv/bin/python benchmarks/extract.py                                # CPU: 12 videos, 2 workers
+    python benchmarks/extract.py --device cuda                            # GPU: 60 videos, 1/2/4/7 workers
 """
 from __future__ import annotations
 
@@ -29,8 +34,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, read_frames_cv2, time_runs,
-                             write_result)
+from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, read_frames_cv2,
+                             repeated_clips, time_runs, write_result)
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
@@ -89,17 +94,21 @@ def stock_video(path, out, mtcnn, every=10, chunk=150, size=256, crops=32):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
-    ap.add_argument("--videos", type=int, default=3, help="use the first N clips (default: %(default)s)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=1, help="ours: videos decoded at once (default: %(default)s)")
-    ap.add_argument("--encoder-threads", type=int, default=2, help="ours: CPU encoder threads (default: %(default)s)")
+    ap.add_argument("--videos", type=int, default=None,
+                    help="videos per run, the clips repeated under distinct names (default: 60 on a GPU, 12 on a CPU)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--workers", default=None,
+                    help="comma-separated worker counts for ours (default: 1,2,4,7 on a GPU, 2 on a CPU)")
     add_common_args(ap, ["stock", "ours"])
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
 
-    paths = clips_or_exit(ap, args.src, args.videos)
     device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    n_videos = args.videos or (60 if on_gpu else 12)
+    worker_counts = [int(w) for w in (args.workers or ("1,2,4,7" if on_gpu else "2")).split(",")]
     work = tempfile.mkdtemp(prefix="dfdc_extract_bench_")
+    paths = repeated_clips(clips_or_exit(ap, args.src, None), n_videos, os.path.join(work, "clips"))
     from facenet_pytorch import MTCNN as FacenetMTCNN
 
     stock_mtcnn = FacenetMTCNN(keep_all=True, post_process=False, select_largest=False, thresholds=[0.6, 0.7, 0.7],
@@ -114,28 +123,51 @@ def main(argv=None) -> int:
 
     def run_stock():
         out = fresh("stock")
-        return sum(stock_video(p, out, stock_mtcnn) for p in paths)
+        return {"clips": sum(stock_video(p, out, stock_mtcnn) for p in paths)}
 
-    def run_ours():
-        cfg = ExtractConfig(inputs=list(paths), out=fresh("ours"), device=str(device), workers=args.workers,
-                            encoder_threads=args.encoder_threads, progress=False)
-        return run_extraction(cfg)["clips"]
+    def run_ours(workers):
+        cfg = ExtractConfig(inputs=list(paths), out=fresh("ours"), device=str(device), workers=workers, progress=False,
+                            contact_sheet=0)
+        summary = run_extraction(cfg)
+        peaks = []
+        for root, _, files in os.walk(os.path.join(cfg.out, "videos")):
+            for f in files:
+                peak = json.load(open(os.path.join(root, f))).get("peak_gpu_mb")
+                if peak is not None:
+                    peaks.append(peak)
+        summary["peak_gpu_mb"] = max(peaks) if peaks else None
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        return summary
 
     only = {s for s in args.only.split(",") if s}
-    results, clips = {}, {}
-    for name, fn in (("stock", run_stock), ("ours", run_ours)):
-        if only and name not in only:
+    implementations = [("stock", run_stock)] + [(f"ours_w{w}", (lambda w=w: run_ours(w))) for w in worker_counts]
+    results = {}
+    for name, fn in implementations:
+        if only and name not in only and name.split("_")[0] not in only:
             continue
-        clips[name] = fn()  # warm-up (weights, caches) and the output count
-        t = time_runs(fn, repeats=args.repeats, warmup=0, device=device)
-        results[name] = {"available": True, **t.to_dict(), "videos_per_s": round(len(paths) / t.median_s, 4),
-                         "clips": clips[name]}
-        print(f"{name:>6}: median {t.median_s:.2f} s  {len(paths) / t.median_s:.3f} videos/s  {clips[name]} clips",
+        print(f"{name}: {n_videos} videos x {args.repeats} run(s) ...", flush=True)
+        outcomes = []
+
+        def timed():
+            outcomes.append(fn())
+
+        t = time_runs(timed, repeats=args.repeats, warmup=0, device=device)
+        last = outcomes[-1]
+        row = {"available": True, **t.to_dict(), "videos_per_s": round(n_videos / t.median_s, 4),
+               "clips": last.get("clips")}
+        if name != "stock":
+            row.update(workers=last.get("workers"), startup_s=[o.get("startup_s") for o in outcomes],
+                       steady_videos_per_s=last.get("steady_videos_per_s"), stage_busy_s=last.get("stage_busy_s"),
+                       peak_gpu_mb=last.get("peak_gpu_mb"), status_counts=last.get("status_counts"))
+        results[name] = row
+        print(f"{name:>8}: median {t.median_s:.2f} s  {row['videos_per_s']:.3f} videos/s  {row['clips']} clips",
               flush=True)
-    if "stock" in results and "ours" in results:
-        results["ours"]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results["ours"]["median_s"], 3)
+    if "stock" in results:
+        for name, row in results.items():
+            if name != "stock":
+                row["ratio_vs_stock"] = round(results["stock"]["median_s"] / row["median_s"], 3)
     shutil.rmtree(work, ignore_errors=True)
-    inputs = {"files": [os.path.basename(p) for p in paths], "videos": len(paths),
+    inputs = {"files": sorted({os.path.basename(p)[4:] for p in paths}), "videos": n_videos,
               "task": "every frame decoded; faces on every 10th at 0.5x; 256x256 H.264 clips per track and "
                       "150-frame chunk; 32 2D crops per video", "our_config": json.loads(json.dumps(
                           {k: v for k, v in vars(ExtractConfig(inputs=[], device=str(device))).items()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from typing import Optional
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,3 +20,24 @@ def sample_clips(src: str, limit: Optional[int] = None) -> list[str]:
     if not paths:
         raise ValueError(f"no .mp4 files in {src}")
     return paths
+
+
+def repeated_clips(paths: list[str], count: int, folder: str) -> list[str]:
+    """``count`` videos in ``folder``: the given clips repeated under distinct names
+    (``r00_name.mp4``, ``r01_name.mp4``...), so a benchmark can run at a size where fixed
+    costs don't dominate. Hard links where the filesystem allows (no extra disk), else
+    copies; never symbolic links, which dataset discovery resolves to the original name."""
+    if not paths:
+        raise ValueError("no clips to repeat")
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for i in range(count):
+        src = os.path.abspath(paths[i % len(paths)])
+        dst = os.path.join(folder, f"r{i // len(paths):02d}_{os.path.basename(src)}")
+        if not os.path.lexists(dst):
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        out.append(dst)
+    return out
