@@ -74,7 +74,7 @@ def test_killed_run_resumes_to_the_same_index(tmp_path):
     finished = len(list((out / "videos").rglob("*.json")))
     assert 1 <= finished < 4, "the run was not interrupted midway"
     (out / "clips" / "REAL").mkdir(parents=True, exist_ok=True)
-    (out / "clips" / "REAL" / ".tmp-1-half.mp4").write_bytes(b"half a clip")  # what a kill can leave
+    (out / "clips" / "REAL" / ".tmp-s0-1-half.mp4").write_bytes(b"half a clip")  # what a kill can leave
 
     summary = extract.run_extraction(extract.ExtractConfig(inputs=[demo], out=str(out), device="cpu", progress=False))
     assert summary["skipped_done"] == finished and summary["processed"] == 4 - finished

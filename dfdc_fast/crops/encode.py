@@ -1,7 +1,9 @@
 """Writers for face clips (H.264 MP4 through PyAV/libx264) and crops (JPEG/PNG).
 
-Every file is written under a temporary name in its folder and renamed when complete,
-so a killed run never leaves a half-written clip under its final name.
+Every file is written under a temporary name in its folder, checked (the MP4's header
+must list every frame, the image must decode), fsync'ed and renamed when complete
+(:mod:`dfdc_fast.files`), so a killed run or a full disk never leaves a half-written
+clip under its final name.
 """
 from __future__ import annotations
 
@@ -11,10 +13,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-
-def temporary_path(path: str) -> str:
-    """Where ``path`` is written before it is renamed into place (a ``.tmp-`` file beside it)."""
-    return os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+from dfdc_fast.files import atomic_write, temporary_path, verify_image, write_bytes  # noqa: F401
 
 
 def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1,
@@ -30,26 +29,28 @@ def write_mp4(path: str, frames, fps: float, crf: int = 18, preset: str = "veryf
     arr = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = temporary_path(path)
-    try:
+    if keyint is not None and keyint < 1:
+        raise ValueError(f"keyint must be >= 1, got {keyint}")
+
+    def write(tmp):
         with av.open(tmp, "w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = arr.shape[2], arr.shape[1], "yuv420p"
             stream.options = {"crf": str(crf), "preset": preset}
             stream.thread_count = threads
             if keyint is not None:
-                if keyint < 1:
-                    raise ValueError(f"keyint must be >= 1, got {keyint}")
                 stream.codec_context.gop_size = keyint
             for frame in arr:
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             out.mux(stream.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    def verify(tmp):
+        with av.open(tmp) as c:
+            listed = c.streams.video[0].frames
+        if listed != len(arr):
+            raise OSError(f"{path}: the encoded clip lists {listed} of {len(arr)} frames")
+
+    atomic_write(path, write, verify)
 
 
 def write_jpeg(path: str, image, quality: int = 95) -> None:
@@ -57,8 +58,9 @@ def write_jpeg(path: str, image, quality: int = 95) -> None:
     from PIL import Image
 
     arr = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = temporary_path(path)
     fmt = "PNG" if path.endswith(".png") else "JPEG"
-    Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
-    os.replace(tmp, path)
+
+    def write(tmp):
+        Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+
+    atomic_write(path, write, verify_image)

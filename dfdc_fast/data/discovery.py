@@ -113,15 +113,22 @@ def safe_join(root: str, name: str) -> str:
     return full
 
 
-def _load_metadata(path: str) -> dict:
+class _Pairs(list):
+    """metadata.json's top level as (name, record) pairs, duplicates kept."""
+
+
+def _load_metadata(path: str) -> list:
+    def pairs(items):
+        return _Pairs(items)
+
     try:
         with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+            meta = json.load(f, object_pairs_hook=pairs)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable metadata.json ({exc})") from exc
-    if not isinstance(meta, dict):
+    if not isinstance(meta, _Pairs):
         raise ValueError(f"{path}: metadata.json must map file names to records, got {type(meta).__name__}")
-    return meta
+    return [(name, dict(record) if isinstance(record, _Pairs) else record) for name, record in meta]
 
 
 def _scan_videos(folder: str, recursive: bool) -> list[str]:
@@ -133,16 +140,29 @@ def _scan_videos(folder: str, recursive: bool) -> list[str]:
     else:
         found = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(VIDEO_EXTENSIONS)]
     root_real = os.path.realpath(folder)
-    real = [os.path.realpath(p) for p in found if os.path.isfile(p)]
-    # a symbolic link that leads out of the dataset is not part of it
-    return [p for p in real if os.path.commonpath([root_real, p]) == root_real]
+    out, seen = [], set()
+    for p in found:
+        real = os.path.realpath(p)
+        # a symbolic link that leads out of the dataset is not part of it; one inside that
+        # points at another video of it is the same video
+        if os.path.isfile(real) and os.path.commonpath([root_real, real]) == root_real and real not in seen:
+            seen.add(real)
+            out.append(real)
+    return out
 
 
 def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
     meta = _load_metadata(os.path.join(folder, "metadata.json"))
     listed_paths = set()
-    for name, record in meta.items():
+    records: dict = {}
+    for name, record in meta:  # a name listed twice: one record if they agree, else refused
+        records.setdefault(name, []).append(record)
+    for name, recs in records.items():
         shown = f"{part}/{name}" if part else name
+        if any(r != recs[0] for r in recs[1:]):
+            ds.rejected.append((shown, f"listed {len(recs)} times in metadata.json with different records"))
+            continue
+        record = recs[0]
         try:
             path = safe_join(folder, name)
         except ValueError as exc:
@@ -158,6 +178,26 @@ def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
         listed_paths.add(path)
         (ds.videos if os.path.isfile(path) else ds.missing).append(entry)
     ds.unlisted += [p for p in _scan_videos(folder, recursive=False) if p not in listed_paths]
+    _refuse_aliases(ds)
+
+
+def _refuse_aliases(ds: Dataset) -> None:
+    """Two names for one file (a symbolic link beside its target): the file's own name keeps
+    it (else the first in name order), the others are refused, so no video is processed twice."""
+    def is_link(e: VideoEntry) -> bool:
+        return os.path.islink(os.path.join(ds.root, e.part, e.name) if e.part else os.path.join(ds.root, e.name))
+
+    owner: dict = {}
+    for e in sorted(ds.videos, key=lambda e: (is_link(e), e.key)):
+        owner.setdefault(os.path.realpath(e.path), e)
+    kept = []
+    for e in ds.videos:
+        first = owner[os.path.realpath(e.path)]
+        if first is e:
+            kept.append(e)
+        else:
+            ds.rejected.append((e.key, f"the same file as {first.key}"))
+    ds.videos[:] = kept
 
 
 def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
@@ -206,7 +246,8 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
 def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto") -> list[Dataset]:
     """Datasets for a command line's mix of folders and single video files.
 
-    Loose files are grouped into one ``plain`` dataset per parent folder.
+    Loose files are grouped into one ``plain`` dataset per parent folder, named as given
+    (a link keeps its own name); a file given twice, or under two names, counts once.
     """
     out: list[Dataset] = []
     loose: dict[str, Dataset] = {}
@@ -215,11 +256,14 @@ def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto") -> list
         if os.path.isdir(p):
             out.append(discover(p, layout))
         else:
-            real = os.path.realpath(p)
-            parent = os.path.dirname(real)
+            given = os.path.abspath(p)
+            parent = os.path.dirname(given)
             ds = loose.get(parent)
             if ds is None:
                 ds = loose[parent] = Dataset(root=parent, layout="plain")
                 out.append(ds)
-            ds.videos.append(VideoEntry(path=real, name=os.path.basename(real)))
+            if all(e.name != os.path.basename(given) for e in ds.videos):
+                ds.videos.append(VideoEntry(path=os.path.realpath(given), name=os.path.basename(given)))
+    for ds in loose.values():
+        _refuse_aliases(ds)
     return out

@@ -1,0 +1,120 @@
+"""The extraction job's settings, and the check that a rerun does not mix settings."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+
+from dfdc_fast.detect import PRESETS
+
+DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
+REUSE = ("none", "2d", "all")
+
+#: Settings that change what the outputs contain. A rerun into a folder made with other
+#: values of these would mix two kinds of outputs, so it is refused (see SettingsMismatch).
+OUTPUT_SETTINGS = ("every", "detector", "track_method", "chunk_size", "clip_size", "min_clip_frames", "clip_crf",
+                   "clip_keyint", "crops_per_video", "crop_margin", "crop_format", "reuse_original")
+
+
+@dataclass
+class ExtractConfig:
+    """Options of the extraction job (the CLI maps its flags onto these)."""
+
+    inputs: list = field(default_factory=lambda: [DEMO_DIR])
+    out: str = "extract_out"
+    every: int = 10
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    decoder: str = "auto"
+    workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine / CPU core; 0: in-process
+    threads: Optional[int] = None  # torch + decoder threads per worker; None: cores / workers
+    encoders: Optional[int] = None  # encoder processes; None: the cores the workers leave, at least 2; 0: inline
+    video_timeout: Optional[float] = 600.0
+    detector: str = "medics_export"
+    track_method: str = "mask"
+    chunk_size: Optional[int] = 150
+    clip_size: int = 256
+    min_clip_frames: int = 64
+    clip_crf: int = 18
+    clip_keyint: int = 16
+    crops_per_video: int = 32
+    crop_margin: float = 1 / 3
+    crop_format: str = "jpg"
+    reuse_original: str = "2d"
+    max_pending: int = 4
+    contact_sheet: int = 12
+    shard: Optional[str] = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.reuse_original not in REUSE:
+            raise ValueError(f"reuse_original must be one of {REUSE}, got {self.reuse_original!r}")
+        if self.detector not in PRESETS:
+            raise ValueError(f"detector must be one of {sorted(PRESETS)}, got {self.detector!r}")
+        if self.crop_format not in ("jpg", "png"):
+            raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
+        if self.clip_size < 2 or self.clip_size % 2:
+            raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
+        for name in ("max_pending", "clip_keyint"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "encoders"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def output_settings(self) -> dict:
+        return {k: getattr(self, k) for k in OUTPUT_SETTINGS}
+
+
+class SettingsMismatch(ValueError):
+    """The output folder was made with other output-shaping settings."""
+
+
+def check_settings(cfg: ExtractConfig) -> None:
+    """Record the output-shaping settings in ``OUT/settings.json`` on a folder's first run;
+    on later runs refuse different ones (``--overwrite`` redoes everything with the new ones)."""
+    from dfdc_fast.files import write_json
+
+    path = os.path.join(cfg.out, "settings.json")
+    mine = json.loads(json.dumps(cfg.output_settings()))
+    if os.path.exists(path) and not cfg.overwrite:
+        with open(path) as f:
+            theirs = json.load(f)
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
+            raise SettingsMismatch(f"{cfg.out} was extracted with other settings ({what}). Rerun with --overwrite to "
+                                   "redo every video with the new settings, or choose another output folder (-o).")
+        return
+    write_json(path, mine)
+
+
+def parse_shard(shard: Optional[str]) -> tuple[int, int]:
+    """``"i/N"`` → (i, N); else the torchrun rank (RANK/WORLD_SIZE); else (0, 1)."""
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must look like i/N (e.g. 0/4), got {shard!r}") from None
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"--shard {shard!r}: need 0 <= i < N")
+        return i, n
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
+    return device
+
+
+__all__ = ["DEMO_DIR", "REUSE", "OUTPUT_SETTINGS", "ExtractConfig", "SettingsMismatch", "check_settings",
+           "parse_shard", "resolve_device", "asdict"]

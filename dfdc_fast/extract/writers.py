@@ -1,0 +1,104 @@
+"""Writing each video's files, then its JSON (which marks the video done).
+
+Clips go to a pool of encoder processes (libx264 with one thread per clip scales with
+processes); ``encoders=0`` writes in this process. At most ``max_pending`` videos wait
+for their files, which holds the engine back when the encoders are the bottleneck. Every
+file is atomic and checked (:mod:`dfdc_fast.files`); a full disk raises
+:class:`~dfdc_fast.files.StorageError` out of :meth:`Writers.finished`, and the video whose
+files failed gets no JSON, so the next run redoes it.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Iterator
+
+import torch
+
+from dfdc_fast.crops import write_mp4
+from dfdc_fast.files import is_storage_error, verify_image, write_bytes, write_json
+
+
+def encode_clip(path: str, frames: torch.Tensor, fps: float, crf: int, keyint: int) -> float:
+    t0 = time.perf_counter()
+    write_mp4(path, frames, fps, crf=crf, keyint=keyint)
+    return time.perf_counter() - t0
+
+
+def write_files(files: list) -> float:
+    t0 = time.perf_counter()
+    for path, data in files:
+        write_bytes(path, data, verify_image)
+    return time.perf_counter() - t0
+
+
+def _encoder_init() -> None:
+    torch.set_num_threads(1)
+
+
+def default_encoders(device: str, workers) -> int:
+    """Encoder processes: the cores the engine's workers leave free, at least two."""
+    from dfdc_fast.engine import default_workers
+
+    cores = default_workers("cpu")
+    if torch.device(device).type == "cuda":
+        return max(2, cores - (workers if workers is not None else default_workers(device)))
+    return max(2, cores)
+
+
+class Writers:
+    def __init__(self, encoders: int, crf: int, keyint: int, max_pending: int):
+        self.crf, self.keyint, self.max_pending = crf, keyint, max_pending
+        self.pool = None
+        if encoders > 0:
+            import torch.multiprocessing as tmp
+
+            self.pool = ProcessPoolExecutor(encoders, mp_context=tmp.get_context("spawn"), initializer=_encoder_init)
+        self.pending: collections.deque = collections.deque()  # (record, json path, futures)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+    def submit(self, record: dict, json_path: str, clips: list, crops: list) -> None:
+        jobs = [(encode_clip, (p, f, fps, self.crf, self.keyint)) for p, f, fps in clips] + [(write_files, (crops,))]
+        if self.pool is None:
+            futures = [_run_now(fn, *args) for fn, args in jobs]
+        else:
+            futures = [self.pool.submit(fn, *args) for fn, args in jobs]
+        self.pending.append((record, json_path, futures))
+
+    def finished(self, block: bool) -> Iterator[dict]:
+        """Write the JSON of videos whose files are done, oldest first; yields their records."""
+        while self.pending:
+            record, json_path, futures = self.pending[0]
+            if not block and len(self.pending) <= self.max_pending and not all(f.done() for f in futures):
+                return
+            errors, busy = [], 0.0
+            for f in futures:
+                try:
+                    busy += f.result()
+                except Exception as exc:  # noqa: BLE001 - a failed write is this video's error...
+                    if is_storage_error(exc):
+                        raise  # ...unless the disk is at fault: then the run must stop
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            record.setdefault("timings_s", {})["encode"] = round(busy, 4)
+            if errors:
+                record.update(status="error", error=f"writing outputs: {errors[0]}")
+            write_json(json_path, record)
+            self.pending.popleft()
+            yield record
+
+
+def _run_now(fn, *args) -> Future:
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001
+        future.set_exception(exc)
+    return future
