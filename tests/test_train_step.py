@@ -43,6 +43,9 @@ def test_training_step_syncs_only_when_the_loss_is_logged(optimizer, accumulate)
     # draws, the fused optimiser and the schedule never read the device
     assert counter.syncs == len(reads), dict(counter.sync_ops)
     assert counter.syncs / steps <= 1
+    # tensors built from host data (a blocking copy on a GPU unless made non_blocking): only
+    # cutmix3d's box arithmetic (dfdc_fast.augment) makes one, once per mixed batch
+    assert counter.host_to_device <= steps
     assert step.steps == (steps + 1) // accumulate
 
 
@@ -91,9 +94,15 @@ def test_the_loop_reads_the_loss_every_log_every_steps(monkeypatch, tmp_path):
 
 
 @pytest.mark.cuda
-def test_training_step_runs_without_a_device_sync_on_a_gpu():
+@pytest.mark.parametrize("cutmix", [
+    0.0,
+    pytest.param(1.0, marks=pytest.mark.xfail(strict=True, reason=(
+        "dfdc_fast.augment.cutmix3d makes torch.tensor(dims, device=cuda): a blocking host-to-device copy "
+        "per mixed batch; remove this mark when augment builds it without one"))),
+])
+def test_training_step_runs_without_a_device_sync_on_a_gpu(cutmix):
     device = torch.device("cuda")
-    step, _ = build_step(_config(amp="bf16"), device, total_steps=8)
+    step, _ = build_step(_config(amp="bf16", cutmix=cutmix), device, total_steps=8)
     step.begin_epoch(seed=1, epoch=0)
     clips, labels = _batches(6, device)
     step(clips[0], labels[0])
