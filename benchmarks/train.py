@@ -266,6 +266,25 @@ def syncs_per_step(config, *, frames, size, batch, device, steps=20, log_every=1
             "augment": dict(cfg.augment), "cutmix": cfg.cutmix, "optimizer": cfg.optimizer, "amp": cfg.amp}
 
 
+def decode_ratio(data: str, frames: int, windows: int) -> dict:
+    """Decoded per delivered frame over ``windows`` training windows of the benchmark data
+    (the windows of ``train``'s first epoch), decoded on the CPU from their keyframe; and what
+    decoding from frame 0 (the plain loop, and our loader before issue #14) costs."""
+    from dfdc_fast.train.loaders import read_item
+    from dfdc_fast.train.windows import DecodeStats
+
+    items = epoch_items(data, windows, 1, frames)
+    stats = DecodeStats()
+    t0 = time.perf_counter()
+    for it in items:
+        _, decoded, expected, misses = read_item(it)
+        stats.add(decoded, frames, expected, misses)
+    elapsed = time.perf_counter() - t0
+    from_start = sum(max(it.window) + 1 for it in items)
+    return {**stats.to_dict(), "frames_per_window": frames, "from_frame_0_decoded_per_delivered":
+            round(from_start / (len(items) * frames), 4), "cpu_ms_per_window": round(1000 * elapsed / len(items), 2)}
+
+
 # ---------------------------------------------------------------------------------------------
 # keyframe interval sweep
 
@@ -341,6 +360,8 @@ def main() -> None:
                     help="plain and ours_pyav: DataLoader processes; ours_nvdec: decoder processes; "
                          "ours_dali: DALI threads (default: %(default)s)")
     ap.add_argument("--sync-steps", type=int, default=20, help="steps counted for host syncs (0: skip)")
+    ap.add_argument("--ratio-windows", type=int, default=200,
+                    help="training windows decoded on the CPU to measure decoded/delivered frames (0: skip)")
     ap.add_argument("--keyints", default=None,
                     help="keyframe intervals to sweep, e.g. 8,16,32,250 (default: that on a CPU, none on a GPU)")
     ap.add_argument("--sweep-clips", type=int, default=12)
@@ -404,6 +425,11 @@ def main() -> None:
             if impl != "plain" and p.get("available") and o.get("available"):
                 o["ratio_vs_plain"] = round(p["median_s"] / o["median_s"], 2)
                 print(f"{name:>12} {impl:>10}/plain: {o['ratio_vs_plain']}x", flush=True)
+        if args.ratio_windows:
+            r = decode_ratio(data, frames, args.ratio_windows)
+            results[name]["decode_ratio"] = r
+            print(f"{name:>12} decoded/delivered over {r['windows']} windows of {frames}: {r['decoded_per_delivered']} "
+                  f"(from frame 0: {r['from_frame_0_decoded_per_delivered']}; seek misses {r['seek_misses']})", flush=True)
         if args.sync_steps:  # counts do not depend on the clip size: count on small clips
             for key, augment in (("host_syncs", aug), ("host_syncs_config_augment", cfg.augment)):
                 try:
