@@ -233,9 +233,7 @@ def ours_run(model_name, data, *, frames, size, batch, steps, workers, augment, 
                               "seed": 0, "log_every": max(steps, 1), "accumulate": 1, "pretrained": None})
     result = train(cfg, device=device)
     row = result.metrics[-1]
-    seen_steady = steps * batch
-    steady_s = seen_steady / row["steady_clips_per_s"] if row["steady_clips_per_s"] else float("nan")
-    return {"steady_s": steady_s, "first_step_s": row["first_step_s"], "decoder": loader, "decode": result.decode,
+    return {"steady_s": row["steady_s"], "first_step_s": row["first_step_s"], "decoder": loader, "decode": result.decode,
             "decoded_per_delivered": result.decode.get("decoded_per_delivered")
             or result.decode.get("expected_decoded_per_delivered"),
             "decoded_per_delivered_kind": "measured" if result.decode.get("decoded_per_delivered") else
@@ -291,7 +289,8 @@ def decode_ratio(data: str, frames: int, windows: int) -> dict:
 
 def keyint_sweep(data: str, keyints, lengths, clips: int, windows: int, workdir: str) -> dict:
     """Re-encode ``clips`` extracted clips at each keyframe interval (the extraction's encoder,
-    CRF 18) and measure bytes per frame and the cost of random training windows."""
+    CRF 18) and measure bytes per frame and the CPU cost of random training windows. The
+    intervals take turns on every window, so a busy machine slows them alike."""
     from dfdc_fast.crops.encode import write_mp4
     from dfdc_fast.io import read_video
     from dfdc_fast.train import read_clip_index
@@ -301,40 +300,46 @@ def keyint_sweep(data: str, keyints, lengths, clips: int, windows: int, workdir:
     if not samples:
         raise RuntimeError(f"no clip of {max(lengths)} frames or more in {data}")
     decoded_clips = [read_video(s.path).frames.numpy() for s in samples]
-    rng = random.Random(0)
-    plans = {L: [(ci, rng.randrange(0, c.shape[0] - L + 1)) for ci, c in enumerate(decoded_clips)
-                 for _ in range(windows)] for L in lengths}
-    out = {"clips": len(samples), "frames": int(sum(c.shape[0] for c in decoded_clips)), "windows_per_clip": windows,
-           "crf": 18, "results": {}}
+    total_frames = int(sum(c.shape[0] for c in decoded_clips))
+    paths = {}
     for k in keyints:
-        paths = []
+        paths[k] = []
         for ci, clip in enumerate(decoded_clips):
             p = os.path.join(workdir, f"k{k}", f"{ci:03d}.mp4")
             write_mp4(p, clip, fps=30, crf=18, keyint=k)
-            paths.append(p)
-        nbytes = sum(os.path.getsize(p) for p in paths)
-        entry = {"bytes_per_frame": round(nbytes / out["frames"], 1), "max_gop": max(packet_index(p).max_gop() for p in paths)}
-        for L, plan in plans.items():
-            for path in paths:  # warm the page cache and packet indices
-                decode_window(path, range(0, L))
-            times, dec = [], 0
-            for ci, a in plan:
+            paths[k].append(p)
+            decode_window(p, range(0, min(lengths)))  # page cache and packet index
+    rng = random.Random(0)
+    out = {"clips": len(samples), "frames": total_frames, "windows_per_clip": windows, "crf": 18, "results": {}}
+    for k in keyints:
+        nbytes = sum(os.path.getsize(p) for p in paths[k])
+        out["results"][str(k)] = {"bytes_per_frame": round(nbytes / total_frames, 1),
+                                  "max_gop": max(packet_index(p).max_gop() for p in paths[k])}
+    for L in lengths:
+        plan = [(ci, rng.randrange(0, c.shape[0] - L + 1)) for ci, c in enumerate(decoded_clips) for _ in range(windows)]
+        times = {k: [] for k in keyints}
+        decoded = {k: 0 for k in keyints}
+        for w, (ci, a) in enumerate(plan):
+            turn = keyints[w % len(keyints):] + keyints[:w % len(keyints)]
+            for k in turn:
                 t0 = time.perf_counter()
-                _, d, _ = decode_window(paths[ci], range(a, a + L))
-                times.append(time.perf_counter() - t0)
-                dec += d
+                _, d, _ = decode_window(paths[k][ci], range(a, a + L))
+                times[k].append(time.perf_counter() - t0)
+                decoded[k] += d
+        for k in keyints:
             exact = np.mean([np.mean([expected_decoded(packet_index(p), range(a, a + L))
-                                      for a in range(0, c.shape[0] - L + 1)]) for p, c in zip(paths, decoded_clips)])
-            entry[f"window_{L}"] = {"ms_per_window_median": round(1000 * statistics.median(times), 2),
-                                    "ms_per_delivered_frame": round(1000 * sum(times) / (len(plan) * L), 3),
-                                    "decoded_per_delivered": round(dec / (len(plan) * L), 4),
-                                    "decoded_per_delivered_expected": round(float(exact) / L, 4)}
-        out["results"][str(k)] = entry
-        print(f"keyint {k:>4}: {entry}", flush=True)
+                                      for a in range(0, c.shape[0] - L + 1)])
+                             for p, c in zip(paths[k], decoded_clips)])
+            out["results"][str(k)][f"window_{L}"] = {
+                "ms_per_window_median": round(1000 * statistics.median(times[k]), 2),
+                "ms_per_delivered_frame": round(1000 * sum(times[k]) / (len(plan) * L), 3),
+                "decoded_per_delivered": round(decoded[k] / (len(plan) * L), 4),
+                "decoded_per_delivered_expected": round(float(exact) / L, 4)}
     base = out["results"].get("250")
-    if base:
-        for k, e in out["results"].items():
+    for k, e in out["results"].items():
+        if base:
             e["size_vs_250"] = round(e["bytes_per_frame"] / base["bytes_per_frame"], 3)
+        print(f"keyint {k:>4}: {e}", flush=True)
     return out
 
 

@@ -276,6 +276,7 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
             row = {"epoch": epoch + 1, "steps": step.steps, "train_loss": round(train_loss, 6),
                    "lr": schedule.get_last_lr()[0], "clips_per_s": round(seen * world / elapsed, 2),
                    "epoch_s": round(elapsed, 2), "first_step_s": round((first_done or ended) - started, 3),
+                   "steady_s": round(steady, 4),
                    "steady_clips_per_s": round((seen - seen_first) * world / steady, 2) if steady > 0 else "",
                    "decoded_per_delivered": _epoch_ratio(decoded_before, loader.stats.to_dict())}
             if main and val_samples:
