@@ -102,7 +102,7 @@ def extracted(src: str, cache: str, device: torch.device, keyint: int) -> str:
     out = os.path.join(cache, f"faces-{key}-k{keyint}")
     if os.path.exists(os.path.join(out, "summary.json")) and os.path.exists(os.path.join(out, "index.csv")):
         return out
-    cmd = [sys.executable, "-m", "dfdc_fast.extract", src, "-o", out, "--device", str(device), "--clip-keyint",
+    cmd = [sys.executable, "-m", "dfdc_fast.extract", os.path.abspath(src), "-o", out, "--device", str(device), "--clip-keyint",
            str(keyint), "--no-progress", "--contact-sheet", "0"]
     print("extracting:", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
