@@ -24,7 +24,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DFDC parts held out, e.g. 45,46,47,48,49")
     g.add_argument("--val-fraction", type=float, help="share of original videos held out when no parts are given")
     g.add_argument("--loader", choices=["auto", "pyav", "nvdec", "dali"], help="clip decoding (default: auto)")
-    g.add_argument("--workers", type=int, help="decode workers (processes for pyav, threads/sessions for nvdec)")
+    g.add_argument("--workers", type=int,
+                   help="decode workers: DataLoader processes (pyav), decoder processes with one NVDEC session each "
+                        "(nvdec), DALI threads (dali)")
+    g.add_argument("--prefetch", type=int, help="batches decoded ahead of the training step")
     g.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
     g.add_argument("--input-size", type=int, help="input side in pixels (default: the model's)")
     g = ap.add_argument_group("model and optimisation")
@@ -41,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("-o", "--out", help="run folder: checkpoints/, metrics.csv, metrics.png, config.yaml")
     g.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
     g.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of each epoch (smoke runs)")
+    g.add_argument("--log-every", type=int, help="steps between reads of the running loss (the loop's only host sync)")
     g.add_argument("--stop-after-epochs", type=int, help="end this invocation after N epochs; re-run to resume")
     g.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="start over even if the run folder holds checkpoints")
@@ -58,9 +62,9 @@ def main(argv=None) -> int:
     from dfdc_fast.train.loop import train
 
     tune_host_allocator()
-    fields = ["data", "val_parts", "val_fraction", "loader", "workers", "frames", "input_size", "model", "pretrained",
+    fields = ["data", "val_parts", "val_fraction", "loader", "workers", "prefetch", "frames", "input_size", "model", "pretrained",
               "epochs", "batch_size", "accumulate", "lr", "amp", "compile", "seed", "out", "max_steps_per_epoch",
-              "resume", "progress"]
+              "log_every", "resume", "progress"]
     config = load_config(args.config, **{f: getattr(args, f) for f in fields})
     result = train(config, device=args.device, stop_after_epochs=args.stop_after_epochs)
     if result.metrics:

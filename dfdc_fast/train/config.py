@@ -30,7 +30,8 @@ class TrainConfig:
     val_fraction: float = 0.1                 # used when val_parts is empty: share of original videos held out
     balance: str = "balanced"                 # "balanced" (all reals + as many fakes per epoch) | "all"
     loader: str = "auto"                      # auto | pyav | nvdec | dali
-    workers: int = 2
+    workers: int = 2                          # pyav: DataLoader processes; nvdec: decoder processes; dali: threads
+    prefetch: int = 2                         # batches decoded ahead of the step (on the device for nvdec/dali)
     # optimisation
     epochs: int = 10
     batch_size: int = 8                       # per process
@@ -52,6 +53,7 @@ class TrainConfig:
     out: str = "runs/train"
     resume: bool = True                       # continue from the last checkpoint in ``out`` if one exists
     max_steps_per_epoch: Optional[int] = None # cap steps per epoch (smoke tests, benchmarks)
+    log_every: int = 50                       # steps between host reads of the running loss
     progress: bool = True
 
     def to_dict(self) -> dict:

@@ -28,6 +28,7 @@ class Sample:
     part: str          # DFDC part ("dfdc_train_part_3"), "" outside DFDC
     group: str         # the REAL original's name: fakes and their original share it
     frames: int = 0    # frames in the clip (0 for images)
+    keyint: int = 0    # the clip's maximum keyframe interval as extraction recorded it (0: unknown)
 
 
 def _part_number(part: str) -> int | None:
@@ -60,7 +61,8 @@ def read_clip_index(root: str, kind: str = "3d") -> list[Sample]:
             if kind == "3d":
                 if row.get("clip"):
                     samples.append(Sample(os.path.join(root, row["clip"]), label, row["video"], row.get("part") or "",
-                                          group, int(float(row.get("clip_frames") or 0))))
+                                          group, int(float(row.get("clip_frames") or 0)),
+                                          int(float(row.get("keyint") or 0))))
                 continue
             js = row.get("json")
             if not js or js in seen_json:

@@ -1,41 +1,51 @@
-"""Batches of face clips (or crops) on the training device.
+"""Batches of face clips (or crops) on the training device, decoded only around their window.
 
-Every loader yields ``(frames, labels)``: uint8 ``(B, T, H, W, 3)`` clips (``(B, H, W, 3)``
-images for 2D) and float labels ``(B,)``, both on ``device``. Which clips, and the random
-window inside each, depend only on ``(seed, epoch, position)``, so every loader gives the
-same batches and a resumed run replays the epoch it stopped in.
+An epoch is an :class:`EpochPlan`: for every position, the clip, its label and the frame
+numbers of its window, which depend only on ``(seed, epoch, position)``. Every loader
+delivers the same plan as the same uint8 batches ``(B, T, H, W, 3)`` (``(B, H, W, 3)``
+images for 2D) with float labels ``(B,)``, on ``device``, so the loaders are
+interchangeable and a resumed run replays the epoch it stopped in.
 
-* ``pyav``: a torch DataLoader decoding on CPU workers, pinned memory, one non-blocking copy.
-* ``nvdec``: threads with one NVDEC session each decode straight into GPU memory.
-* ``dali``: a DALI pipeline (``fn.decoders.video`` on the GPU) fed the clips' bytes and windows.
+* ``pyav``: DataLoader worker processes decode each window on the CPU from the keyframe
+  before it (:func:`dfdc_fast.train.windows.decode_window`) into pinned batches; on a GPU a
+  side stream copies them ahead into a ring of device batches.
+* ``nvdec``: spawned worker processes, each owning one PyNvVideoCodec session, decode
+  windows by frame index straight into a ring of uint8 batches in GPU memory that the
+  training process shares with them (CUDA IPC); no frame passes through host memory.
+* ``dali``: one DALI pipeline per epoch: an external source hands ``fn.decoders.video``
+  each clip's bytes and window (NVDEC on a GPU; VP8/VP9/MJPEG only on the CPU), and DALI's
+  prefetch queue keeps decoded batches ahead on the device.
+
+Loaders live for the whole run (worker processes start once), :meth:`iterate` goes
+through one plan, and :attr:`stats` counts decoded against delivered frames.
 """
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+import traceback
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dfdc_fast.crops.resize import letterbox
 from dfdc_fast.train.data import Sample, clip_start
+from dfdc_fast.train.windows import DecodeStats, decode_window, expected_decoded, packet_index
+
+log = logging.getLogger("dfdc_fast.train")
 
 LOADERS = ("auto", "pyav", "nvdec", "dali")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def window_indices(sample: Sample, length: int, rng: random.Random | None) -> list[int]:
     """Frame numbers of one clip window; a clip shorter than ``length`` repeats its last frame.
-    The clip's length comes from the index, or from its header when the index lacks it."""
-    if sample.frames > 0:
-        n = sample.frames
-    else:
-        from dfdc_fast.io import read_header
-
-        n = read_header(sample.path).num_frames
+    The clip's length comes from the index, or from its packet index when the index lacks it."""
+    n = sample.frames if sample.frames > 0 else packet_index(sample.path).num_frames
     start = clip_start(n, length, rng)
     idx = list(range(start, min(start + length, n)))
     return idx + [idx[-1]] * (length - len(idx))
@@ -46,158 +56,533 @@ def sample_rng(seed: int, epoch: int, position: int, train: bool) -> random.Rand
     return random.Random((seed * 1_000_003 + epoch) * 10_000_019 + position) if train else None
 
 
-def read_item(sample: Sample, length: int, rng: random.Random | None, image_size: int | None,
-              device: torch.device | str = "cpu", decoder: str = "pyav") -> torch.Tensor:
-    """Decode one sample: a clip window ``(length, H, W, 3)`` or a letterboxed image."""
-    if sample.frames == 0 and sample.path.lower().endswith((".jpg", ".jpeg", ".png")):
-        from PIL import Image
-
-        with Image.open(sample.path) as im:
-            image = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
-        return letterbox(image, image_size) if image_size else image
-    from dfdc_fast.io import Indices, read_video
-
-    return read_video(sample.path, Indices(window_indices(sample, length, rng)), device=device, decoder=decoder).frames
+# ---------------------------------------------------------------------------------------------
+# the plan of an epoch
 
 
-class ClipDataset(torch.utils.data.Dataset):
-    """Items of one epoch in a fixed order (``order`` from :func:`~dfdc_fast.train.data.balanced_epoch`)."""
+@dataclass(frozen=True)
+class Item:
+    """One position of an epoch: a clip and its window (``window`` None for a 2D image)."""
 
-    def __init__(self, samples: Sequence[Sample], order: Sequence[int], *, frames: int, image_size: int | None,
-                 train: bool, seed: int, epoch: int):
-        self.samples, self.order = samples, list(order)
-        self.frames, self.image_size, self.train, self.seed, self.epoch = frames, image_size, train, seed, epoch
+    path: str
+    label: float
+    window: tuple | None = None
+
+
+@dataclass
+class EpochPlan:
+    """Every item of one epoch, in order, and how they are cut into batches."""
+
+    items: list
+    batch_size: int
+    drop_last: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def __len__(self) -> int:
-        return len(self.order)
+        n = len(self.items)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __getitem__(self, position: int):
-        s = self.samples[self.order[position]]
-        rng = sample_rng(self.seed, self.epoch, position, self.train)
-        return read_item(s, self.frames, rng, self.image_size), torch.tensor(float(s.label))
+    def batch(self, k: int) -> list:
+        return self.items[k * self.batch_size:(k + 1) * self.batch_size]
+
+    @property
+    def kind(self) -> str:
+        return "2d" if self.items and self.items[0].window is None else "3d"
+
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([it.label for it in self.items], dtype=torch.float32)
+
+
+def plan_epoch(samples: Sequence[Sample], order: Sequence[int], *, frames: int, batch_size: int, train: bool,
+               seed: int, epoch: int, drop_last: bool = True) -> EpochPlan:
+    """The :class:`EpochPlan` of ``samples[order]``: windows drawn from ``(seed, epoch, position)``
+    in training, starting at frame 0 in validation (``train=False``)."""
+    items = []
+    for position, i in enumerate(order):
+        s = samples[i]
+        if s.frames == 0 and s.path.lower().endswith(IMAGE_SUFFIXES):
+            items.append(Item(s.path, float(s.label)))
+        else:
+            rng = sample_rng(seed, epoch, position, train)
+            items.append(Item(s.path, float(s.label), tuple(window_indices(s, frames, rng))))
+    return EpochPlan(items, batch_size, drop_last)
+
+
+def read_item(item: Item, image_size: int | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, int | None, int, int]:
+    """Decode one item on the CPU: ``(frames, decoded, expected, seek_misses)``; a window
+    ``(T, H, W, 3)`` from the keyframe before it, or a letterboxed image (``decoded`` None)."""
+    if item.window is None:
+        from PIL import Image
+
+        from dfdc_fast.crops.resize import letterbox
+
+        with Image.open(item.path) as im:
+            image = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
+        image = letterbox(image, image_size) if image_size else image
+        return image.numpy(), None, 0, 0
+    frames, decoded, misses = decode_window(item.path, item.window, out=out)
+    return frames, decoded, expected_decoded(packet_index(item.path), item.window), misses
+
+
+# ---------------------------------------------------------------------------------------------
+# pyav: DataLoader workers on the CPU
+
+
+class _ItemDataset(torch.utils.data.Dataset):
+    """Decodes the :class:`Item` it is indexed with (the batch sampler hands out items)."""
+
+    def __init__(self, image_size: int | None):
+        self.image_size = image_size
+
+    def __getitem__(self, item: Item):
+        frames, decoded, expected, misses = read_item(item, self.image_size)
+        return torch.from_numpy(frames), item.label, decoded, expected, misses
+
+
+class _PlanBatches:
+    """A batch sampler over whichever plan is current (persistent workers keep their dataset)."""
+
+    def __init__(self):
+        self.plan: EpochPlan | None = None
+
+    def __iter__(self):
+        for k in range(len(self.plan)):
+            yield self.plan.batch(k)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+def _collate(batch):
+    frames, labels, decoded, expected, misses = zip(*batch)
+    return torch.stack(frames), torch.tensor(labels, dtype=torch.float32), (list(decoded), list(expected), list(misses))
+
+
+class DevicePrefetcher:
+    """Copies host batches to ``device`` on a side stream, ``depth`` batches ahead of the
+    consumer (timm's PrefetchLoader idea); a pass-through on the CPU."""
+
+    def __init__(self, device: torch.device, depth: int = 2):
+        self.device, self.depth = device, max(1, depth)
+
+    def __call__(self, batches: Iterator):
+        if self.device.type != "cuda":
+            yield from batches
+            return
+        stream = torch.cuda.Stream(self.device)
+        ahead: list = []
+        for host_batch in batches:
+            frames, labels, extra = host_batch
+            with torch.cuda.stream(stream):
+                ahead.append((frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), extra))
+            if len(ahead) > self.depth:
+                yield self._hand_over(stream, ahead.pop(0))
+        while ahead:
+            yield self._hand_over(stream, ahead.pop(0))
+
+    def _hand_over(self, stream, batch):
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(stream)
+        frames, labels, extra = batch
+        frames.record_stream(current)
+        labels.record_stream(current)
+        return frames, labels, extra
 
 
 class PyavLoader:
-    """DataLoader over :class:`ClipDataset`: CPU decode in worker processes, pinned batches."""
+    """CPU decoding in DataLoader worker processes (persistent across epochs), pinned batches,
+    and on a GPU a side-stream prefetch of ``prefetch`` device batches. 2D images are
+    letterboxed to ``image_size``."""
 
     name = "pyav"
 
-    def __init__(self, dataset: ClipDataset, batch_size: int, device: torch.device, workers: int = 2,
-                 drop_last: bool = True):
-        self.device = device
+    def __init__(self, device: torch.device, workers: int = 2, prefetch: int = 2, image_size: int | None = None):
+        self.device = torch.device(device)
+        self.stats = DecodeStats()
+        self._sampler = _PlanBatches()
         self._loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=workers, drop_last=drop_last,
-            pin_memory=device.type == "cuda", persistent_workers=False,
-            prefetch_factor=4 if workers else None,
+            _ItemDataset(image_size), batch_sampler=self._sampler, num_workers=workers, collate_fn=_collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            prefetch_factor=prefetch if workers else None,
         )
+        self._prefetch = DevicePrefetcher(self.device, prefetch)
 
-    def __len__(self) -> int:
-        return len(self._loader)
+    def iterate(self, plan: EpochPlan) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if len(plan) == 0:
+            return
+        self._sampler.plan = plan
+        for frames, labels, (decoded, expected, misses) in self._prefetch(iter(self._loader)):
+            for d, e, m in zip(decoded, expected, misses):
+                if d is not None:
+                    self.stats.add(d, frames.shape[1], e, m)
+            yield frames, labels
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for frames, labels in self._loader:
-            yield frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+    def close(self) -> None:
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader._iterator = None
+
+
+# ---------------------------------------------------------------------------------------------
+# nvdec: decoder processes writing into a shared ring of device batches
+
+
+class NvdecWindowDecoder:
+    """One PyNvVideoCodec session (reused across clips) decoding windows by frame index on
+    the GPU, converting NV12 to RGB with the stream's matrix (:mod:`dfdc_fast.io.color`)
+    straight into a caller's device tensor. Unverified on a GPU."""
+
+    def __init__(self, device: torch.device | str):
+        from dfdc_fast.io.nvdec import import_pynvvideocodec
+
+        self._nvc = import_pynvvideocodec()
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"NVDEC decodes into CUDA memory; device must be cuda, got {self.device}")
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.stream = torch.cuda.Stream(self.device)
+        self._decoder = None
+        self._colour: dict = {}
+
+    def _open(self, path: str):
+        nvc = self._nvc
+        if self._decoder is None:
+            self._decoder = nvc.SimpleDecoder(path, gpu_id=self.device.index, cuda_stream=self.stream.cuda_stream,
+                                              use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
+        else:
+            self._decoder.reconfigure_decoder(path)
+        return self._decoder
+
+    def _colour_of(self, path: str) -> tuple[str, bool]:
+        if path not in self._colour:
+            from dfdc_fast.io import read_header
+
+            info = read_header(path)
+            if info.rotation:
+                raise ValueError(f"{path}: rotated clips are not supported by the training loaders (rotation {info.rotation})")
+            self._colour[path] = (info.color_matrix, info.full_range)
+        return self._colour[path]
+
+    def decode_into(self, path: str, window: Sequence[int], out: torch.Tensor, wait_event=None) -> None:
+        from dfdc_fast.io import VideoDecodeError
+        from dfdc_fast.io.color import nv12_to_rgb
+
+        matrix, full_range = self._colour_of(path)
+        unique = sorted(set(int(i) for i in window))
+        try:
+            decoder = self._open(path)
+            frames = decoder.get_batch_frames_by_index(unique)
+        except Exception as exc:  # PyNvVideoCodec raises plain Exception
+            self._decoder = None
+            raise VideoDecodeError(path, f"NVDEC failed on frames {unique[0]}..{unique[-1]}: {exc}") from exc
+        if len(frames) != len(unique):  # it drops out-of-range indices with a warning only
+            raise VideoDecodeError(path, f"NVDEC returned {len(frames)} frames for {len(unique)} indices")
+        h, w = out.shape[1:3]
+        rows: dict[int, list[int]] = {}
+        for r, f in enumerate(window):
+            rows.setdefault(int(f), []).append(r)
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            if wait_event is not None:
+                self.stream.wait_event(wait_event)  # the consumer is done with this ring slot
+            for f, frame in zip(unique, frames):
+                src = torch.from_dlpack(frame)
+                if src.dim() == 3 and src.shape[-1] == 1:
+                    src = src[..., 0]
+                first = rows[f][0]
+                nv12_to_rgb(src, h, w, matrix, full_range, out=out[first])
+                for r in rows[f][1:]:
+                    out[r].copy_(out[first])
+        self.stream.synchronize()  # in the worker process: the slot is complete before it is reported
+
+
+class _PyavWindowDecoder:
+    """The CPU stand-in of :class:`NvdecWindowDecoder` (same ring protocol, host memory)."""
+
+    def decode_into(self, path: str, window: Sequence[int], out: torch.Tensor, wait_event=None) -> tuple[int, int]:
+        _, decoded, misses = decode_window(path, window, out=out.numpy())
+        return decoded, misses
+
+
+def _ring_worker(rank: int, decoder_name: str, device: str, ring: torch.Tensor, events: list, tasks, done) -> None:
+    """A decoder process: takes ``(batch, slot, row, path, window)`` tasks, fills ``ring[slot, row]``."""
+    torch.set_num_threads(1)
+    try:
+        if decoder_name == "nvdec":
+            torch.cuda.set_device(torch.device(device))
+            decoder = NvdecWindowDecoder(device)
+        else:
+            decoder = _PyavWindowDecoder()
+    except BaseException:
+        done.put(("fatal", rank, traceback.format_exc()))
+        return
+    while True:
+        task = tasks.get()
+        if task is None:
+            break
+        k, slot, row, path, window = task
+        try:
+            got = decoder.decode_into(path, window, ring[slot, row], events[slot] if events else None)
+            decoded, misses = got if got is not None else (None, 0)
+            expected = expected_decoded(packet_index(path), window)
+            done.put((k, row, decoded, expected, misses, None))
+        except BaseException:
+            done.put((k, row, None, 0, 0, traceback.format_exc()))
 
 
 class NvdecLoader:
-    """GPU decode with one NVDEC session per thread; clips never touch host memory.
+    """Decoder processes (``spawn``), each with its own NVDEC session, fill a ring of
+    ``prefetch + 1`` uint8 batches in GPU memory shared by CUDA IPC.
 
-    Each thread keeps its own reader (PyNvVideoCodec sessions are not shared across
-    threads); ``prefetch`` batches are decoded ahead of the training step.
+    The training process yields ring slots in order and records an inter-process CUDA event
+    when the step that used a slot has been queued; a worker's stream waits on that event
+    before it overwrites the slot, so neither side blocks the host. A yielded batch is valid
+    until the next one is requested (clone it to keep it).
+
+    ``decoder="pyav"`` runs the same processes and ring in host shared memory with CPU
+    decoding: that is how the CPU test suite checks the ring protocol. The NVDEC path is
+    unverified on a GPU.
     """
 
     name = "nvdec"
 
-    def __init__(self, dataset: ClipDataset, batch_size: int, device: torch.device, workers: int = 4,
-                 prefetch: int = 2, drop_last: bool = True):
-        if device.type != "cuda":
-            raise ValueError("loader='nvdec' needs a CUDA device")
-        self.dataset, self.batch_size, self.device = dataset, batch_size, device
-        self.workers, self.prefetch, self.drop_last = workers, prefetch, drop_last
-        self._local = threading.local()
+    def __init__(self, device: torch.device, workers: int = 4, prefetch: int = 2, decoder: str = "nvdec",
+                 timeout_s: float = 300.0):
+        self.device = torch.device(device)
+        if decoder not in ("nvdec", "pyav"):
+            raise ValueError(f"decoder must be 'nvdec' or 'pyav', got {decoder!r}")
+        if decoder == "nvdec":
+            if self.device.type != "cuda":
+                raise ValueError("loader='nvdec' decodes into GPU memory: it needs a CUDA device")
+            from dfdc_fast.io.nvdec import import_pynvvideocodec
 
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+            import_pynvvideocodec()  # fail here, naming the package, not in every worker
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+        elif self.device.type != "cpu":
+            raise ValueError("the ring loader's 'pyav' decoder fills host memory: use device='cpu'")
+        self.decoder, self.workers, self.slots = decoder, max(1, workers), max(1, prefetch) + 1
+        self.timeout_s = timeout_s
+        self.stats = DecodeStats()
+        self._ring = None
+        self._events: list = []
+        self._procs: list = []
+        self._tasks = self._done = None
 
-    def _read(self, position: int) -> torch.Tensor:
-        from dfdc_fast.io.nvdec import NvdecReader
-        from dfdc_fast.io import Indices
+    def _start(self, plan: EpochPlan) -> None:
+        first = packet_index(plan.items[0].path)
+        t = len(plan.items[0].window)
+        shape = (self.slots, plan.batch_size, t, first.height, first.width, 3)
+        if self._ring is not None and tuple(self._ring.shape) == shape:
+            return
+        self.close()
+        if self.device.type == "cuda":
+            self._ring = torch.empty(shape, dtype=torch.uint8, device=self.device)
+            self._events = [torch.cuda.Event(interprocess=True) for _ in range(self.slots)]
+            for e in self._events:
+                e.record(torch.cuda.current_stream(self.device))
+        else:
+            self._ring = torch.empty(shape, dtype=torch.uint8).share_memory_()
+            self._events = []
+        ctx = torch.multiprocessing.get_context("spawn")
+        self._tasks, self._done = ctx.Queue(), ctx.Queue()
+        self._procs = [ctx.Process(target=_ring_worker, daemon=True, name=f"dfdc-{self.decoder}-{r}",
+                                   args=(r, self.decoder, str(self.device), self._ring, self._events,
+                                         self._tasks, self._done)) for r in range(self.workers)]
+        for p in self._procs:
+            p.start()
 
-        if not hasattr(self._local, "reader"):
-            self._local.reader = NvdecReader(self.device)
-        ds = self.dataset
-        s = ds.samples[ds.order[position]]
-        idx = window_indices(s, ds.frames, sample_rng(ds.seed, ds.epoch, position, ds.train))
-        frames = self._local.reader.read(s.path, Indices(idx)).frames
-        torch.cuda.current_stream(self.device).synchronize()  # the batch is stacked on another thread
-        return frames
+    def _dispatch(self, plan: EpochPlan, k: int, slot: int) -> int:
+        items = plan.batch(k)
+        for row, it in enumerate(items):
+            if it.window is None:
+                raise ValueError("loader='nvdec' decodes clips; 2D crops need loader='pyav'")
+            if len(it.window) != self._ring.shape[2]:
+                raise ValueError(f"{it.path}: a {len(it.window)}-frame window in a ring of {self._ring.shape[2]}")
+            self._tasks.put((k, slot, row, it.path, it.window))
+        return len(items)
+
+    def _collect(self, pending: dict, k: int) -> None:
+        """Wait until every row of batch ``k`` is decoded; results of later batches are kept."""
+        deadline = time.monotonic() + self.timeout_s
+        while pending[k][0] > 0:
+            try:
+                msg = self._done.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p.name for p in self._procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"decoder process(es) {dead} died (exit codes "
+                                       f"{[p.exitcode for p in self._procs if not p.is_alive()]})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"batch {k}: no decoded clip for {self.timeout_s:.0f} s")
+                continue
+            if msg[0] == "fatal":
+                raise RuntimeError(f"decoder process {msg[1]} could not start:\n{msg[2]}")
+            b, row, decoded, expected, misses, error = msg
+            if error:
+                raise RuntimeError(f"decoding batch {b}, row {row} failed in a decoder process:\n{error}")
+            pending[b][0] -= 1
+            self.stats.add(decoded, self._ring.shape[2], expected, misses)
+
+    def iterate(self, plan: EpochPlan) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(plan)
+        if n == 0:
+            return
+        self._start(plan)
+        labels = plan.labels().to(self.device, non_blocking=True)
+        pending: dict = {}
+        for k in range(min(self.slots, n)):
+            pending[k] = [self._dispatch(plan, k, k % self.slots)]
+        try:
+            for k in range(n):
+                self._collect(pending, k)
+                rows = len(plan.batch(k))
+                slot = k % self.slots
+                yield self._ring[slot, :rows], labels[k * plan.batch_size:k * plan.batch_size + rows]
+                # the step that read this slot is queued: let workers overwrite it after it ran
+                if self._events:
+                    self._events[slot].record(torch.cuda.current_stream(self.device))
+                nxt = k + self.slots
+                if nxt < n:
+                    pending[nxt] = [self._dispatch(plan, nxt, slot)]
+                del pending[k]
+        except BaseException:
+            self.close()  # tasks of an abandoned epoch must not fill the ring later
+            raise
+        if pending:
+            self.close()
+
+    def close(self) -> None:
+        for _ in self._procs:
+            try:
+                self._tasks.put(None)
+            except (OSError, ValueError):
+                pass
+        for p in self._procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        self._procs = []
+        self._ring = None
+        self._events = []
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# dali: fn.decoders.video fed windows
+
+
+class _DaliWindows:
+    """The external source of one epoch: each batch's encoded clips and window frame numbers."""
+
+    def __init__(self, plan: EpochPlan, stats: DecodeStats):
+        self.plan, self.stats, self.k = plan, stats, 0
 
     def __iter__(self):
-        ds = self.dataset
-        labels = torch.tensor([float(ds.samples[i].label) for i in ds.order])
-        with ThreadPoolExecutor(self.workers) as pool:
-            pending: queue.Queue = queue.Queue()
-            batches = [list(range(b * self.batch_size, min((b + 1) * self.batch_size, len(ds))))
-                       for b in range(len(self))]
-            for b in batches[: self.prefetch]:
-                pending.put((b, [pool.submit(self._read, p) for p in b]))
-            for k in range(len(batches)):
-                b, futures = pending.get()
-                if k + self.prefetch < len(batches):
-                    nb = batches[k + self.prefetch]
-                    pending.put((nb, [pool.submit(self._read, p) for p in nb]))
-                clips = torch.stack([f.result() for f in futures])
-                yield clips, labels[b].to(self.device, non_blocking=True)
+        return self
+
+    def __next__(self):
+        if self.k >= len(self.plan):
+            raise StopIteration
+        items = self.plan.batch(self.k)
+        self.k += 1
+        encoded = [np.fromfile(it.path, dtype=np.uint8) for it in items]
+        windows = [np.asarray(it.window, dtype=np.int32) for it in items]
+        for it in items:
+            self.stats.add(None, len(it.window), expected_decoded(packet_index(it.path), it.window))
+        return encoded, windows
 
 
 class DaliLoader:
-    """DALI's GPU video decoder fed each clip's bytes and window (one pipeline run per batch).
-
-    Unverified on a GPU: the GPU sessions so far could not carry DALI's 199 MB wheel.
-    """
+    """A DALI pipeline per epoch: ``fn.decoders.video`` (NVDEC on a GPU, ``"mixed"``; the CPU
+    backend decodes only VP8/VP9/MJPEG) decodes each clip's window, with DALI's prefetch
+    queue of ``prefetch`` batches; batches are copied into torch tensors on the consumer's
+    stream. The GPU path is unverified on a GPU."""
 
     name = "dali"
 
-    def __init__(self, dataset: ClipDataset, batch_size: int, device: torch.device, workers: int = 4,
-                 drop_last: bool = True):
+    def __init__(self, device: torch.device, workers: int = 4, prefetch: int = 2):
         from dfdc_fast.io.dali import import_dali
 
-        if device.type != "cuda":
-            raise ValueError("loader='dali' decodes H.264 only on a CUDA device")
-        dali, fn, types = import_dali()
-        self.dataset, self.batch_size, self.device, self.drop_last = dataset, batch_size, device, drop_last
+        self._dali, self._fn, self._types = import_dali()
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.workers, self.prefetch = max(1, workers), max(1, prefetch)
+        self.stats = DecodeStats()
 
-        @dali.pipeline_def(batch_size=batch_size, num_threads=workers, device_id=device.index or 0,
-                           exec_dynamic=True, prefetch_queue_depth=1)
+    def _check_codecs(self, plan: EpochPlan) -> None:
+        from dfdc_fast.io.dali import DALI_CPU_CODECS
+
+        if any(it.window is None for it in plan.items[:1]):
+            raise ValueError("loader='dali' decodes clips; 2D crops need loader='pyav'")
+        if self.device.type != "cuda":
+            for path in sorted({it.path for it in plan.items}):
+                codec = packet_index(path).codec
+                if codec not in DALI_CPU_CODECS:
+                    raise ValueError(f"{path}: DALI decodes {codec!r} only on a GPU (its CPU decoder handles "
+                                     f"{sorted(DALI_CPU_CODECS)}); use loader='pyav' on the CPU")
+
+    def _pipeline(self, plan: EpochPlan):
+        dali, fn, types = self._dali, self._fn, self._types
+        gpu = self.device.type == "cuda"
+        source = _DaliWindows(plan, self.stats)
+
+        @dali.pipeline_def(batch_size=plan.batch_size, num_threads=self.workers,
+                           device_id=self.device.index if gpu else None, prefetch_queue_depth=self.prefetch,
+                           exec_dynamic=True)
         def pipe():
-            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, device="cpu")
-            frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1, device="cpu")
-            return fn.decoders.video(encoded, frames=frames, device="mixed")
+            encoded, frames = fn.external_source(source=source, num_outputs=2, batch=True,
+                                                 dtype=[types.UINT8, types.INT32], ndim=[1, 1], device="cpu")
+            return fn.decoders.video(encoded, frames=frames, device="mixed" if gpu else "cpu")
 
-        self._pipe = pipe()
-        self._pipe.build()
+        p = pipe()
+        p.build()
+        return p
 
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    def iterate(self, plan: EpochPlan) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
 
-    def __iter__(self):
-        ds = self.dataset
-        for b in range(len(self)):
-            positions = list(range(b * self.batch_size, min((b + 1) * self.batch_size, len(ds))))
-            samples = [ds.samples[ds.order[p]] for p in positions]
-            windows = [np.asarray(window_indices(s, ds.frames, sample_rng(ds.seed, ds.epoch, p, ds.train)), dtype=np.int32)
-                       for s, p in zip(samples, positions)]
-            if len(samples) < self.batch_size:  # DALI batches are fixed-size: pad, then cut
-                pad = self.batch_size - len(samples)
-                samples, windows = samples + [samples[-1]] * pad, windows + [windows[-1]] * pad
-            self._pipe.feed_input("encoded", [np.fromfile(s.path, dtype=np.uint8) for s in samples])
-            self._pipe.feed_input("frames", windows)
-            (out,) = self._pipe.run()
-            clips = torch.from_dlpack(out.as_tensor())[: len(positions)]
-            labels = torch.tensor([float(s.label) for s in samples[: len(positions)]], device=self.device)
-            yield clips, labels
+        n = len(plan)
+        if n == 0:
+            return
+        self._check_codecs(plan)
+        labels = plan.labels().to(self.device, non_blocking=True)
+        pipe = self._pipeline(plan)
+        try:
+            for k in range(n):
+                try:
+                    (out,) = pipe.run()
+                except StopIteration:
+                    raise RuntimeError(f"DALI ended the epoch after {k} of {n} batches") from None
+                rows = len(plan.batch(k))
+                if len(out) != rows:
+                    raise RuntimeError(f"DALI returned {len(out)} clips for a batch of {rows}")
+                if not out.is_dense_tensor():
+                    raise ValueError("clips of one batch differ in size; extract every clip with one --clip-size")
+                dense = out.as_tensor()
+                frames = torch.empty(tuple(dense.shape()), dtype=torch.uint8, device=self.device)
+                stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+                feed_ndarray(dense, frames, cuda_stream=stream)
+                yield frames, labels[k * plan.batch_size:k * plan.batch_size + rows]
+        finally:
+            del pipe
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def resolve_loader(name: str, device: torch.device, kind: str) -> str:
@@ -221,13 +606,14 @@ def resolve_loader(name: str, device: torch.device, kind: str) -> str:
                       "(`pip install pynvvideocodec`); or pass loader='pyav' to decode on the CPU")
 
 
-def make_loader(name: str, dataset: ClipDataset, batch_size: int, device: torch.device, workers: int,
-                drop_last: bool = True):
-    """Build the loader ``name`` (already resolved) over one epoch's dataset."""
+def make_loader(name: str, device: torch.device, workers: int, prefetch: int = 2, image_size: int | None = None):
+    """Build the loader ``name`` (already resolved); it serves every epoch of a run.
+    ``image_size`` letterboxes 2D crops (PyAV loader only)."""
+    device = torch.device(device)
     if name == "pyav":
-        return PyavLoader(dataset, batch_size, device, workers, drop_last)
+        return PyavLoader(device, workers, prefetch, image_size)
     if name == "nvdec":
-        return NvdecLoader(dataset, batch_size, device, max(1, workers), drop_last=drop_last)
+        return NvdecLoader(device, max(1, workers), prefetch)
     if name == "dali":
-        return DaliLoader(dataset, batch_size, device, max(1, workers), drop_last)
-    raise ValueError(f"unknown loader {name!r}")
+        return DaliLoader(device, max(1, workers), prefetch)
+    raise ValueError(f"unknown loader {name!r}; allowed: pyav, nvdec, dali")

@@ -1,8 +1,10 @@
 """The training loop: GPU-decoded clips, augmentation on the device, AMP, DDP, exact resume.
 
-One step: a uint8 batch arrives on the device (see :mod:`dfdc_fast.train.loaders`), becomes
-float ``[0, 1]``, is augmented per clip (:class:`dfdc_fast.augment.ClipAugment`), optionally
-3D-CutMixed, normalised the model's way, and goes through the model under autocast.
+One step (:class:`dfdc_fast.train.step.TrainStep`): a uint8 batch arrives on the device
+(see :mod:`dfdc_fast.train.loaders`), becomes float ``[0, 1]``, is augmented per clip
+(:class:`dfdc_fast.augment.ClipAugment`), optionally 3D-CutMixed, normalised the model's
+way, and goes through the model under autocast, with no host read of device data: the
+loss is read every ``log_every`` steps.
 Every epoch ends with validation (DFDC log loss per video), a checkpoint holding everything
 needed to continue (weights, optimiser, schedule, scaler, RNG, step), a metrics CSV row
 and a PNG plot. Epoch order, clip windows and augmentation draw from ``(seed, epoch)``, so a
@@ -18,13 +20,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples
-from dfdc_fast.train.loaders import ClipDataset, make_loader, resolve_loader
+from dfdc_fast.train.loaders import make_loader, plan_epoch, resolve_loader
 from dfdc_fast.train.metrics import append_metrics, plot_metrics, video_log_loss
+from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
 
 log = logging.getLogger("dfdc_fast.train")
 
@@ -39,6 +41,7 @@ class TrainResult:
     metrics: list = field(default_factory=list)
     step: int = 0
     epoch: int = 0
+    decode: dict = field(default_factory=dict)   # the loader's DecodeStats over this invocation
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -56,21 +59,8 @@ def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def to_unit_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, T, H, W, 3)`` -> float ``(B, 3, T, H, W)`` in [0, 1]; images ``(B, H, W, 3)`` -> ``(B, 3, H, W)``."""
-    x = frames.permute(0, 4, 1, 2, 3) if frames.dim() == 5 else frames.permute(0, 3, 1, 2)
-    return x.float().div_(255.0)
-
-
 def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be adamw, adam or sgd, got {config.optimizer!r}")
+    return _make_optimizer(config.optimizer, params, lr=config.lr, weight_decay=config.weight_decay, device=device)
 
 
 def make_schedule(config: TrainConfig, optimizer, total_steps: int):
@@ -141,24 +131,54 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def predict_samples(model, samples, *, spec, frames: int, size: int, eval_tf, loader_name: str, batch_size: int,
-                    device: torch.device, workers: int, dtype) -> list[float]:
-    """Probability of FAKE for each sample (clip window from frame 0, no augmentation)."""
+def predict_samples(model, samples, *, spec, frames: int, eval_tf, loader, batch_size: int,
+                    device: torch.device, dtype) -> list[float]:
+    """Probability of FAKE for each sample (clip window from frame 0, no augmentation); the
+    probabilities stay on the device until the end (one host read)."""
     from dfdc_fast.models import normalize
 
     model.eval()
-    ds = ClipDataset(samples, range(len(samples)), frames=frames, image_size=size if spec.kind == "2d" else None,
-                     train=False, seed=0, epoch=0)
-    probs: list[float] = []
-    for batch, _ in make_loader(loader_name, ds, batch_size, device, workers, drop_last=False):
+    plan = plan_epoch(samples, range(len(samples)), frames=frames, batch_size=batch_size, train=False, seed=0,
+                      epoch=0, drop_last=False)
+    probs: list[torch.Tensor] = []
+    for batch, _ in loader.iterate(plan):
         x = to_unit_float(batch)
         if eval_tf is not None:
             x = eval_tf(x)
         x = normalize(x, spec)
         with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
             logits = model(x)
-        probs += torch.sigmoid(logits.float().reshape(len(x), -1)[:, 0]).tolist()
-    return probs
+        probs.append(torch.sigmoid(logits.float().reshape(len(x), -1)[:, 0]))
+    return torch.cat(probs).tolist() if probs else []
+
+
+def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, world: int = 1, pretrained=True):
+    """The model, its optimiser, schedule, scaler, augmentations and the :class:`TrainStep`
+    that ties them, as :func:`train` builds them: ``(step, eval_tf)``. ``model`` and ``net``
+    are ``step.model`` / ``step.net``."""
+    from dfdc_fast.models import create_model, model_spec
+
+    spec = model_spec(config.model)
+    size = config.input_size or spec.input_size
+    dtype = amp_dtype(config.amp, device)
+    torch.manual_seed(config.seed)
+    model_kwargs = dict(num_classes=1, **config.model_kwargs)
+    model = create_model(config.model, pretrained=config.pretrained if pretrained else None, **model_kwargs).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d if spec.kind == "3d" else torch.channels_last)
+    optimizer = make_optimizer(config, model.parameters(), device)
+    schedule = make_schedule(config, optimizer, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    train_tf, eval_tf = make_augment(config, spec.kind, size, device)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
+    step = TrainStep(net, model, optimizer, schedule, scaler, spec=spec, train_tf=train_tf, device=device, dtype=dtype,
+                     cutmix=config.cutmix, accumulate=config.accumulate, grad_clip=config.grad_clip,
+                     channels_last=config.channels_last, world=world)
+    return step, eval_tf
 
 
 def train(config: TrainConfig, device: torch.device | str | None = None, stop_after_epochs: int | None = None) -> TrainResult:
@@ -167,8 +187,7 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     ``stop_after_epochs`` ends this invocation early (after that many epochs of it); the
     schedule still spans ``config.epochs``, so a later call resumes where this one stopped.
     """
-    from dfdc_fast.augment import cutmix3d, mixed_bce_loss
-    from dfdc_fast.models import create_model, load_checkpoint, model_spec, normalize, save_checkpoint
+    from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world, device = setup_distributed(device)
@@ -179,6 +198,8 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     size = config.input_size or spec.input_size
     dtype = amp_dtype(config.amp, device)
     loader_name = resolve_loader(config.loader, device, kind)
+    if config.log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {config.log_every}")
     if main:
         log.info("model %s (%s), %d frames at %d px, loader %s, amp %s, device %s, %d process(es)",
                  config.model, kind, frames, size, loader_name, dtype, device, world)
@@ -192,14 +213,6 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     if main:
         save_config(config, os.path.join(config.out, "config.yaml"))
 
-    torch.manual_seed(config.seed)
-    model_kwargs = dict(num_classes=1, **config.model_kwargs)
-    model = create_model(config.model, pretrained=config.pretrained, **model_kwargs).to(device)
-    memory_format = torch.channels_last_3d if kind == "3d" else torch.channels_last
-    if config.channels_last:
-        model = model.to(memory_format=memory_format)
-    optimizer = make_optimizer(config, model.parameters(), device)
-
     per_step = config.batch_size * config.accumulate * world
     epoch_items = len(balanced_epoch(train_samples, 0, seed=config.seed, mode=config.balance))
     steps_per_epoch = epoch_items // per_step
@@ -209,10 +222,10 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
         raise ValueError(f"an epoch holds {epoch_items} training items, fewer than one step of {per_step} "
                          f"(batch {config.batch_size} x accumulate {config.accumulate} x {world} process(es)); "
                          "lower --batch-size or extract more clips")
-    schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    step, eval_tf = build_step(config, device, total_steps=config.epochs * steps_per_epoch, world=world)
+    model, optimizer, schedule, scaler = step.model, step.optimizer, step.schedule, step.scaler
 
-    start_epoch, step, metrics = 0, 0, []
+    start_epoch, metrics = 0, []
     resume_from = latest_checkpoint(config.out) if config.resume else None
     if resume_from:
         ckpt = load_checkpoint(resume_from)
@@ -222,99 +235,89 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
         if ckpt.state.get("scaler"):
             scaler.load_state_dict(ckpt.state["scaler"])
         _set_rng_state(ckpt.state["rng"], device)
-        start_epoch, step = int(ckpt.state["epoch"]), int(ckpt.state["step"])
+        start_epoch, step.steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
         if main:
-            log.info("resumed from %s: epoch %d, step %d", resume_from, start_epoch, step)
+            log.info("resumed from %s: epoch %d, step %d", resume_from, start_epoch, step.steps)
 
-    train_tf, eval_tf = make_augment(config, kind, size, device)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)
-
+    model_kwargs = dict(num_classes=1, **config.model_kwargs)
     last = resume_from
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
-    for epoch in range(start_epoch, end_epoch):
-        order = epoch_order(train_samples, epoch, steps_per_epoch * per_step, seed=config.seed, mode=config.balance)
-        order = order[rank::world]
-        dataset = ClipDataset(train_samples, order, frames=frames, image_size=size if kind == "2d" else None,
+    loader = make_loader(loader_name, device, config.workers, config.prefetch, image_size=size if kind == "2d" else None)
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            order = epoch_order(train_samples, epoch, steps_per_epoch * per_step, seed=config.seed, mode=config.balance)
+            plan = plan_epoch(train_samples, order[rank::world], frames=frames, batch_size=config.batch_size,
                               train=True, seed=config.seed, epoch=epoch)
-        loader = make_loader(loader_name, dataset, config.batch_size, device, config.workers)
-        generator = torch.Generator(device).manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank)
-        net.train()
-        started, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
-        bar = _progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", config.progress and main)
-        optimizer.zero_grad(set_to_none=True)
-        for i, (batch, labels) in enumerate(loader):
-            x = train_tf(to_unit_float(batch), generator=generator)
-            x = normalize(x, spec)
-            mixed = None
-            if config.cutmix and kind == "3d" and torch.rand((), generator=generator, device=device).item() < config.cutmix:
-                mixed = cutmix3d(x, labels, generator=generator)
-                x = mixed.clips
-            if config.channels_last:
-                x = x.contiguous(memory_format=memory_format)
-            sync = (i + 1) % config.accumulate == 0
-            with (net.no_sync() if world > 1 and not sync else nullcontext()):
-                with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
-                    logits = net(x)
-                logits = logits.float().reshape(len(x), -1)[:, 0]
-                loss = mixed_bce_loss(logits, mixed) if mixed is not None else \
-                    F.binary_cross_entropy_with_logits(logits, labels)
-                scaler.scale(loss / config.accumulate).backward()
-            if sync:
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-                step += 1
-            loss_sum += float(loss.detach())
-            loss_n += 1
-            seen += len(x)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - started
-        train_loss = _mean_across(loss_sum, loss_n, world, device)
-
-        row = {"epoch": epoch + 1, "steps": step, "train_loss": round(train_loss, 6),
-               "lr": schedule.get_last_lr()[0], "clips_per_s": round(seen * world / elapsed, 2), "epoch_s": round(elapsed, 2)}
-        if main and val_samples:
-            probs = predict_samples(unwrap(net), val_samples, spec=spec, frames=frames, size=size, eval_tf=eval_tf,
-                                    loader_name=loader_name, batch_size=config.batch_size, device=device,
-                                    workers=config.workers, dtype=dtype)
-            ll, bll, n = video_log_loss([s.video for s in val_samples], [s.label for s in val_samples], probs)
-            row.update(val_log_loss=round(ll, 6), val_balanced_log_loss=round(bll, 6), val_videos=n)
-        if main:
-            last = os.path.join(config.out, "checkpoints", f"epoch_{epoch + 1:03d}.pth")
-            save_checkpoint(last, unwrap(net), model_name=config.model, model_kwargs=model_kwargs,
-                            config=config.to_dict(),
-                            state={"epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict(),
-                                   "schedule": schedule.state_dict(),
-                                   "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                                   "rng": _rng_state(device), "metrics": row})
-            append_metrics(os.path.join(config.out, "metrics.csv"), row)
-            plot_metrics(os.path.join(config.out, "metrics.csv"), os.path.join(config.out, "metrics.png"))
-            log.info("epoch %d: %s", epoch + 1, row)
-        metrics.append(row)
-        _barrier(world)
-    return TrainResult(config.out, last, metrics, step, end_epoch)
+            step.net.train()
+            step.begin_epoch(config.seed, epoch, rank)
+            decoded_before = loader.stats.to_dict()
+            started = time.perf_counter()
+            first_done = None
+            seen = seen_first = 0
+            bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", config.progress and main)
+            for i, (batch, labels) in enumerate(loader.iterate(plan)):
+                step(batch, labels)
+                seen += len(batch)
+                if first_done is None:  # time the first step apart: loader start-up, cuDNN autotuning
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    first_done, seen_first = time.perf_counter(), seen
+                bar.update(1)
+                if (i + 1) % config.log_every == 0:
+                    bar.set_postfix(loss=f"{step.read():.4f}")  # the only host read of the loop
+            bar.close()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            ended = time.perf_counter()
+            elapsed = ended - started
+            loss_sum, loss_n = step.loss_totals()
+            train_loss = _mean_across(loss_sum, loss_n, world, device)
+            steady = ended - first_done if first_done is not None else 0.0
+            row = {"epoch": epoch + 1, "steps": step.steps, "train_loss": round(train_loss, 6),
+                   "lr": schedule.get_last_lr()[0], "clips_per_s": round(seen * world / elapsed, 2),
+                   "epoch_s": round(elapsed, 2), "first_step_s": round((first_done or ended) - started, 3),
+                   "steady_s": round(steady, 4),
+                   "steady_clips_per_s": round((seen - seen_first) * world / steady, 2) if steady > 0 else "",
+                   "decoded_per_delivered": _epoch_ratio(decoded_before, loader.stats.to_dict())}
+            if main and val_samples:
+                probs = predict_samples(unwrap(step.net), val_samples, spec=spec, frames=frames, eval_tf=eval_tf,
+                                        loader=loader, batch_size=config.batch_size, device=device, dtype=dtype)
+                ll, bll, n = video_log_loss([s.video for s in val_samples], [s.label for s in val_samples], probs)
+                row.update(val_log_loss=round(ll, 6), val_balanced_log_loss=round(bll, 6), val_videos=n)
+            if main:
+                last = os.path.join(config.out, "checkpoints", f"epoch_{epoch + 1:03d}.pth")
+                save_checkpoint(last, unwrap(step.net), model_name=config.model, model_kwargs=model_kwargs,
+                                config=config.to_dict(),
+                                state={"epoch": epoch + 1, "step": step.steps, "optimizer": optimizer.state_dict(),
+                                       "schedule": schedule.state_dict(),
+                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                                       "rng": _rng_state(device), "metrics": row})
+                append_metrics(os.path.join(config.out, "metrics.csv"), row)
+                plot_metrics(os.path.join(config.out, "metrics.csv"), os.path.join(config.out, "metrics.png"))
+                log.info("epoch %d: %s", epoch + 1, row)
+            metrics.append(row)
+            _barrier(world)
+    finally:
+        loader.close()
+    return TrainResult(config.out, last, metrics, step.steps, end_epoch, loader.stats.to_dict())
 
 
-def _mean_across(total: float, count: int, world: int, device: torch.device) -> float:
+def _epoch_ratio(before: dict, after: dict):
+    """Decoded per delivered frame over one epoch ("" when the decoder does not report it)."""
+    delivered = after["delivered_frames"] - before["delivered_frames"]
+    decoded = (after["decoded_frames"] or 0) - (before["decoded_frames"] or 0)
+    return round(decoded / delivered, 4) if delivered and decoded else ""
+
+
+def _mean_across(total: torch.Tensor, count: int, world: int, device: torch.device) -> float:
+    """The mean of a device sum over ``count`` items, across processes: one host read."""
+    t = torch.stack([total.float(), torch.tensor(float(count), device=total.device)])
     if world > 1:
         import torch.distributed as dist
 
-        t = torch.tensor([total, float(count)], device=device)
         dist.all_reduce(t)
-        total, count = float(t[0]), int(t[1])
-    return total / max(1, count)
+    total_f, count_f = t.tolist()
+    return total_f / max(1.0, count_f)
 
 
 def _barrier(world: int) -> None:

@@ -10,7 +10,8 @@ from typing import Sequence
 from dfdc_fast.metrics import balanced_log_loss, dfdc_log_loss
 
 METRIC_FIELDS = ["epoch", "steps", "train_loss", "val_log_loss", "val_balanced_log_loss", "val_videos", "lr",
-                 "clips_per_s", "epoch_s"]
+                 "clips_per_s", "epoch_s", "first_step_s", "steady_s", "steady_clips_per_s",
+                 "decoded_per_delivered"]
 
 
 def video_log_loss(videos: Sequence[str], labels: Sequence[int], probs: Sequence[float],
