@@ -10,16 +10,19 @@ and r2plus1d_18 again for the CutMix runs) and one 2D model (seresnext50_32x4d).
   10th frame (then 960 px, then thresholds 0.5, for videos without a face). The Medics' tracker is numpy + skimage. Each face is cut per frame with
   cv2. Every model is called per face, and the clip and its flip in separate calls
   (fp32). 2D crops go through one call per face.
-* ``ours``   ``dfdc_fast.infer.run_inference`` with its defaults: GPU decode, batched
-  MTCNN over groups of videos, faces of a group batched per model, bf16 and channels-last
-  on GPUs that have it.
+* ``ours``   ``dfdc_fast.infer.run_inference`` with its defaults: the engine's worker
+  processes (NVDEC, MTCNN, tracking and cutting per video), the faces of a group of videos
+  batched per model, bf16 and channels-last on GPUs that have it.
+* ``ours_compile``  the same with ``--compile`` (fixed batch shapes, torch.compile); GPU only.
 
-A run includes loading the checkpoints, for both. It reports videos/s from the median of
---repeats runs (after one warm-up) and ours/stock,
-then writes JSON to benchmarks/results/.
+The clips are the sample clips repeated under distinct names up to --videos (100 on a GPU).
+A run includes loading the checkpoints, for both; the JSON reports those fixed seconds
+(loading, compiling, starting the workers) apart from the steady-state videos/s, the
+seconds per stage, the GPU memory peak, and the projected time for 4,000 videos (the DFDC
+public test set) with the fixed costs included. Medians of --repeats runs, ours/stock.
 
-    .venv/bin/python benchmarks/infer.py --videos 2 --models mc3_18 --frames 30 --repeats 1   # CPU
-    python benchmarks/infer.py --device cuda --videos 20                                      # GPU
+    .venv/bin/python benchmarks/infer.py                         # CPU: 4 videos, mc3_18 + seresnext50, 50 frames
+    python benchmarks/infer.py --device cuda                     # GPU: 100 videos, the Medics' 8 models
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, read_frames_cv2,
-                             time_runs, write_result)
+                             repeated_clips, time_runs, write_result)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -135,73 +138,95 @@ class Stock:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
-    ap.add_argument("--videos", type=int, default=6, help="use the first N clips (default: %(default)s)")
-    ap.add_argument("--models", default=",".join(ENSEMBLE), help="ensemble members (default: the Medics' 8)")
-    ap.add_argument("--frames", type=int, default=100, help="first N frames per video (default: %(default)s)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=4, help="ours: concurrent decoders (default: %(default)s)")
-    add_common_args(ap, ["stock", "ours"])
+    ap.add_argument("--videos", type=int, default=None, help="videos per run (default: 100 on a GPU, 4 on a CPU)")
+    ap.add_argument("--models", default=None,
+                    help="ensemble members (default: the Medics' 8 on a GPU, mc3_18,seresnext50_32x4d on a CPU)")
+    ap.add_argument("--frames", type=int, default=None, help="first N frames per video (default: 100; 50 on a CPU)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--workers", type=int, default=None, help="ours: engine worker processes (default: the job's)")
+    add_common_args(ap, ["stock", "ours", "ours_compile"])
     args = ap.parse_args()
     device, only = prepare(args)
-    paths = clips_or_exit(ap, args.src, args.videos)
-    models = [m for m in args.models.split(",") if m]
-    ckpt_dir = tempfile.mkdtemp(prefix="bench-infer-ckpt-")
-    checkpoints = make_checkpoints(models, ckpt_dir)
-    src_dir = tempfile.mkdtemp(prefix="bench-infer-src-")
-    for p in paths:  # ours takes a folder: hard-link (or copy) exactly the chosen clips
-        try:
-            os.link(p, os.path.join(src_dir, os.path.basename(p)))
-        except OSError:
-            shutil.copy(p, src_dir)
+    gpu = device.type == "cuda"
+    n_videos = args.videos or (100 if gpu else 4)
+    frames = args.frames or (100 if gpu else 50)
+    models = [m for m in (args.models or (",".join(ENSEMBLE) if gpu else "mc3_18,seresnext50_32x4d")).split(",") if m]
+    work = tempfile.mkdtemp(prefix="bench-infer-")
+    paths = repeated_clips(clips_or_exit(ap, args.src, None), n_videos, os.path.join(work, "videos"))
+    checkpoints = make_checkpoints(models, work)
     results, last_summary = {}, {}
 
-    def run_ours():
+    def run_ours(compile=False):
         from dfdc_fast.infer import InferConfig, run_inference
 
-        out = tempfile.mkdtemp(prefix="bench-infer-out-")
+        out = tempfile.mkdtemp(prefix="out-", dir=work)
         nonlocal last_summary
-        summary = run_inference(InferConfig(inputs=[src_dir], checkpoints=checkpoints, out=out, frames=args.frames,
-                                            device=str(device), workers=args.workers, progress=False))
+        summary = run_inference(InferConfig(inputs=[os.path.join(work, "videos")], checkpoints=checkpoints, out=out,
+                                            frames=frames, device=str(device), workers=args.workers, progress=False,
+                                            compile=compile))
         last_summary = summary
+        shutil.rmtree(out, ignore_errors=True)
         if summary["statuses"].get("ok", 0) == 0:
             raise RuntimeError(f"ours scored no video: {summary['statuses']}")
         return summary
 
-    impls = {"stock": None, "ours": run_ours}
+    impls = {"stock": None, "ours": run_ours, "ours_compile": (lambda: run_ours(True)) if gpu else None}
     for name in impls:
         if only and name not in only:
             continue
+        if name == "ours_compile" and not gpu:
+            results[name] = {"available": False, "reason": "compiled models are measured on a GPU"}
+            continue
+        print(f"{name}: {n_videos} videos x {args.repeats} run(s), {len(models)} models, {frames} frames ...", flush=True)
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
         try:
             if name == "stock":  # loading the models is part of a run, as it is in ours
-                stock = None
+                stock, load_s = None, []
 
                 def fn():
+                    import time
+
                     nonlocal stock
-                    stock = Stock(checkpoints, device, args.frames)
+                    t0 = time.perf_counter()
+                    stock = Stock(checkpoints, device, frames)
+                    load_s.append(time.perf_counter() - t0)
                     return [stock.video(p) for p in paths]
             else:
-                fn = run_ours
-            t = time_runs(fn, repeats=args.repeats, warmup=1, device=device)
+                fn = impls[name]
+            t = time_runs(fn, repeats=args.repeats, warmup=0, device=device)
         except Exception as exc:  # one failing implementation is reported, the other still runs
             results[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}",
                              "traceback": traceback.format_exc(limit=4)}
-            print(f"{name:>6}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            print(f"{name:>12}: FAILED {type(exc).__name__}: {exc}", flush=True)
             continue
-        results[name] = {"available": True, **t.to_dict(), "videos_per_s": round(len(paths) / t.median_s, 4)}
+        row = {"available": True, **t.to_dict(), "videos_per_s": round(n_videos / t.median_s, 4)}
+        if gpu:
+            row["peak_gpu_mb_main_process"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         if name == "stock":  # videos without a face cost less: report them so the ratio can be judged
-            results[name]["no_face_videos_per_run"] = stock.no_face
+            fixed = sorted(load_s)[len(load_s) // 2]
+            row.update(no_face_videos_per_run=stock.no_face, fixed_s=round(fixed, 3),
+                       steady_videos_per_s=round(n_videos / (t.median_s - fixed), 4))
         else:
-            results[name]["statuses"] = last_summary.get("statuses")
-            results[name]["stage_seconds_last_run"] = last_summary.get("stage_seconds")
-        print(f"{name:>6}: median {t.median_s:.2f} s  {len(paths) / t.median_s:.3f} videos/s", flush=True)
-    if results.get("stock", {}).get("available") and results.get("ours", {}).get("available"):
-        results["ours"]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results["ours"]["median_s"], 2)
-        v = results["ours"]["videos_per_s"]
-        results["ours"]["hours_for_4000_videos"] = round(4000 / v / 3600, 3)
-        print(f"  ours/stock: {results['ours']['ratio_vs_stock']}x; 4,000 videos in {4000 / v / 60:.1f} min", flush=True)
-    inputs = {"files": [os.path.basename(p) for p in paths], "videos": len(paths), "models": models,
-              "frames": args.frames, "task": "first N frames, MTCNN every 10th at 480 px, up to 5 faces, "
-                                               "3D clips with flip TTA + 2D crops, mean over faces and models"}
+            s_ = last_summary
+            row.update(statuses=s_.get("statuses"), stage_seconds_last_run=s_.get("stage_seconds"),
+                       fixed_s=s_.get("fixed_s"), steady_videos_per_s=s_.get("steady_videos_per_s"),
+                       workers=s_.get("workers"), peak_gpu_mb_worker=s_.get("worker_peak_gpu_mb"))
+        if row.get("steady_videos_per_s"):
+            row["projected_minutes_for_4000_videos"] = round((row["fixed_s"] + 4000 / row["steady_videos_per_s"]) / 60, 2)
+        results[name] = row
+        print(f"{name:>12}: median {t.median_s:.2f} s  {n_videos / t.median_s:.3f} videos/s "
+              f"(steady {row.get('steady_videos_per_s')}, fixed {row.get('fixed_s')} s)", flush=True)
+    for name in ("ours", "ours_compile"):
+        if results.get("stock", {}).get("available") and results.get(name, {}).get("available"):
+            results[name]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results[name]["median_s"], 3)
+            results[name]["steady_ratio_vs_stock"] = round(
+                results[name]["steady_videos_per_s"] / results["stock"]["steady_videos_per_s"], 3)
+            print(f"  {name}/stock: {results[name]['ratio_vs_stock']}x", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    inputs = {"files": sorted({os.path.basename(p)[4:] for p in paths}), "videos": n_videos, "models": models,
+              "frames": frames, "task": "first N frames, MTCNN every 10th at 480 px, up to 5 faces, "
+                                        "3D clips with flip TTA + 2D crops, mean over faces and models"}
     path = write_result("infer", environment(device), inputs, results, args.out_dir,
                         extra={"unit": "videos_per_s", "repeats": args.repeats})
     print(f"wrote {path}")

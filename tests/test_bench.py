@@ -30,7 +30,7 @@ def test_write_result_schema(tmp_path):
 @pytest.mark.slow
 def test_decode_benchmark_runs_on_cpu(tmp_path, samples_dir):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "decode.py"), "--src", samples_dir,
-                        "--videos", "1", "--repeats", "1", "--threads", "2", "--out-dir", str(tmp_path)],
+                        "--videos", "1", "--repeats", "1", "--threads", "2", "--procs", "1", "--out-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     (path,) = tmp_path.glob("decode-*.json")

@@ -213,7 +213,7 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["submission.csv"]
     # a failing write keeps the old file and leaves nothing behind
     with pytest.raises(ValueError):
-        write_submission(str(path), {"a.mp4": 0.7, "b,c.mp4": 0.1})
+        write_submission(str(path), {"a.mp4": 0.7, "b.mp4": float("nan")})
     assert sorted(os.listdir(tmp_path)) == ["submission.csv"]
     assert read_submission(str(path)) == {"a.mp4": 0.7}
 

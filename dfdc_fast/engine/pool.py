@@ -126,13 +126,18 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers: after their current video, or at once with ``kill=True``
+        (a time budget that ran out)."""
         for w in self._pool:
+            if kill:
+                w.process.kill()
+                continue
             try:
                 w.conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + (0 if kill else 10)
         for w in self._pool:
             w.process.join(max(0.0, deadline - time.monotonic()))
             if w.process.is_alive():
@@ -170,12 +175,14 @@ class Engine:
 
     # ---- running ----------------------------------------------------------------------
 
-    def run(self, tasks: Iterable[Optional[VideoTask]]) -> Iterator[VideoFaces]:
+    def run(self, tasks: Iterable[Optional[VideoTask]], heartbeat: bool = False) -> Iterator[Optional[VideoFaces]]:
         """Yield a :class:`VideoFaces` per task, in completion order.
 
         ``tasks`` is consumed lazily, only while a worker has room. It may yield ``None``
         to say "no task is ready until another result comes back" (a fake waiting for its
-        original's tracks); yielding ``None`` with nothing in flight is an error.
+        original's tracks); yielding ``None`` with nothing in flight is an error. With
+        ``heartbeat``, ``None`` is also yielded about every second without a result, so
+        the caller can watch a clock.
         """
         source = iter(tasks)
         if self.workers == 0:
@@ -183,6 +190,8 @@ class Engine:
                 if task is None:
                     raise RuntimeError("the task source waits for a result, but nothing is in flight")
                 yield self._local.run(task)
+                if heartbeat:
+                    yield None
             return
         exhausted = False
         capacity = 1 + self.prefetch
@@ -205,7 +214,12 @@ class Engine:
                     return
                 if waiting:
                     raise RuntimeError("the task source waits for a result, but nothing is in flight")
-            yield from self._collect(timeout=1.0)
+            got = False
+            for result in self._collect(timeout=1.0):
+                got = True
+                yield result
+            if heartbeat and not got:
+                yield None
 
     def _send(self, worker: _Worker, task: VideoTask) -> None:
         if not worker.tasks:

@@ -14,7 +14,6 @@ so even a killed run leaves a complete file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -71,34 +70,33 @@ class VideoResult:
     level: Optional[str] = None
     scores: dict = field(default_factory=dict)     # member -> [per-face probabilities]
     timings: dict = field(default_factory=dict)
+    output_id: str = ""                            # file name of its JSON in videos/ (unique in the run)
 
 
-def list_videos(inputs: list[str]) -> list[VideoResult]:
-    """Every video of the inputs, plus those a metadata.json lists but that are missing and
-    those refused as unsafe (both scored 0.5 with their status)."""
+def list_videos(inputs: list[str]) -> tuple[list[VideoResult], list[tuple[str, str]]]:
+    """(every video of the inputs, plus those a metadata.json lists but that are missing
+    (scored 0.5 with their status); the names refused as unsafe, with why). Refused names
+    get no row: they are not videos of the test set."""
     from dfdc_fast.data import from_paths
+    from dfdc_fast.data.identity import assign_ids
 
-    results, seen = [], set()
-    for ds in from_paths(inputs):
-        for entry in ds.videos:
+    datasets = from_paths(inputs)
+    ids = assign_ids(datasets)
+    results, refused, seen = [], [], {}
+    for ds in datasets:
+        refused += [(name, reason) for name, reason in ds.rejected]
+        for entry, status in [(e, "pending") for e in ds.videos] + [(e, "missing") for e in ds.missing]:
             name = os.path.basename(entry.name)
             if name in seen:
-                raise ValueError(f"two inputs hold a video named {name!r}: submission rows would clash")
-            seen.add(name)
-            results.append(VideoResult(name, entry.path))
-        for name, reason in ds.rejected:  # unsafe names (links out of the folder...) still get a row
-            name = os.path.basename(name)
-            if name not in seen:
-                seen.add(name)
-                results.append(VideoResult(name, "", status="error", error=f"refused: {reason}"))
-        for entry in ds.missing:
-            name = os.path.basename(entry.name)
-            if name not in seen:
-                seen.add(name)
-                results.append(VideoResult(name, entry.path, status="missing", error="listed but not found"))
+                raise ValueError(f"two inputs hold a video named {name!r} ({seen[name]} and {entry.path}): "
+                                 "submission rows are keyed by file name, so they would clash")
+            seen[name] = entry.path
+            r = VideoResult(name, entry.path, status=status, error="listed but not found" if status == "missing" else None)
+            r.output_id = ids[(ds.root, entry.key)].flat
+            results.append(r)
     if not results:
         raise ValueError(f"no videos found in {inputs}")
-    return results
+    return results, refused
 
 
 def faces_request(config: InferConfig, kinds: set):
@@ -177,14 +175,6 @@ def _pad_cat(parts: list) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, w - p.shape[2], 0, h - p.shape[1])) for p in parts])
 
 
-def _write_json(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def default_workers(device: torch.device) -> int:
     """Engine workers for inference: one per NVDEC engine on a GPU; on a CPU, the cores the
     models (in this process) leave, at least one."""
@@ -196,26 +186,58 @@ def default_workers(device: torch.device) -> int:
 
 
 def run_inference(config: InferConfig) -> dict:
-    """Score every video of ``config.inputs`` and write ``submission.csv``; returns the summary."""
-    from dfdc_fast.engine import Engine, VideoTask
-    from dfdc_fast.infer.aggregate import AGGREGATORS, aggregate
-    from dfdc_fast.infer.submission import write_submission
-    from tqdm import tqdm
+    """Score every video of ``config.inputs`` and write ``submission.csv``; returns the summary.
+
+    Never makes things worse: models and inputs are checked before any output is touched;
+    an existing ``submission.csv`` is replaced only by a complete new one (progress goes to
+    ``submission.partial.csv`` meanwhile); per-video records are written to
+    ``videos.partial/`` and replace ``videos/`` at the end, so an earlier run's are never
+    mixed in. With ``time_budget`` the run ends within it, every row present.
+    """
+    from dfdc_fast.files import FolderLock
+    from dfdc_fast.infer.aggregate import AGGREGATORS
 
     if config.aggregator not in AGGREGATORS:
         raise ValueError(f"aggregator must be one of {sorted(AGGREGATORS)}, got {config.aggregator!r}")
     budget_start = time.perf_counter()
+    deadline = None if config.time_budget is None else budget_start + config.time_budget
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results = list_videos(config.inputs)
+    results, refused = list_videos(config.inputs)
+    for name, reason in refused:
+        log.warning("refused %s: %s (no row)", name, reason)
     scorer = FaceScorer(config, device)  # models first: a bad checkpoint fails before any output is touched
     os.makedirs(config.out, exist_ok=True)
+    lock = FolderLock(config.out, "infer").acquire()
+    try:
+        return _score_all(config, device, results, refused, scorer, budget_start, deadline)
+    finally:
+        lock.release()
+
+
+def _score_all(config: InferConfig, device: torch.device, results: list, refused: list, scorer: FaceScorer,
+               budget_start: float, deadline: Optional[float]) -> dict:
+    import shutil
+
+    from tqdm import tqdm
+
+    from dfdc_fast.engine import Engine, VideoTask
+    from dfdc_fast.files import write_json
+    from dfdc_fast.infer.aggregate import aggregate
+    from dfdc_fast.infer.submission import write_submission
+
     submission = os.path.join(config.out, "submission.csv")
+    progress_file = submission if not os.path.exists(submission) else os.path.join(config.out, "submission.partial.csv")
+    videos_dir = os.path.join(config.out, "videos.partial")
+    shutil.rmtree(videos_dir, ignore_errors=True)  # what a killed run left
     names = [r.filename for r in results]
 
-    def write_rows():
-        write_submission(submission, {r.filename: r.label for r in results}, expected=names)
+    def write_rows(path):
+        write_submission(path, {r.filename: r.label for r in results}, expected=names)
 
-    write_rows()  # a complete file from the start: 0.5 everywhere
+    def write_video(r):
+        write_json(os.path.join(videos_dir, r.output_id + ".json"), asdict(r))
+
+    write_rows(progress_file)  # a complete file from the start: 0.5 everywhere
     stage_s = {"load_models_s": scorer.ensemble.load_s, "compile_s": scorer.ensemble.compile_s,
                "engine_start_s": 0.0, "wait_for_faces_s": 0.0, "models_s": 0.0}
     budget = Budget(config.time_budget, n_models=len(scorer.ensemble), started=budget_start)
@@ -225,6 +247,7 @@ def run_inference(config: InferConfig) -> dict:
     request = faces_request(config, scorer.ensemble.kinds)
     level_of: dict = {}
     state = {"stopped": False}
+    reserve_s = 3.0  # writing the last files and stopping the workers
 
     def tasks() -> Iterator[VideoTask]:
         for i, r in enumerate(todo):
@@ -236,18 +259,44 @@ def run_inference(config: InferConfig) -> dict:
             frames = max(1, int(round(config.frames * LEVELS[level][1])))
             yield VideoTask(key=i, path=r.path, max_frames=frames if frames < config.frames else None)
 
+    def group_size() -> int:
+        """Videos per group: all of ``videos_per_batch`` without a budget; with one, small
+        first (to measure), then what fits a quarter of the time left."""
+        if deadline is None:
+            return config.videos_per_batch
+        per = budget.per_video(len(LEVELS) - 2)
+        if per is None:
+            return min(config.videos_per_batch, 2)
+        left = deadline - time.perf_counter() - reserve_s
+        return max(1, min(config.videos_per_batch, int(left * 0.25 / max(per, 1e-3))))
+
+    def out_of_time(videos: int) -> bool:
+        """Would scoring ``videos`` more overrun the budget?"""
+        if deadline is None:
+            return False
+        per = budget.per_video(len(LEVELS) - 2) or 0.0
+        return time.perf_counter() + per * videos + reserve_s > deadline
+
+    peaks: list = []
+    done = 0
+    if out_of_time(1):  # not even the workers' start fits: nothing to score
+        state["stopped"] = True
     t_engine = time.perf_counter()
-    with Engine(request, device, workers=workers, decoder=config.decoder) as engine:
+    engine = Engine(request, device, workers=0 if state["stopped"] else workers, decoder=config.decoder).__enter__()
+    try:
         stage_s["engine_start_s"] = time.perf_counter() - t_engine
-        stream = engine.run(tasks())
-        done = 0
-        while True:
+        stream = engine.run(tasks(), heartbeat=deadline is not None)
+        while not state["stopped"]:
             t0 = time.perf_counter()
-            group = []
+            group, size = [], group_size()
             for res in stream:
-                group.append(res)
-                if len(group) >= config.videos_per_batch:
+                if res is not None:
+                    group.append(res)
+                if len(group) >= size or out_of_time(len(group) or 1):
                     break
+            if out_of_time(len(group)):
+                state["stopped"] = True
+                break
             if not group:
                 break
             t1 = time.perf_counter()
@@ -263,6 +312,7 @@ def run_inference(config: InferConfig) -> dict:
             t2 = time.perf_counter()
             by_key = {g.key: s for g, s in zip(scoreable, scores)}
             n_faces = sum(len(g.tracks) for g in scoreable) or 1
+            peaks += [g.peak_memory_mb for g in group if g.peak_memory_mb is not None]
             for g in group:
                 r = todo[g.key]
                 r.level = LEVELS[level_of[g.key]][0]
@@ -277,23 +327,31 @@ def run_inference(config: InferConfig) -> dict:
                     r.scores = by_key[g.key]
                     r.label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
                     r.status = "ok"
-                _write_json(os.path.join(config.out, "videos", os.path.splitext(r.filename)[0] + ".json"), asdict(r))
+                write_video(r)
             stage_s["wait_for_faces_s"] += t1 - t0
             stage_s["models_s"] += t2 - t1
             budget.record(level, time.perf_counter() - t0, len(group))
-            write_rows()
+            write_rows(progress_file)
             done += len(group)
             bar.update(len(group))
-    bar.close()
+    finally:
+        engine.close(kill=state["stopped"])
+        bar.close()
     if state["stopped"]:
         left = [r for r in todo if r.status == "pending"]
         for r in left:
-            r.status, r.level = "time_budget", "skip"
+            r.status, r.level, r.error = "time_budget", "skip", "the time budget ran out before this video"
         log.warning("time budget: %d videos left unscored (0.5)", len(left))
     for r in results:
         if r.status in ("time_budget", "missing"):
-            _write_json(os.path.join(config.out, "videos", os.path.splitext(r.filename)[0] + ".json"), asdict(r))
-    write_rows()
+            write_video(r)
+    write_rows(submission)  # complete: now it may replace an earlier one
+    if progress_file != submission and os.path.exists(progress_file):
+        os.remove(progress_file)
+    final_videos = os.path.join(config.out, "videos")
+    shutil.rmtree(final_videos, ignore_errors=True)
+    if os.path.isdir(videos_dir):
+        os.replace(videos_dir, final_videos)
     counts: dict = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -301,12 +359,15 @@ def run_inference(config: InferConfig) -> dict:
     fixed = stage_s["load_models_s"] + stage_s["compile_s"] + stage_s["engine_start_s"]
     steady = elapsed - fixed
     summary = {"videos": len(results), "statuses": counts, "fallback_0.5": sum(v for k, v in counts.items() if k != "ok"),
+               "refused": [{"name": n, "reason": why} for n, why in refused],
                "seconds": round(elapsed, 2), "videos_per_s": round(len(results) / elapsed, 3) if elapsed else None,
                "fixed_s": round(fixed, 3),
                "steady_videos_per_s": round(done / steady, 3) if done and steady > 0 else None,
+               "time_budget_s": config.time_budget,
                "levels": {LEVELS[k][0]: v[1] for k, v in budget.cost.items()}, "device": str(device),
                "workers": workers, "stage_seconds": {k: round(v, 3) for k, v in stage_s.items()},
+               "worker_peak_gpu_mb": max(peaks) if peaks else None,
                "members": [m.name for m in scorer.ensemble.members], "aggregator": config.aggregator,
                "submission": submission, "config": asdict(config)}
-    _write_json(os.path.join(config.out, "summary.json"), summary)
+    write_json(os.path.join(config.out, "summary.json"), summary)
     return summary

@@ -61,9 +61,6 @@ def write_submission(path: str, scores: Mapping[str, float], expected: list[str]
             )
     else:
         order = sorted(checked)
-    for name in order:
-        if any(c in name for c in ",\n\r\""):
-            raise ValueError(f"filename {name!r} cannot be written as a plain CSV field")
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -97,7 +94,7 @@ def _read_rows(path: str) -> list[tuple[str, str]]:
             continue
         if len(row) != 2:
             raise ValueError(f"{path}:{lineno}: expected 2 fields, got {row}")
-        out.append((row[0].strip(), row[1].strip()))
+        out.append((row[0], row[1].strip()))  # names as written (CSV quoting keeps commas and spaces)
     return out
 
 

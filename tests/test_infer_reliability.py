@@ -1,0 +1,93 @@
+"""Inference never makes things worse: a failed run keeps the earlier submission, earlier
+per-video records are not mixed in, names that need CSV quoting work, refused names get no
+row, one writer per folder, and the time budget holds."""
+import json
+import os
+import shutil
+import time
+
+import pytest
+import torch
+
+from dfdc_fast.files import FolderLock
+from dfdc_fast.infer import InferConfig, read_submission, run_inference
+from dfdc_fast.models import create_model, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ck") / "mc3_18.pth")
+    torch.manual_seed(0)
+    save_checkpoint(path, create_model("mc3_18", num_classes=1), model_name="mc3_18", model_kwargs={"num_classes": 1},
+                    config={"input_size": 32})
+    return path
+
+
+def folder(tmp_path, samples_dir, names, rename=None):
+    d = tmp_path / "in"
+    d.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        shutil.copy(os.path.join(samples_dir, n), d / ((rename or {}).get(n, n)))
+    return d
+
+
+def run(inputs, out, checkpoints, **kw):
+    return run_inference(InferConfig(inputs=[str(inputs)], checkpoints=checkpoints, out=str(out), frames=30,
+                                     device="cpu", workers=0, progress=False, **kw))
+
+
+def test_a_failing_run_keeps_the_earlier_submission_and_records(tmp_path, samples_dir, checkpoint):
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4", "acqfdwsrhi.mp4"])
+    out = tmp_path / "out"
+    run(src, out, [checkpoint])
+    before = (out / "submission.csv").read_bytes()
+    records = sorted(os.listdir(out / "videos"))
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a dfdc_fast checkpoint"):
+        run(src, out, [str(bad)])
+    assert (out / "submission.csv").read_bytes() == before
+    assert sorted(os.listdir(out / "videos")) == records
+    assert not (out / "submission.partial.csv").exists()
+
+
+def test_a_rerun_replaces_the_records_of_the_earlier_run(tmp_path, samples_dir, checkpoint):
+    out = tmp_path / "out"
+    run(folder(tmp_path / "a", samples_dir, ["ccfoszqabv.mp4", "acqfdwsrhi.mp4"]), out, [checkpoint])
+    run(folder(tmp_path / "b", samples_dir, ["afoovlsmtx.mp4"]), out, [checkpoint])
+    assert sorted(os.listdir(out / "videos")) == ["afoovlsmtx.json"]
+    assert set(read_submission(str(out / "submission.csv"))) == {"afoovlsmtx.mp4"}
+    assert not (out / "videos.partial").exists() and not (out / "submission.partial.csv").exists()
+
+
+def test_names_that_need_quoting_and_refused_names(tmp_path, samples_dir, checkpoint):
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4", "acqfdwsrhi.mp4"],
+                 rename={"acqfdwsrhi.mp4": 'odd, "name".mp4'})
+    (src / "metadata.json").write_text(json.dumps({"ccfoszqabv.mp4": {"label": "REAL"},
+                                                   'odd, "name".mp4': {"label": "FAKE"},
+                                                   "../escape.mp4": {"label": "REAL"}}))
+    summary = run(src, tmp_path / "out", [checkpoint])
+    rows = read_submission(str(tmp_path / "out" / "submission.csv"))
+    assert set(rows) == {"ccfoszqabv.mp4", 'odd, "name".mp4'}  # the refused name has no row
+    assert summary["statuses"] == {"ok": 2} and summary["refused"][0]["name"] == "../escape.mp4"
+
+
+def test_one_run_per_output_folder(tmp_path, samples_dir, checkpoint):
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4"])
+    (tmp_path / "out").mkdir()
+    with FolderLock(str(tmp_path / "out"), "infer"):
+        with pytest.raises(RuntimeError, match="in use by"):
+            run(src, tmp_path / "out", [checkpoint])
+
+
+@pytest.mark.slow
+def test_the_time_budget_holds_with_every_row(tmp_path, samples_dir, checkpoint):
+    budget = 30.0
+    t0 = time.perf_counter()
+    summary = run_inference(InferConfig(inputs=[samples_dir], checkpoints=[checkpoint], out=str(tmp_path / "out"),
+                                        device="cpu", progress=False, time_budget=budget))
+    elapsed = time.perf_counter() - t0
+    assert elapsed <= max(budget * 1.05, budget + 10), elapsed
+    rows = read_submission(str(tmp_path / "out" / "submission.csv"))
+    assert len(rows) == 20 and summary["videos"] == 20
+    assert summary["statuses"].get("ok", 0) >= 1 and summary["statuses"].get("time_budget", 0) >= 1, summary["statuses"]
