@@ -94,12 +94,7 @@ def test_the_loop_reads_the_loss_every_log_every_steps(monkeypatch, tmp_path):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("cutmix", [
-    0.0,
-    pytest.param(1.0, marks=pytest.mark.xfail(strict=True, reason=(
-        "dfdc_fast.augment.cutmix3d makes torch.tensor(dims, device=cuda): a blocking host-to-device copy "
-        "per mixed batch; remove this mark when augment builds it without one"))),
-])
+@pytest.mark.parametrize("cutmix", [0.0, 1.0])
 def test_training_step_runs_without_a_device_sync_on_a_gpu(cutmix):
     device = torch.device("cuda")
     step, _ = build_step(_config(amp="bf16", cutmix=cutmix), device, total_steps=8)

@@ -56,7 +56,7 @@ class Sampler:
         """A seed for per-pixel randomness drawn later in ``apply``; kept on the CPU so that
         seeding a device generator from it needs no device-to-host copy."""
         s = torch.randint(0, 2**62, (1,), generator=self.generator, device=self.draw_device)
-        return s.cpu()
+        return s if s.device.type == "cpu" else s.cpu()
 
     def gamma(self, shape_param: float, n: int, tries: int = 16) -> torch.Tensor:
         """Gamma(shape_param, 1) by Marsaglia-Tsang, vectorised over ``tries`` proposals
@@ -90,7 +90,7 @@ class Sampler:
 def device_generator(seed: torch.Tensor, device: torch.device) -> torch.Generator:
     """A generator on the data's device, so per-pixel noise is drawn where it is used."""
     g = torch.Generator(device=device)
-    g.manual_seed(int(seed.reshape(-1)[0]))
+    g.manual_seed(int(seed.numpy().reshape(-1)[0]) if seed.device.type == "cpu" else int(seed.reshape(-1)[0]))
     return g
 
 

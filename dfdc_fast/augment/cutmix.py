@@ -80,7 +80,7 @@ def _cutmix(x: torch.Tensor, targets: torch.Tensor, nd: int, alpha: float, symme
     perm = s.randperm(b)
     centres_u = s.rand(b, nd)
 
-    dim_t = torch.tensor(dims, device=x.device, dtype=torch.float32)
+    dim_t = torch.tensor(dims, dtype=torch.float32).to(x.device, non_blocking=True)  # no blocking copy
     r = (1.0 - lam).clamp_min(0.0) ** (1.0 / nd)
     size = torch.floor(dim_t * r[:, None]).long()  # int(D * r)
     dim_l = dim_t.long()

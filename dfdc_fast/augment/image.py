@@ -44,7 +44,7 @@ def isotropic_resize_pad(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def to_gray3(x: torch.Tensor) -> torch.Tensor:
     """Luma replicated over the three channels (the model still sees RGB)."""
-    wts = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    wts = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype).to(x.device, non_blocking=True).view(1, 3, 1, 1)
     return (x * wts).sum(dim=1, keepdim=True).expand_as(x)
 
 
@@ -187,7 +187,7 @@ class SelimImageAugment(Augment):
             return torch.where(per_sample(on, nd), new, old)
 
         if "cutout" in params:
-            box = params["cutout_box"] * torch.tensor([w, h, w, h], device=x.device, dtype=torch.float32)
+            box = params["cutout_box"] * torch.tensor([w, h, w, h], dtype=torch.float32).to(x.device, non_blocking=True)
             hole = _rect_mask(box, h, w) & per_sample(params["cutout"], nd)
             x = x.masked_fill(hole, 0.0)
         if "jpeg" in params:
