@@ -1,0 +1,140 @@
+"""extract / train / infer --recipe selim and ntech end to end on the demo clips (CPU).
+
+The demo set has a REAL video (ccfoszqabv) with one of its fakes (acqfdwsrhi), another REAL
+(afoovlsmtx) and a FAKE whose original is absent (bndybcqhfr). Each recipe is extracted
+once per module and reused by the training and inference tests.
+"""
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfdc_fast import extract
+from dfdc_fast.crops.ssim import ssim_diff_reference
+
+DEMO_META = json.load(open(os.path.join(extract.DEMO_DIR, "metadata.json")))
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def png(path):
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+@pytest.fixture(scope="module")
+def selim_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("selim") / "out"
+    summary = extract.run_extraction(extract.ExtractConfig(recipe="selim", out=str(out), device="cpu", workers=0,
+                                                           encoders=0, contact_sheet=0, progress=False))
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def ntech_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ntech") / "out"
+    # every 12th frame (their 6th, halved to keep CI fast): 13 detections per 150-frame track
+    summary = extract.run_extraction(extract.ExtractConfig(recipe="ntech", every=12, out=str(out), device="cpu",
+                                                           workers=0, encoders=0, contact_sheet=0, progress=False))
+    return out, summary
+
+
+def test_selim_crops_landmarks_diffs_and_folds(selim_out):
+    out, summary = selim_out
+    assert summary["status_counts"] == {"ok": 4} and summary["recipe"] == "selim"
+    rows = read_csv(out / "crops.csv")
+    assert summary["crops"] == len(rows) and summary["crops_with_landmarks"] == len(rows)
+    by_video = {}
+    for r in rows:
+        by_video.setdefault(r["video"], []).append(r)
+    assert set(by_video) == set(DEMO_META)
+    for name, crops in by_video.items():
+        assert all(int(r["frame"]) % 10 == 0 for r in crops)  # his frame % 10 == 0
+        for r in crops:
+            image = png(out / r["path"])
+            h, w = image.shape[:2]
+            pts = np.array([float(v) for v in r["landmarks"].split()]).reshape(5, 2)
+            # the five points fall inside the crop, eyes above the nose above the mouth
+            assert (pts >= 0).all() and (pts[:, 0] < w).all() and (pts[:, 1] < h).all()
+            assert pts[0, 1] < pts[2, 1] < pts[3, 1] and pts[0, 0] < pts[1, 0]
+    # the fake whose original is present: a diff per crop, against the original's crop of the same box
+    fake, real = by_video["acqfdwsrhi.mp4"], {(r["track"], r["frame"]): r for r in by_video["ccfoszqabv.mp4"]}
+    assert fake and all(r["diff"] for r in fake) and summary["diffs"] == len(fake)
+    for r in fake:
+        theirs = png(out / real[(r["track"], r["frame"])]["path"])
+        ours = png(out / r["path"])
+        got = png(out / r["diff"])
+        assert got.ndim == 2 and got.shape == ours.shape[:2] == theirs.shape[:2]
+        ref = ssim_diff_reference(theirs, ours)
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+    assert max(png(out / r["diff"]).max() for r in fake) > 20  # the swapped face shows
+    assert not any(r["diff"] for r in by_video["bndybcqhfr.mp4"])  # no original, no diff
+    assert not any(r["diff"] for r in by_video["ccfoszqabv.mp4"])
+    # folds: a fake in its original's fold (no DFDC part here: a hash of the original's name)
+    fold = {r["video"]: r["fold"] for r in rows}
+    assert fold["acqfdwsrhi.mp4"] == fold["ccfoszqabv.mp4"] and {r["fold_from"] for r in rows} == {"hash"}
+    # a REAL's crops are unchanged by the recipe's other outputs: same box as the fake's
+    assert [json.loads(json.dumps(r["frame"])) for r in fake] == [r["frame"] for r in by_video["ccfoszqabv.mp4"]]
+
+
+def test_selim_resumed_fake_reloads_its_originals_crops(selim_out, tmp_path):
+    """A fake done in a later run than its original gets its diffs from the PNG crops the
+    original wrote: the same bytes as in one run."""
+    out, _ = selim_out
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    fake_json = again / "videos" / "_" / "acqfdwsrhi.json"
+    diffs = sorted((again / "diffs").rglob("*.png"))
+    before = {p.name: p.read_bytes() for p in diffs}
+    fake_json.unlink()
+    for p in diffs:
+        p.unlink()
+    summary = extract.run_extraction(extract.ExtractConfig(recipe="selim", out=str(again), device="cpu", workers=0,
+                                                           encoders=0, contact_sheet=0, progress=False))
+    assert summary["processed"] == 1 and summary["skipped_done"] == 3
+    assert {p.name: p.read_bytes() for p in (again / "diffs").rglob("*.png")} == before
+    assert read_csv(again / "crops.csv") == read_csv(out / "crops.csv")
+
+
+def test_recipe_settings_are_checked():
+    with pytest.raises(ValueError, match="PNG"):
+        extract.ExtractConfig(recipe="selim", crop_format="jpg")
+    with pytest.raises(ValueError, match="reuse"):
+        extract.ExtractConfig(recipe="selim", reuse_original="none")
+    with pytest.raises(ValueError, match="iou"):
+        extract.ExtractConfig(recipe="ntech", track_method="mask")
+    with pytest.raises(ValueError, match="recipe"):
+        extract.ExtractConfig(recipe="bogus")
+    medics = extract.ExtractConfig()
+    assert (medics.every, medics.detector, medics.crops_per_video, medics.chunk_size) == (10, "medics_export", 32, 150)
+    assert "recipe" not in medics.output_settings()  # the Medics' settings.json is what it always was
+
+
+def test_ntech_pairs_only_with_the_fakes_own_original(ntech_out):
+    from dfdc_fast.io import read_video
+
+    out, summary = ntech_out
+    assert summary["status_counts"] == {"ok": 4} and summary["recipe"] == "ntech"
+    pairs = read_csv(out / "pairs.csv")
+    assert summary["pairs"] == len(pairs) >= 1
+    for p in pairs:  # never across different originals
+        assert DEMO_META[p["fake_video"]]["original"] == p["real_video"]
+    assert {p["fake_video"] for p in pairs} == {"acqfdwsrhi.mp4"}  # bndybcqhfr's original is absent
+    for p in pairs:
+        real, fake = read_video(out / p["real_clip"]), read_video(out / p["fake_clip"])
+        x0, y0, x1, y1 = (int(p[k]) for k in ("x0", "y0", "x1", "y1"))
+        assert real.frames.shape == fake.frames.shape == (50, y1 - y0, x1 - x0, 3)
+        assert int(p["stop"]) - int(p["start"]) == 50
+        assert int(p["span_start"]) <= int(p["start"]) and int(p["stop"]) <= int(p["span_stop"]) + 12
+        # the same window of the same footage: close, but not identical (the face was swapped)
+        gap = (real.frames.int() - fake.frames.int()).abs().float().mean().item()
+        assert 0.5 < gap < 40
+    rec = json.load(open(out / "videos" / "_" / "ccfoszqabv.json"))
+    assert rec["pairs"] and all(t["stop"] - t["start"] >= 50 for t in rec["tracks"])
