@@ -138,3 +138,85 @@ def test_ntech_pairs_only_with_the_fakes_own_original(ntech_out):
         assert 0.5 < gap < 40
     rec = json.load(open(out / "videos" / "_" / "ccfoszqabv.json"))
     assert rec["pairs"] and all(t["stop"] - t["start"] >= 50 for t in rec["tracks"])
+
+
+# ---- training: the recipe configs, tiny (efficientnet_b0 standing in for B7) ----------------
+
+def _tiny(name, data, out, **kw):
+    from dfdc_fast.train import load_config
+
+    base = dict(data=str(data), out=str(out), epochs=1, max_steps_per_epoch=2, batch_size=2, workers=0, amp="none",
+                progress=False, channels_last=False)
+    return load_config(name, **{**base, **kw})
+
+
+def test_selim_config_trains_with_cutouts_and_validates_on_a_fold(selim_out, tmp_path):
+    from dfdc_fast.train import train
+
+    out, _ = selim_out
+    fold = {r["video"]: int(r["fold"]) for r in read_csv(out / "crops.csv")}
+    cfg = _tiny("selim_b7", out, tmp_path / "run", model="efficientnet_b0", input_size=64,
+                val_fold=fold["ccfoszqabv.mp4"], model_kwargs={}, cutout={"landmark_p": 1.0})
+    assert (cfg.loss, cfg.schedule, cfg.optimizer, cfg.dataset) == ("balanced_bce", "poly", "sgd", "crops_csv")
+    result = train(cfg, device="cpu")
+    row = result.metrics[-1]
+    assert result.step == 2 and np.isfinite(row["train_loss"])
+    # validation: the held-out fold holds the REAL and its fake, crops of frames % 20 == 0 only
+    assert row["val_videos"] == 2 and np.isfinite(row["val_balanced_log_loss"])
+    assert os.path.exists(result.last_checkpoint)
+
+
+def _pairs_with_a_held_out_copy(out, tmp_path):
+    """The demo set has one aligned pair: train on it and validate on a copy in another fold."""
+    data = tmp_path / "data"
+    shutil.copytree(out, data)
+    rows = read_csv(data / "pairs.csv")
+    held = [{**r, "fold": str((int(r["fold"]) + 1) % 16), "real_video": "held_" + r["real_video"],
+             "fake_video": "held_" + r["fake_video"]} for r in rows]
+    with open(data / "pairs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows + held)
+    return data, int(held[0]["fold"])
+
+
+def test_ntech_config_trains_on_mixed_reencoded_pairs_after_a_head_warmup(ntech_out, tmp_path):
+    import torch
+
+    from dfdc_fast.models import create_model, load_checkpoint
+    from dfdc_fast.train import train
+
+    out, _ = ntech_out
+    data, val_fold = _pairs_with_a_held_out_copy(out, tmp_path)
+    cfg = _tiny("ntech_b7_seq", data, tmp_path / "run", model="efficientnet_b0_seq", pair_crop=[64, 56],
+                pair_min_size=64, pair_reencode={"p": 1.0}, warmup_head_steps=2, val_fold=val_fold)
+    assert (cfg.dataset, cfg.schedule, cfg.pair_mixup, cfg.lr) == ("pairs", "linear", True, 0.005)
+    result = train(cfg, device="cpu")
+    row = result.metrics[-1]
+    assert result.step == 2 and np.isfinite(row["train_loss"])
+    assert row["val_videos"] == 2 and np.isfinite(row["val_log_loss"])
+    # two warm-up steps: only the head moved, the backbone (weights and BN statistics) did not
+    torch.manual_seed(cfg.seed)
+    start = create_model(cfg.model, num_classes=1).state_dict()
+    trained = load_checkpoint(result.last_checkpoint).state_dict
+    moved = {k for k, v in trained.items() if not torch.equal(v, start[k])}
+    assert moved and all(k.startswith("net.classifier") for k in moved), sorted(moved)[:5]
+
+
+def test_pair_loader_reencodes_both_clips_alike(ntech_out):
+    from dfdc_fast.train.data import read_pairs_csv
+    from dfdc_fast.train.loaders import plan_pairs, read_pair
+
+    out, _ = ntech_out
+    pair = read_pairs_csv(str(out))[0]
+    options = dict(crop=(64, 56), min_size=64, reencode={"p": 1.0, "fps_p": 0.0, "scale_p": 1.0,
+                                                        "scale_range": (0.25, 0.26)})
+    item = plan_pairs([pair], [0], indices=[19, 21, 23], batch_size=1, train=True, seed=0, epoch=0).items[0]
+    got = read_pair(item, options)
+    assert got.shape == (2, 3, 64, 56, 3)
+    plain = read_pair(item, dict(crop=(64, 56), min_size=64))
+    # a quarter-size re-encode loses detail: both clips got it
+    for c in range(2):
+        assert np.abs(got[c].astype(int) - plain[c].astype(int)).mean() > 1.0
+    again = read_pair(item, options)
+    assert np.array_equal(got, again)  # the item's seed fixes every draw

@@ -229,3 +229,21 @@ def test_reencode_draw_follows_their_ranges():
     assert {d.tune for d in done} == {"film", "animation", "grain", "stillimage", "fastdecode", "zerolatency"}
     with pytest.raises(ValueError):
         Reencode(tunes=["bogus"])
+
+
+def test_balanced_bce_averages_the_fakes_and_the_reals_loss():
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from dfdc_fast.train.step import TrainStep
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 0.3, -2.0])
+    labels = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    step = SimpleNamespace(loss="balanced_bce", label_smoothing=0.0)
+    want = (F.binary_cross_entropy_with_logits(logits[:3], labels[:3])
+            + F.binary_cross_entropy_with_logits(logits[3:], labels[3:])) / 2
+    assert torch.allclose(TrainStep._loss(step, logits, labels), want)
+    smooth = SimpleNamespace(loss="bce", label_smoothing=0.01)
+    assert torch.allclose(TrainStep._loss(smooth, logits, labels),
+                          F.binary_cross_entropy_with_logits(logits, labels.clamp(0.01, 0.99)))
