@@ -29,7 +29,8 @@ class ProbeConfig:
     layout: str = "auto"
 
 
-def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional[str], info=None) -> dict:
+def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional[str], info=None,
+            stat: bool = True) -> dict:
     rec = {
         "path": path, "frames": None, "width": None, "height": None, "fps": None, "codec": None,
         "status": status, "error": error,
@@ -38,10 +39,12 @@ def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional
         rec.update(frames=info.num_frames, width=info.width, height=info.height, fps=round(info.fps, 4),
                    codec=info.codec, rotation=info.rotation, duration=info.duration, pix_fmt=info.pix_fmt,
                    vfr=info.variable_frame_rate)
-    try:
-        rec["size_bytes"] = os.path.getsize(path)
-    except OSError:
-        rec["size_bytes"] = None
+    rec["size_bytes"] = None
+    if stat:
+        try:
+            rec["size_bytes"] = os.path.getsize(path)
+        except OSError:
+            pass
     if entry is not None:
         rec.update(label=entry.label, part=entry.part or None, original=entry.original)
     return rec
@@ -50,7 +53,8 @@ def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional
 def probe_dataset(ds: Dataset, cfg: ProbeConfig) -> Iterator[dict]:
     """Probe every video of ``ds`` and report what did not match its metadata."""
     for name, reason in ds.rejected:
-        yield _record(os.path.join(ds.root, name), None, "error", f"refused name in metadata.json: {reason}")
+        # the name as listed, never resolved or looked at: it may point outside the dataset
+        yield {**_record(name, None, "error", f"refused name in metadata.json: {reason}", stat=False), "path": name}
     for entry in ds.missing:
         yield _record(entry.path, entry, "missing", "listed in metadata.json but not on disk")
     entries = {e.path: e for e in ds.videos}
