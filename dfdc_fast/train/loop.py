@@ -23,7 +23,8 @@ import torch
 
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.config import TrainConfig, save_config
-from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples
+from dfdc_fast.errors import UserError
+from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples, validate_samples
 from dfdc_fast.train.loaders import make_loader, plan_epoch, resolve_loader
 from dfdc_fast.train.metrics import append_metrics, plot_metrics, video_log_loss
 from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
@@ -205,6 +206,7 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
                  config.model, kind, frames, size, loader_name, dtype, device, world)
 
     samples = read_clip_index(config.data, kind)
+    validate_samples(samples, config.data)
     train_samples, val_samples = split_samples(samples, val_parts=config.val_parts, val_fraction=config.val_fraction,
                                                seed=config.seed)
     if not train_samples:
@@ -228,7 +230,14 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     start_epoch, metrics = 0, []
     resume_from = latest_checkpoint(config.out) if config.resume else None
     if resume_from:
-        ckpt = load_checkpoint(resume_from)
+        try:
+            ckpt = load_checkpoint(resume_from)
+            for key in ("optimizer", "schedule", "rng", "epoch", "step"):
+                if key not in ckpt.state:
+                    raise ValueError(f"it holds no {key!r} state")
+        except (ValueError, RuntimeError, EOFError, OSError) as exc:
+            raise UserError(f"cannot resume from {resume_from}: {exc}. Delete that file to resume from the "
+                            "checkpoint before it, or rerun with --no-resume to start over") from exc
         model.load_state_dict(ckpt.state_dict, strict=True)
         optimizer.load_state_dict(ckpt.state["optimizer"])
         schedule.load_state_dict(ckpt.state["schedule"])
@@ -330,4 +339,4 @@ def _barrier(world: int) -> None:
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=True, dynamic_ncols=True)
