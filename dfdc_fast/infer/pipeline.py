@@ -303,6 +303,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             for res in stream:
                 if res is not None:
                     group.append(res)
+                    bar.update(1)  # faces of one more video are ready; the group's scores follow
                 if len(group) >= size or out_of_time(len(group) or 1):
                     break
             if out_of_time(len(group)):
@@ -344,7 +345,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             budget.record(level, time.perf_counter() - t0, len(group))
             write_rows(progress_file)
             done += len(group)
-            bar.update(len(group))
+            bar.set_postfix(scored=done)
     finally:
         engine.close(kill=state["stopped"])
         bar.close()
