@@ -199,3 +199,16 @@ def test_inputs_are_checked_before_training(demo_faces, tmp_path):
     (tmp_path / "bad.yaml").write_text("model: mc3_18\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
         load_config(str(tmp_path / "bad.yaml"))
+
+
+def test_a_2d_model_over_a_3d_config_takes_its_own_augmentation(caplog):
+    """`-c smoke --model efficientnet_b0`: the smoke config's clip augmentation is set aside
+    with a warning instead of crashing the 2D augmentation; a key no augmentation has fails."""
+    from dfdc_fast.train.loop import make_augment
+
+    config = load_config("smoke", model="efficientnet_b0")
+    with caplog.at_level("WARNING"):
+        train_tf, eval_tf = make_augment(config, "2d", 64, torch.device("cpu"))
+    assert type(train_tf).__name__ == "SelimImageAugment" and "brightness_contrast_p" in caplog.text
+    with pytest.raises(ValueError, match="hflp.*did you mean 'hflip'"):
+        make_augment(load_config("smoke", augment={"hflp": 0.5}), "3d", 64, torch.device("cpu"))
