@@ -29,7 +29,8 @@ class ProbeConfig:
     layout: str = "auto"
 
 
-def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional[str], info=None) -> dict:
+def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional[str], info=None,
+            stat: bool = True) -> dict:
     rec = {
         "path": path, "frames": None, "width": None, "height": None, "fps": None, "codec": None,
         "status": status, "error": error,
@@ -38,10 +39,12 @@ def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional
         rec.update(frames=info.num_frames, width=info.width, height=info.height, fps=round(info.fps, 4),
                    codec=info.codec, rotation=info.rotation, duration=info.duration, pix_fmt=info.pix_fmt,
                    vfr=info.variable_frame_rate)
-    try:
-        rec["size_bytes"] = os.path.getsize(path)
-    except OSError:
-        rec["size_bytes"] = None
+    rec["size_bytes"] = None
+    if stat:
+        try:
+            rec["size_bytes"] = os.path.getsize(path)
+        except OSError:
+            pass
     if entry is not None:
         rec.update(label=entry.label, part=entry.part or None, original=entry.original)
     return rec
@@ -50,7 +53,8 @@ def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional
 def probe_dataset(ds: Dataset, cfg: ProbeConfig) -> Iterator[dict]:
     """Probe every video of ``ds`` and report what did not match its metadata."""
     for name, reason in ds.rejected:
-        yield _record(os.path.join(ds.root, name), None, "error", f"refused name in metadata.json: {reason}")
+        # the name as listed, never resolved or looked at: it may point outside the dataset
+        yield {**_record(name, None, "error", f"refused name in metadata.json: {reason}", stat=False), "path": name}
     for entry in ds.missing:
         yield _record(entry.path, entry, "missing", "listed in metadata.json but not on disk")
     entries = {e.path: e for e in ds.videos}
@@ -103,8 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = ProbeConfig(**vars(args))
+    from dfdc_fast.cli import add_common_arguments, run
+
+    parser = build_parser()
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    return run("probe", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """One JSON line per video on stdout; exit 1 when any is not ok."""
+    values = {k: v for k, v in vars(args).items() if k in ProbeConfig.__dataclass_fields__}
+    cfg = ProbeConfig(**values)
+    left = [args.limit if args.limit is not None else float("inf")]
     bad = 0
     for p in cfg.paths:
         if not os.path.exists(p):
@@ -112,6 +127,9 @@ def main(argv: Optional[list] = None) -> int:
             bad += 1
     for ds in from_paths([p for p in cfg.paths if os.path.exists(p)], cfg.layout):
         for rec in probe_dataset(ds, cfg):
+            if left[0] <= 0:
+                return 1 if bad else 0
+            left[0] -= 1
             bad += rec["status"] != "ok"
             print(json.dumps(rec), flush=True)
     return 1 if bad else 0

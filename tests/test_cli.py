@@ -82,3 +82,14 @@ def test_detect_cli_writes_one_line_per_sampled_frame(tmp_path, samples_dir):
 def test_detect_cli_help():
     r = subprocess.run([sys.executable, "-m", "dfdc_fast.detect", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--every" in r.stdout and "medics_export" in r.stdout
+
+
+def test_probe_never_looks_at_a_refused_name(capsys, tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    (tmp_path / "outside.mp4").write_bytes(b"x" * 1234)  # exists, outside the dataset
+    make_video(str(src / "good.mp4"), frames=5)
+    (src / "metadata.json").write_text(json.dumps({"good.mp4": {"label": "REAL"}, "../outside.mp4": {"label": "REAL"}}))
+    _, lines = run_probe(capsys, src)
+    refused = [r for r in lines if r["status"] == "error"]
+    assert len(refused) == 1 and refused[0]["path"] == "../outside.mp4" and refused[0]["size_bytes"] is None

@@ -7,9 +7,9 @@ of every epoch (DDP). Re-running the same command resumes from the last checkpoi
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from dfdc_fast.cli import add_common_arguments, run
 from dfdc_fast.train.config import list_configs, load_config
 
 
@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="start over even if the run folder holds checkpoints")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    add_common_arguments(ap, limit=False)
     return ap.parse_args(argv)
 
 
@@ -57,11 +58,15 @@ def main(argv=None) -> int:
     if args.list_configs:
         print("\n".join(list_configs()))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from dfdc_fast.runtime import tune_host_allocator
-    from dfdc_fast.train.loop import train
 
     tune_host_allocator()
+    return run("train", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from dfdc_fast.train.loop import train
+
     fields = ["data", "val_parts", "val_fraction", "loader", "workers", "prefetch", "frames", "input_size", "model", "pretrained",
               "epochs", "batch_size", "accumulate", "lr", "amp", "compile", "seed", "out", "max_steps_per_epoch",
               "log_every", "resume", "progress"]

@@ -96,11 +96,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
+        """Values from a YAML file or flags, converted to the fields' types (PyYAML reads
+        ``1e-4`` as a string); an unknown key is refused with the key it resembles."""
+        from dfdc_fast.runtime import typed_dataclass
+
+        return typed_dataclass(cls, values)
 
 
 def list_configs() -> list[str]:

@@ -145,6 +145,48 @@ def split_by_fold(samples: Sequence, fold: int) -> tuple[list, list]:
     return [s for s in samples if s.fold != fold], [s for s in samples if s.fold == fold]
 
 
+def _readable(path: str) -> bool:
+    """A fast header check: an MP4 with a video track, or a JPEG/PNG that starts as one."""
+    try:
+        if os.path.getsize(path) == 0:
+            return False
+        if path.lower().endswith((".mp4", ".mov", ".m4v")):
+            from dfdc_fast.io.mp4 import display_rotation
+
+            return display_rotation(path) is not None
+        with open(path, "rb") as f:
+            head = f.read(8)
+        return head.startswith(b"\xff\xd8") or head.startswith(b"\x89PNG")
+    except OSError:
+        return False
+
+
+def _sample_paths(s) -> tuple:
+    """The files a sample reads: its clip or crop (and SSIM diff), or a pair's two clips."""
+    if isinstance(s, PairSample):
+        return s.real, s.fake
+    return (s.path, s.diff) if s.diff else (s.path,)
+
+
+def validate_samples(samples: Sequence, root: str) -> None:
+    """Raise before training when clips or crops the index lists (index.csv, crops.csv or
+    pairs.csv) are missing or unreadable (a fast header check of every file), naming them
+    and how to redo them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dfdc_fast.errors import UserError
+
+    paths = sorted({p for s in samples for p in _sample_paths(s)})
+    with ThreadPoolExecutor(8) as pool:
+        ok = list(pool.map(_readable, paths))
+    bad = [p for p, good in zip(paths, ok) if not good]
+    if bad:
+        shown = ", ".join(os.path.relpath(p, root) for p in bad[:5])
+        raise UserError(f"{len(bad)} of {len(paths)} files that the index in {root} lists are missing "
+                        f"or unreadable (e.g. {shown}). Re-extract those videos: delete their videos/*.json in {root} "
+                        "and rerun the extraction, which redoes exactly those")
+
+
 def split_samples(samples: Sequence[Sample], *, val_parts: Iterable[int] = (), val_fraction: float = 0.0,
                   seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """(train, val) samples. DFDC parts listed in ``val_parts`` (the Medics held out 45-49)
