@@ -220,3 +220,91 @@ def test_pair_loader_reencodes_both_clips_alike(ntech_out):
         assert np.abs(got[c].astype(int) - plain[c].astype(int)).mean() > 1.0
     again = read_pair(item, options)
     assert np.array_equal(got, again)  # the item's seed fixes every draw
+
+
+# ---- inference: python -m dfdc_fast.infer --recipe selim|ntech ------------------------------
+
+def _checkpoint(path, name, **config):
+    from dfdc_fast.models import create_model, save_checkpoint
+
+    save_checkpoint(path, create_model(name, num_classes=1), model_name=name, model_kwargs={"num_classes": 1},
+                    config=config)
+    return str(path)
+
+
+def _two_videos(tmp_path):
+    """A REAL demo clip and its fake (CI time: inference on CPU is the slow part here)."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    for name in ("ccfoszqabv.mp4", "acqfdwsrhi.mp4"):
+        shutil.copy(os.path.join(extract.DEMO_DIR, name), src / name)
+    return str(src), {"ccfoszqabv.mp4", "acqfdwsrhi.mp4"}
+
+
+def _submission(out):
+    rows = read_csv(out / "submission.csv")
+    return {r["filename"]: float(r["label"]) for r in rows}
+
+
+def test_infer_recipe_selim_scores_every_face_with_the_confident_strategy(tmp_path):
+    from dfdc_fast.infer.__main__ import main
+    from dfdc_fast.infer.aggregate import selim
+
+    ckpt = _checkpoint(tmp_path / "b0.pth", "efficientnet_b0", input_size=64)
+    out = tmp_path / "out"
+    # 8 evenly spaced frames instead of his 32 (CI time); the rest is his recipe
+    videos, names = _two_videos(tmp_path)
+    assert main([videos, ckpt, "-o", str(out), "--recipe", "selim", "--frames", "8", "--device", "cpu",
+                 "--workers", "0", "--no-progress"]) == 0
+    sub = _submission(out)
+    assert set(sub) == names and all(0.0 < p < 1.0 for p in sub.values())
+    summary = json.load(open(out / "summary.json"))
+    assert summary["aggregator"] == "selim" and summary["config"]["detector"] == "selim_inference"
+    for name in names:
+        rec = json.load(open(out / "videos" / (os.path.splitext(name)[0] + ".json")))
+        assert rec["status"] == "ok" and rec["faces"] == 8  # one face on each of the 8 frames
+        (member, probs), = rec["scores"].items()
+        assert len(probs) == 8
+        assert abs(rec["label"] - selim({member: probs})) < 1e-9
+
+
+def test_infer_recipe_ntech_scores_windows_of_iou_tracks_and_sharpens(tmp_path):
+    from dfdc_fast.infer.__main__ import main
+    from dfdc_fast.infer.aggregate import aggregate
+
+    seq = _checkpoint(tmp_path / "seq.pth", "efficientnet_b0_seq")
+    frame = _checkpoint(tmp_path / "frame.pth", "efficientnet_b0", input_size=224)
+    out = tmp_path / "out"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(os.path.join(extract.DEMO_DIR, "ccfoszqabv.mp4"), videos)
+    # the first 60 frames (CI time): 30 kept at 15 fps, 10 detections (every 3rd kept), one track
+    assert main([str(videos), seq, frame, "-o", str(out), "--recipe", "ntech", "--frames", "60", "--device", "cpu",
+                 "--workers", "0", "--no-progress"]) == 0
+    sub = _submission(out)
+    assert set(sub) == {"ccfoszqabv.mp4"} and all(0.01 <= p <= 0.99 for p in sub.values())
+    summary = json.load(open(out / "summary.json"))
+    assert summary["aggregator"] == "ntech" and summary["config"]["detector"] == "ntech_inference"
+    for name in sub:
+        rec = json.load(open(out / "videos" / (os.path.splitext(name)[0] + ".json")))
+        assert rec["status"] == "ok"
+        # 7-frame windows starting every 14 kept frames: 0 and 14; every 2nd kept frame: 15
+        assert {k.split(":")[0].split("/")[0]: len(v) for k, v in rec["scores"].items()} == \
+            {"efficientnet_b0_seq": 2, "efficientnet_b0": 15}, rec["scores"].keys()
+        assert abs(rec["label"] - aggregate("ntech", rec["scores"])) < 1e-9
+
+
+def test_infer_recipe_defaults_yield_to_given_options():
+    from dfdc_fast.infer.pipeline import InferConfig
+    from dfdc_fast.infer.recipes import recipe_request
+
+    cfg = InferConfig.from_dict({"recipe": "selim", "frames": 16})
+    assert (cfg.aggregator, cfg.detector, cfg.detect_every, cfg.frames) == ("selim", "selim_inference", 1, 16)
+    assert InferConfig.from_dict({}).aggregator == "medics"
+    with pytest.raises(ValueError, match="2D"):
+        recipe_request(cfg, {"3d"})
+    req = recipe_request(InferConfig.from_dict({"recipe": "ntech"}), {"3d", "2d"})
+    assert req.sample_fps == 15.0 and req.every == 3 and req.track.min_detections == 7
+    assert [(w.length, w.stride, w.crop) for w in req.windows] == [(7, 14, (224, 192)), (1, 2, (224, 192))]
+    with pytest.raises(ValueError, match="recipe"):
+        InferConfig.from_dict({"recipe": "bogus"})
