@@ -8,6 +8,13 @@
 // component_stats: per-label bounding boxes (B, L, 6) = (t0, t1, y0, y1, x0, x1),
 //   half-open, and voxel counts (B, L), both int64; L is given by the caller (the one
 //   value that needs the host), labels above it are ignored, and unused rows are 0.
+// nms_padded: exact greedy NMS of each set of a padded batch. boxes (B, K, 4) as
+//   (x0, y0, x1, y1), each set sorted by decreasing score; valid (B, K) bool marks the
+//   real boxes. Returns keep (B, K) bool on the same device: box k of set b is kept when
+//   it is valid and no kept, earlier box of its set overlaps it by more than threshold.
+//   mode "iou": intersection over union with torchvision's areas ((x1 - x0) * (y1 - y0));
+//   "min": intersection over the smaller area with MTCNN's +1 pixel convention (and the
+//   ratio compared with the threshold in the boxes' precision, as numpy does there).
 #include <torch/extension.h>
 #ifdef WITH_CUDA
 #include <cuda_runtime_api.h>  // CUDART_VERSION
@@ -16,6 +23,7 @@
 TORCH_LIBRARY(dfdc_fast, m) {
   m.def("label3d(Tensor mask, int connectivity=26) -> (Tensor labels, Tensor num_labels)");
   m.def("component_stats(Tensor labels, int num_labels) -> (Tensor boxes, Tensor counts)");
+  m.def("nms_padded(Tensor boxes, Tensor valid, float threshold, str mode=\"iou\") -> Tensor keep");
 }
 
 namespace dfdc_fast {
