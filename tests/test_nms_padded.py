@@ -2,12 +2,17 @@
 and against facenet-pytorch's "Min" NMS (dfdc_fast.detect.nms.nms_min), set by set.
 
 The CPU kernel must equal the references exactly (same kept boxes) on random boxes of
-many sizes, with ties, duplicates, empty and all-invalid sets, ; the CUDA kernel must equal the CPU kernel.
+many sizes, with ties, duplicates, empty and all-invalid sets, and on the detector's own
+candidate boxes; the CUDA kernel must equal the CPU kernel.
 """
+import json
+import os
+
 import pytest
 import torch
 from torchvision.ops import nms as tv_nms
 
+from dfdc_fast.detect import MTCNN
 from dfdc_fast.detect.nms import nms_min, nms_padded_reference
 from dfdc_fast.extension import _has_ops
 
@@ -141,6 +146,35 @@ def test_op_registration():
     assert fake.shape == (3, 17) and fake.dtype == torch.bool
 
 
+@pytest.fixture(scope="module")
+def detector_nms_calls(samples_dir):
+    """Every nms_padded call the detector makes on real frames: the real candidate boxes."""
+    from dfdc_fast.io import read_video
+    from dfdc_fast.io.selectors import Every
+
+    meta = json.load(open(os.path.join(samples_dir, "metadata.json")))
+    clip = "caifxvsozs.mp4" if "caifxvsozs.mp4" in meta else sorted(meta)[0]
+    frames = read_video(os.path.join(samples_dir, clip), Every(60)).frames
+    det = MTCNN("cpu", thresholds=(0.6, 0.7, 0.7), scale=0.5)
+    calls, real = [], det._nms
+
+    def record(boxes, valid, threshold, mode):
+        keep = real(boxes, valid, threshold, mode)
+        calls.append((boxes.clone(), valid.clone(), threshold, mode, keep.clone()))
+        return keep
+
+    det._nms = record
+    det.detect(frames)
+    return calls
+
+
+def test_equals_stock_nms_on_real_candidates(detector_nms_calls):
+    modes = {c[3] for c in detector_nms_calls}
+    assert modes == {"iou", "min"} and sum(int(c[1].sum()) for c in detector_nms_calls) > 500
+    for boxes, valid, threshold, mode, keep in detector_nms_calls:
+        assert torch.equal(keep, reference(boxes, valid, threshold, mode))
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("mode", ["iou", "min"])
 def test_cuda_kernel_equals_cpu_kernel(mode):
@@ -153,3 +187,9 @@ def test_cuda_kernel_equals_cpu_kernel(mode):
             assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
     empty = nms_padded(torch.zeros(0, 3, 4, device="cuda"), torch.zeros(0, 3, dtype=torch.bool, device="cuda"), 0.5)
     assert empty.shape == (0, 3)
+
+
+@pytest.mark.cuda
+def test_cuda_kernel_on_real_candidates(detector_nms_calls):
+    for boxes, valid, threshold, mode, keep in detector_nms_calls:
+        assert torch.equal(nms_padded(boxes.cuda(), valid.cuda(), threshold, mode).cpu(), keep)
