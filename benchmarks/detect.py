@@ -126,9 +126,12 @@ def main(argv=None) -> int:
     ap.add_argument("--frames-per-call", type=int, default=480,
                     help="frames per detect_many call, whole videos of 30 (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add_common_args(ap, IMPLEMENTATIONS)
     args = ap.parse_args(argv)
     device, only = prepare(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
     dev = device.type
     sizes = [int(s) for s in (args.sizes or ("120,960,3000" if gpu else "120")).split(",") if s]

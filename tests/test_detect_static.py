@@ -182,3 +182,14 @@ def test_cuda_pass_syncs_only_to_read_counts(half_frames):
     with no_syncs("cuda"):
         fallback.detect_many(videos)
     assert 3 < fallback.host_reads <= 6
+
+
+@pytest.mark.parametrize("full,small", [((1080, 1920), (270, 480)), ((1080, 1920), (540, 960)), ((1920, 1080), (480, 270)),
+                                        ((720, 1280), (270, 480)), ((100, 200), (300, 600)), ((7, 9), (7, 3))])
+def test_resize_is_bit_identical_to_interpolate(full, small):
+    g = torch.Generator().manual_seed(full[0] + small[1])
+    x = torch.randint(0, 256, (3, *full, 3), generator=g, dtype=torch.uint8)
+    mode = "area" if small[0] <= full[0] and small[1] <= full[1] else "bilinear"
+    ref = F.interpolate(x.permute(0, 3, 1, 2).float(), size=small, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    ref = ref.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    assert torch.equal(MTCNN("cpu")._resize(x, *small), ref)

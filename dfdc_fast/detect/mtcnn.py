@@ -86,8 +86,9 @@ class MTCNNConfig:
     max_candidates: int = 5000
     #: Frames per P-Net chunk (the pass itself covers all frames of a call); halved and
     #: retried when the device runs out of memory. Host syncs do not depend on it. None:
-    #: 256 on a GPU; 8 on a CPU, where P-Net per frame is about 2x faster in chunks of
-    #: 4-8 frames than of 32 (the activations stay in cache).
+    #: 256 on a GPU; on a CPU about 4 megapixels (8 frames of 960x540, 32 of 480x270),
+    #: where P-Net per frame was about 2x faster in chunks of 4-8 frames of 960x540 than
+    #: of 32 (the activations stay in cache), and smaller chunks only add overhead.
     frame_batch: Optional[int] = None
     #: Crops per R-Net / O-Net forward. None: 8192 on a GPU, 512 on a CPU (fastest there).
     net_batch: Optional[int] = None
@@ -222,7 +223,6 @@ class MTCNN:
         self._pnet_run = self.pnet if self._pnet_dtype == torch.float32 else copy.deepcopy(self.pnet).to(self._pnet_dtype)
         self._nms = _native_nms(self.device)
         gpu = self.device.type == "cuda"
-        self.frame_batch = self.config.frame_batch or (256 if gpu else 8)
         self.net_batch = self.config.net_batch or (8192 if gpu else 512)
         self.host_reads = 0
 
@@ -319,16 +319,22 @@ class MTCNN:
 
     def _resize(self, frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """uint8 frames resized to ``h x w`` on the device (area averaging down, bilinear up,
-        rounded), a chunk of frames at a time: no float copy of all full-resolution
-        frames exists, only of about 64 MB of them at once."""
+        rounded, as ``F.interpolate`` does it), a chunk of frames at a time: no float copy
+        of all full-resolution frames exists, only of about 64 MB of them at once, and none
+        when the size divides by whole blocks (summed as integers, bit-identical)."""
         n, fh, fw, _ = frames.shape
         out = torch.empty((n, h, w, 3), dtype=torch.uint8, device=self.device)
         chunk = max(1, (64 << 20) // (fh * fw * 3 * 4))
+        ky, kx = fh // h, fw // w
+        blocks = fh == h * ky and fw == w * kx and kx <= 128  # e.g. 1080p to 0.5x or to a longer side of 480
         mode = "area" if h <= fh and w <= fw else "bilinear"
         extra = {"align_corners": False} if mode == "bilinear" else {}
         for a in range(0, n, chunk):
-            x = frames[a:a + chunk].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            y = F.interpolate(x, size=(h, w), mode=mode, **extra)
+            x = frames[a:a + chunk].to(self.device, non_blocking=True)
+            if blocks:  # area averaging by whole blocks: integer sums of the uint8 pixels, the same values
+                out[a:a + chunk] = _block_sums(x, ky, kx).to(torch.float32).div_(ky).div_(kx).round_()
+                continue
+            y = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode=mode, **extra)
             out[a:a + chunk] = y.round_().clamp_(0, 255).permute(0, 2, 3, 1)
         return out
 
@@ -421,7 +427,7 @@ class MTCNN:
     def _stage_pnet(self, g: _Group, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """P-Net candidates of a group, chunk by chunk: squared boxes ``(n, W, 4)`` and which
         rows are candidates ``(n, W)``, by decreasing score per frame."""
-        parts, start, batch = [], 0, self.frame_batch
+        parts, start, batch = [], 0, self._frame_batch(g)
         while start < g.n:
             chunk = g.images[start:start + batch]
             try:
@@ -495,6 +501,14 @@ class MTCNN:
         wh = (boxes[..., 2:] - boxes[..., :2]).repeat(1, 1, 2)
         return _square(boxes + regs * wh), keep
 
+    def _frame_batch(self, g: _Group) -> int:
+        """Frames per chunk for the frames of ``g`` (``MTCNNConfig.frame_batch``)."""
+        if self.config.frame_batch:
+            return self.config.frame_batch
+        if self.device.type == "cuda":
+            return 256
+        return max(1, 4_000_000 // (g.size[0] * g.size[1]))
+
     def _pnet(self, x: torch.Tensor):
         if not self.channels_last:
             x = x.contiguous()
@@ -533,9 +547,10 @@ class MTCNN:
         x0, x1 = (torch.where(good, c.reshape(-1)[flat], d) for c, d in ((x0, 0), (x1, 1)))
         y0, y1 = (torch.where(good, c.reshape(-1)[flat], d) for c, d in ((y0, 0), (y1, 1)))
         offsets = np.concatenate([[0], np.cumsum(counts_host)])
-        outs, step = [], self.frame_batch
+        outs = []
         cached = sum(t.numel() * 4 for g in groups for t in g.tables.values())
         for g in groups:
+            step = self._frame_batch(g)
             for a in range(0, g.n, step):
                 b = min(a + step, g.n)
                 lo, hi = int(offsets[g.start + a]), int(offsets[g.start + b])
@@ -676,6 +691,21 @@ def _frame_indices(fi, n: int) -> tuple[torch.Tensor, bool]:
     if n > 1 and not (a[1:] > a[:-1]).all():
         raise ValueError("frame_indices must be strictly increasing")
     return torch.from_numpy(a), True
+
+
+def _block_sums(x: torch.Tensor, ky: int, kx: int) -> torch.Tensor:
+    """int32 sums of the ``ky x kx`` blocks of uint8 ``(n, H, W, C)`` frames, by strided adds
+    (columns in int16, up to 128 x 255, then rows in int32): no wide copy of the frames."""
+    n, fh, fw, c = x.shape
+    cols = x.view(n, fh, fw // kx, kx, c)
+    s = cols[:, :, :, 0].to(torch.int16)
+    for i in range(1, kx):
+        s += cols[:, :, :, i]
+    rows = s.view(n, fh // ky, ky, fw // kx, c)
+    out = rows[:, :, 0].to(torch.int32)
+    for i in range(1, ky):
+        out += rows[:, :, i]
+    return out
 
 
 # ---- box arithmetic as facenet-pytorch does it ----------------------------------------
