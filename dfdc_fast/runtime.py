@@ -144,3 +144,39 @@ def _convert(value, hint):
         items = [_convert(v, item_hint) for v in items if not (isinstance(v, str) and v == "")]
         return tuple(items) if (origin or hint) is tuple else items
     return value
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """``values`` with ``KEY=VALUE`` overrides applied; dotted keys reach into nested mappings.
+
+    ``augment.hflip=0.3`` sets ``values["augment"]["hflip"]``; a value is read as a YAML
+    scalar or flow collection (``1e-4``, ``true``, ``[45, 46]``, ``{a: 1}``), so the command
+    line and a YAML file give the same types; :func:`typed_dataclass` then checks the keys.
+    The mapping passed in is not modified.
+    """
+    import copy
+
+    import yaml
+
+    from dfdc_fast.errors import ConfigError
+
+    out = copy.deepcopy(values)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE (dotted keys for nested options, e.g. augment.hflip=0.3)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        *parents, leaf = key.split(".")
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parents[:i + 1])} is {child!r}, not a mapping")
+            node = child
+        node[leaf] = value
+    return out

@@ -105,7 +105,7 @@ def test_wheels_install_offline_and_infer_outside_the_checkout(tmp_path, samples
                        capture_output=True, text=True, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": ""})
     location, has_ops = r.stdout.split()
     assert location.startswith(str(venv)) and has_ops == "True", r.stdout + r.stderr
-    r = subprocess.run([py, "-m", "dfdc_fast.infer", str(videos), "-c", str(ckpt), "-o", str(tmp_path / "out"),
+    r = subprocess.run([py, "-m", "dfdc_fast.infer", str(videos), str(ckpt), "-o", str(tmp_path / "out"),
                         "--frames", "40", "--device", "cpu", "--no-progress"], capture_output=True, text=True,
                        cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": ""}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

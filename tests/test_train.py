@@ -212,3 +212,22 @@ def test_a_2d_model_over_a_3d_config_takes_its_own_augmentation(caplog):
     assert type(train_tf).__name__ == "SelimImageAugment" and "brightness_contrast_p" in caplog.text
     with pytest.raises(ValueError, match="hflp.*did you mean 'hflip'"):
         make_augment(load_config("smoke", augment={"hflp": 0.5}), "3d", 64, torch.device("cpu"))
+
+
+def test_every_config_field_can_be_set_by_dotted_overrides():
+    from dfdc_fast.errors import ConfigError
+    from dfdc_fast.train.__main__ import parse_args
+    from dfdc_fast.train.config import load_config
+
+    args = parse_args(["optimizer=sgd", "-c", "smoke", "weight_decay=5e-4", "--epochs", "3", "augment.hflip=0.25",
+                       "val_parts=[45, 46]"])
+    config = load_config(args.config, overrides=args.overrides, epochs=args.epochs)
+    assert config.optimizer == "sgd" and config.weight_decay == 5e-4 and config.epochs == 3
+    assert config.augment == {"brightness_contrast_p": 0.25, "hflip": 0.25} and config.val_parts == [45, 46]
+    assert load_config("smoke").augment == load_config("smoke", overrides=[]).augment  # the shipped config untouched
+    with pytest.raises(ConfigError, match="weight_decay"):
+        load_config("smoke", overrides=["weight_decy=0.1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config("smoke", overrides=["optimizer"])
+    with pytest.raises(ConfigError, match="not a mapping"):
+        load_config("smoke", overrides=["lr.x=1"])

@@ -16,7 +16,7 @@ def _slug(text: str) -> str:
 
 def result_path(stage: str, device_name: str, out_dir: str | None = None) -> str:
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return os.path.join(out_dir or REPO_RESULTS, f"{stage}-{_slug(device_name)}-{date}.json")
+    return os.path.join(out_dir or os.environ.get("DFDC_FAST_RESULTS") or REPO_RESULTS, f"{stage}-{_slug(device_name)}-{date}.json")
 
 
 def write_result(stage: str, env: dict, inputs: dict, results: dict, out_dir: str | None = None,

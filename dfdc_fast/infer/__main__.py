@@ -69,12 +69,7 @@ def config_from_args(args: argparse.Namespace):
 
     values: dict = {}
     if args.config:
-        import yaml
-
-        with open(args.config) as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of options")
+        values = _read_options(args.config)
     inputs = [p for p in args.paths if not p.lower().endswith(CHECKPOINT_SUFFIXES)]
     weights = [p for p in args.paths if p.lower().endswith(CHECKPOINT_SUFFIXES)] + list(args.weights)
     if inputs:
@@ -86,6 +81,23 @@ def config_from_args(args: argparse.Namespace):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return InferConfig.from_dict(values)
+
+
+def _read_options(path: str) -> dict:
+    """A YAML file of options; a checkpoint given to -c (train's -c is a config too) is named as such."""
+    import yaml
+
+    if path.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise ConfigError(f"-c {path}: -c is a YAML file of options; give checkpoints as arguments or with -w FILE")
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"-c {path}: not a YAML file of options ({type(e).__name__}); "
+                          "checkpoints go as arguments or with -w FILE") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of options")
+    return values
 
 
 def main(argv=None) -> int:

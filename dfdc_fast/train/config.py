@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from dfdc_fast.errors import ConfigError
 
 DATASETS = ("auto", "crops_csv", "pairs")
 LOSSES = ("bce", "balanced_bce")
@@ -118,15 +120,22 @@ def config_path(name_or_path: str) -> str:
     return path
 
 
-def load_config(name_or_path: str | None = None, **overrides) -> TrainConfig:
-    """Read a config (shipped name or YAML path) and apply ``overrides`` (``None`` values ignored)."""
+def load_config(name_or_path: str | None = None, overrides: Sequence[str] = (), **fields) -> TrainConfig:
+    """Read a config (shipped name or YAML path), then apply ``KEY=VALUE`` ``overrides``
+    (dotted keys for nested fields, see :func:`dfdc_fast.runtime.apply_overrides`), then
+    ``fields`` (``None`` values ignored: flags not given)."""
     import yaml
+
+    from dfdc_fast.runtime import apply_overrides
 
     values: dict = {}
     if name_or_path:
         with open(config_path(name_or_path)) as f:
             values = yaml.safe_load(f) or {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name_or_path}: expected a mapping of options")
+    values = apply_overrides(values, list(overrides))
+    values.update({k: v for k, v in fields.items() if v is not None})
     return TrainConfig.from_dict(values)
 
 
