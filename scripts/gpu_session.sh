@@ -52,7 +52,7 @@ $PY -c "from dfdc_fast import extension as e; print('cuda_version', e.cuda_versi
 
 if [[ " $PHASES " == *" tests "* ]]; then
   log "CUDA tests"
-  timeout 240 $PY -m pytest -q -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
+  timeout 240 $PY -m pytest -q -n 0 -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
     | tee "$OUT/tests_cuda.log" | tail -40
 fi
 
