@@ -153,9 +153,9 @@ class Extractor:
         for c in res.clips:
             path = os.path.join("clips", folder, f"{vid.flat}_{c.chunk}_{c.track}.mp4")
             record["clips"].append({"track": c.track, "chunk": c.chunk, "start": c.start, "stop": c.stop,
-                                    "box": c.box, "score": c.score, "path": path, "frames": c.frames,
-                                    "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
-        record["crops"] = [{"track": c.track, "frame": c.frame, "box": c.box,
+                                    "person": c.person, "box": c.box, "score": c.score, "path": path,
+                                    "frames": c.frames, "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
+        record["crops"] = [{"track": c.track, "person": c.person, "frame": c.frame, "box": c.box,
                             "path": os.path.join("crops", vid.path, f"{c.track}_{c.frame}.{cfg.crop_format}")}
                            for c in res.crops]
         record["status"], record["error"] = res.status, res.error
@@ -324,11 +324,17 @@ class Extractor:
             "status_counts": statuses,
             "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
             "crops": sum(len(r.get("crops", [])) for r in records),
-            "faces_per_video": round(sum(len(r["tracks"]) for r in with_tracks) / len(with_tracks), 3) if with_tracks else None,
+            "faces_per_video": round(sum(_people(r["tracks"]) for r in with_tracks) / len(with_tracks), 3)
+            if with_tracks else None,
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
             "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
         }
+
+
+def _people(tracks: list) -> int:
+    """People in a video: its tracks' distinct ``person`` ids (one person is one track per chunk)."""
+    return len({("track", t["track_id"]) if t.get("person") is None else t["person"] for t in tracks})
 
 
 def run_extraction(cfg: ExtractConfig) -> dict:

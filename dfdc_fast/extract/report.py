@@ -11,8 +11,8 @@ import torch
 from dfdc_fast.crops.sheet import COLOURS, write_contact_sheet
 from dfdc_fast.files import write_text
 
-INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "track", "chunk", "start", "stop",
-                "x0", "y0", "x1", "y1", "score", "clip", "clip_frames", "keyint", "crops", "boxes_from",
+INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "track", "person", "chunk", "start",
+                "stop", "x0", "y0", "x1", "y1", "score", "clip", "clip_frames", "keyint", "crops", "boxes_from",
                 "frames", "width", "height", "fps", "json"]
 
 
@@ -32,8 +32,8 @@ def index_rows(rec: dict, json_rel: str) -> list[dict]:
         x0, y0, x1, y1 = c["box"]
         rows.append({**base, "status": c["status"],
                      "error": None if c["status"] == "ok" else f"clip has {c['frames']} frames",
-                     "track": c["track"], "chunk": c["chunk"], "start": c["start"], "stop": c["stop"],
-                     "x0": x0, "y0": y0, "x1": x1, "y1": y1, "score": c["score"], "clip": c["path"],
+                     "track": c["track"], "person": c.get("person"), "chunk": c["chunk"], "start": c["start"],
+                     "stop": c["stop"], "x0": x0, "y0": y0, "x1": x1, "y1": y1, "score": c["score"], "clip": c["path"],
                      "clip_frames": c["frames"], "keyint": c.get("keyint"), "crops": crops_per_track.get(c["track"], 0)})
     return rows
 
