@@ -1,4 +1,4 @@
-"""The index (one row per clip, or per video without one), the summary and the contact sheet."""
+"""The index: one row per clip, or per video without one."""
 from __future__ import annotations
 
 import csv
@@ -6,9 +6,6 @@ import io
 import json
 import os
 
-import torch
-
-from dfdc_fast.crops.sheet import COLOURS, write_contact_sheet
 from dfdc_fast.files import write_text
 
 INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "track", "person", "chunk", "start",
@@ -57,16 +54,3 @@ def read_records(out: str, ids: list) -> list[tuple[dict, str]]:
         except FileNotFoundError:
             continue
     return found
-
-
-def draw_thumbnail(image: torch.Tensor, boxes: torch.Tensor, labels: list[str]) -> torch.Tensor:
-    from torchvision.utils import draw_bounding_boxes
-
-    if not len(boxes):
-        return image
-    return draw_bounding_boxes(image, boxes.round(), labels=labels, width=2,
-                               colors=[COLOURS[i % len(COLOURS)] for i in range(len(boxes))])
-
-
-def contact_sheet(path: str, thumbs: list) -> None:
-    write_contact_sheet(path, [draw_thumbnail(img, boxes, labels) for _, img, boxes, labels in thumbs])
