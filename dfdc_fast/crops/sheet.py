@@ -89,6 +89,7 @@ class SheetInput:
     videos: int = 0
     people: int = 0
     more_videos: int = 0  # videos with clips beyond the ones shown
+    no_clips: int = 0  # videos without clips (listed in ``missing`` up to a limit)
 
 
 # ---- reading an extraction's outputs ------------------------------------------------------
@@ -142,6 +143,7 @@ def read_sheet_input(out_dir: str, index: str = "index.csv", videos: int = 12,
         out.people += len(persons)
         label = vrows[0].get("label") or "?"
         if not with_clips:
+            out.no_clips += 1
             if len(out.missing) < max_missing:
                 out.missing.append(Missing(video, label, vrows[0]["status"] or "?", vrows[0].get("error") or None))
             continue
@@ -262,24 +264,44 @@ def render_contact_sheet(data: SheetInput, *, title: str = "contact sheet", fram
     header = [title, f"{data.videos} videos ({counts}), {data.people} people; showing the {n} tracks of the first "
                      f"{shown_videos} videos with clips" + (f", {too_short} too_short" if too_short else "")
               + (f"; {data.more_videos} more videos in the index" if data.more_videos else "")]
-    notes = [m.line() for m in data.missing]
-    missing_lines = set(notes)
+    missing = [m.line() for m in data.missing]
+    missing_lines = set(missing)
     if data.missing:
-        notes.insert(0, f"videos without clips ({len(data.missing)} listed):")
+        listed = f"{len(data.missing)} listed" if len(data.missing) == data.no_clips else \
+            f"the first {len(data.missing)} of {data.no_clips}"
+        missing.insert(0, f"videos without clips ({listed}):")
     else:
-        notes.append(f"all {data.videos} videos have face clips")
-    notes += ["", "legend:", "  label line: name  REAL/FAKE  clip status (ok / too_short)",
-              "  track: the clip's track; person: the same person across chunks",
-              f"  {frames} frames of the face clip (fN: frame of the video), then a 2D crop",
-              "  det: mean detector score of the track"]
+        missing.append(f"all {data.videos} videos have face clips")
+    legend = ["legend:", "label line: name  REAL/FAKE  clip status (ok / too_short)",
+              "track: the clip's track; person: the same person across chunks",
+              f"{frames} frames of the face clip (fN: frame of the video), then a 2D crop",
+              "det: mean detector score of the track"]
 
-    # The empty cells of the last row hold the notes; what does not fit goes in a band below.
+    # Two blocks of text: the videos without clips and the legend. The empty cells of the
+    # last row hold what fits there (the legend first); the rest goes in a band below, the
+    # videos without clips in columns, the legend in the last one.
     empty = rows * cols - n
     in_cells = (square + band - 10) // line if empty else 0
-    below = notes[in_cells:]
-    text_cols = max(1, width // 520) if len(below) > 8 else 1
-    below_h = (gap + line * -(-len(below) // text_cols) + 10) if below else 0
-    height = header_h + gap + rows * (tile_h + gap) + below_h + (0 if below else 0)
+    cell_blocks, below_blocks = [], []
+    if in_cells >= len(missing) + 1 + len(legend):
+        cell_blocks = [missing + [""] + legend]
+    elif in_cells >= len(legend):
+        cell_blocks, below_blocks = [legend], [missing]
+    else:
+        below_blocks = [missing, legend]
+    text_cols = max(1, width // 520)
+    columns_below: list = []
+    if below_blocks:
+        if len(below_blocks) == 2 and text_cols >= 2:  # missing in all columns but the last, legend in it
+            per = max(len(legend), -(-len(missing) // (text_cols - 1)))
+            columns_below = [missing[i:i + per] for i in range(0, len(missing), per)] + [legend]
+        else:
+            lines_below = [t for b in below_blocks for t in b + [""]][:-1]
+            per = -(-len(lines_below) // text_cols) if len(lines_below) > 8 else len(lines_below)
+            columns_below = [lines_below[i:i + per] for i in range(0, len(lines_below), per)]
+    per_below = max((len(c) for c in columns_below), default=0)
+    below_h = (gap + line * per_below + 10) if columns_below else 0
+    height = header_h + gap + rows * (tile_h + gap) + below_h
     sheet = Image.new("RGB", (width, max(height, header_h + 2 * gap)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
 
@@ -339,18 +361,15 @@ def render_contact_sheet(data: SheetInput, *, title: str = "contact sheet", fram
                       fill=colour, font=regular)
         layout["panels"].append({"rect": rect, "lines": list(lines)})
 
-    if empty:
+    if cell_blocks:
         y0 = header_h + gap + (rows - 1) * (tile_h + gap)
         x0 = gap + (cols - empty) * (tile_w + gap)
-        panel((x0, y0, width - gap, y0 + tile_h), notes[:in_cells])
-    if below:
+        panel((x0, y0, width - gap, y0 + tile_h), cell_blocks[0])
+    if columns_below:
         y0 = header_h + gap + rows * (tile_h + gap)
-        per = -(-len(below) // text_cols)
-        col_w = (width - gap) // text_cols
-        for c in range(text_cols):
-            chunk = below[c * per:(c + 1) * per]
-            if chunk:
-                panel((gap + c * col_w, y0, (c + 1) * col_w, y0 + line * per + 10), chunk)
+        col_w = (width - gap) // len(columns_below)
+        for c, lines in enumerate(columns_below):
+            panel((gap + c * col_w, y0, (c + 1) * col_w, y0 + line * per_below + 10), lines)
     return sheet, layout
 
 
