@@ -117,7 +117,6 @@ def render_report(summary: dict, videos: list[dict], title: Optional[str] = None
     ax_stages.invert_yaxis()
     ax_stages.bar_label(bars, labels=[f"{v:.2f} s" for v in values], padding=3, fontsize=9)
     ax_stages.margins(x=0.2)
-    ax_stages.set_xlabel("seconds")
     ax_stages.grid(True, axis="x", alpha=0.3)
     notes = []
     if isinstance(seconds, (int, float)):
@@ -127,10 +126,8 @@ def render_report(summary: dict, videos: list[dict], title: Optional[str] = None
     if summary.get("steady_videos_per_s"):
         notes.append(f"steady {summary['steady_videos_per_s']} videos/s")
     if summary.get("workers") is not None:
-        notes.append(f"{summary['workers']} workers")
-    if notes:
-        ax_stages.text(0.98, 0.02, ", ".join(notes), ha="right", va="bottom", transform=ax_stages.transAxes,
-                       fontsize=9, color="dimgrey")
+        notes.append(f"workers: {summary['workers']}")
+    ax_stages.set_xlabel("seconds" + (f"\n({', '.join(notes)})" if notes else ""))
 
     # 4. per video
     timed = [v for v in videos if v.get("timings")]
@@ -146,13 +143,14 @@ def render_report(summary: dict, videos: list[dict], title: Optional[str] = None
             mean = sum(float(v["timings"].get(key, 0.0)) for v in timed) / len(timed)
             ax_videos.barh(range(len(shown)), widths, left=left, label=f"{label} (mean {mean:.2f} s)")
             left = [a + b for a, b in zip(left, widths)]
-    ax_videos.set_yticks(range(len(shown)), [v.get("filename", "?") for v in shown],
+    names = [v.get("filename", "?") + ("" if v.get("status") == "ok" else f" ({v.get('status')})") for v in shown]
+    ax_videos.set_yticks(range(len(shown)), names,
                          fontsize=max(5, min(9, int(220 / max(1, len(shown))))))
     ax_videos.invert_yaxis()
     ax_videos.set_xlabel("seconds (in the worker; workers run in parallel)")
     ax_videos.grid(True, axis="x", alpha=0.3)
     if shown:
-        ax_videos.legend(fontsize=8, loc="lower right")
+        ax_videos.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     else:
         ax_videos.text(0.5, 0.5, "no per-video timings", ha="center", va="center", transform=ax_videos.transAxes)
     return fig
