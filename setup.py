@@ -97,7 +97,7 @@ setup(
     packages=find_packages(include=["dfdc_fast", "dfdc_fast.*"]),
     package_data={"dfdc_fast": ["assets/demo/*.mp4", "assets/demo/*.json", "assets/demo/*.md", "configs/*.yaml"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "torchvision", "numpy", "av>=12", "tqdm"],
+    install_requires=["torch>=2.4", "torchvision", "numpy", "av>=12", "tqdm", "pyyaml"],
     extras_require={
         "nvdec": ["pynvvideocodec>=2.0"],
         "dali": ["nvidia-dali-cuda130"],
@@ -105,5 +105,11 @@ setup(
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    entry_points={"console_scripts": ["dfdc-probe=dfdc_fast.probe:main", "dfdc-extract=dfdc_fast.extract:main"]},
+    entry_points={"console_scripts": [
+        "dfdc-probe=dfdc_fast.probe:main",
+        "dfdc-detect=dfdc_fast.detect.__main__:main",
+        "dfdc-extract=dfdc_fast.extract:main",
+        "dfdc-train=dfdc_fast.train.__main__:main",
+        "dfdc-infer=dfdc_fast.infer.__main__:main",
+    ]},
 )

@@ -1,20 +1,32 @@
-"""Face detection benchmark: our batched MTCNN against facenet-pytorch's stock MTCNN.
+"""Face detection benchmark: our static-shape MTCNN against facenet-pytorch's stock MTCNN.
 
-Both detect on the same frames: every 10th frame of each clip, resized to 0.5x (960x540
-for DFDC's 1080p), at the Medics' export thresholds (0.6/0.7/0.7), in one run.
+Both detect faces on the same frames, on the same device, in one run. Cases:
 
-* ``facenet_cpu`` / ``facenet_cuda``  facenet_pytorch.MTCNN(keep_all=True).detect on each
-  video's frames as one numpy batch, as the Medics called it (the peer)
-* ``ours_cpu`` / ``ours_cuda``  dfdc_fast.detect.MTCNN.detect_many over --videos-per-batch
-  videos at once; on CUDA the frames are already on the GPU, as NVDEC leaves them
-* ``ours_cuda_from_host``  the same, starting from host frames (the copy is timed)
+* ``960x540_<N>``: N frames at 0.5x of DFDC's 1080p (960x540, some 540x960), the Medics'
+  export thresholds (0.6/0.7/0.7). Frames come as "videos" of 30: clip c, offset o ->
+  frames o, o+10, ..., o+290, all clips at offset 0 first, then offset 1, ... so N=120 is
+  every 10th frame of the first 4 clips (the earlier benchmark's frames).
+* ``1080p_long480_<N>``: N full-resolution frames (the same videos at 1080p), detected at
+  a longer side of 480 (270x480) with the Medics' inference thresholds (0.8/0.8/0.9), no
+  max_faces or fallback, so both libraries do the same work. Ours gets the 1080p frames
+  and resizes them itself; facenet-pytorch gets them resized by torch's area
+  interpolation on the same device, inside its timed region.
 
-Reports frames/s from the median of --repeats runs, each implementation's ratio to the
-facenet-pytorch run on the same device, and how often both found the same number of
-faces. Writes JSON to benchmarks/results/.
+Implementations (on --device; CPU rows come from a CPU run):
 
-    .venv/bin/python benchmarks/detect.py --videos 4          # CPU
-    python benchmarks/detect.py --device cuda --videos 20     # GPU: CPU and CUDA rows
+* ``facenet_<dev>``: facenet_pytorch.MTCNN(keep_all=True).detect on each video's frames
+  as one batch (a uint8 tensor on the device), as the Medics called it (the peer)
+* ``ours_<dev>``: dfdc_fast.detect.MTCNN.detect_many over --frames-per-call frames of
+  videos per call, frames already on the device (as NVDEC leaves them)
+* ``ours_cuda_from_host`` (CUDA only): the same from host frames, the copy timed
+
+Reports frames/s from the median of --repeats timed runs (after one warm-up), the ratio
+to facenet-pytorch in the same case, how often both found the same number of faces, and,
+from a separate untimed run under dfdc_fast.bench.counting.OpCounter, kernel-launching
+ops per frame and host syncs per call. Writes JSON to benchmarks/results/.
+
+    .venv/bin/python benchmarks/detect.py                   # CPU: 120 frames per case
+    python benchmarks/detect.py --device cuda               # GPU: 120, 960, 3000 frames
 """
 from __future__ import annotations
 
@@ -26,38 +38,65 @@ import traceback
 import torch
 import torch.nn.functional as F
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, time_runs, write_result
-from dfdc_fast.runtime import tune_host_allocator
+from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, time_runs, write_result
+from dfdc_fast.bench.counting import OpCounter
 from dfdc_fast.detect import MTCNN
 from dfdc_fast.io import read_video
-from dfdc_fast.io.selectors import Every
 
-THRESHOLDS = (0.6, 0.7, 0.7)
+IMPLEMENTATIONS = ["facenet", "ours", "ours_cuda_from_host"]
+EXPORT = (0.6, 0.7, 0.7)  # the Medics' export thresholds
+INFERENCE = (0.8, 0.8, 0.9)  # the Medics' inference thresholds
+EVERY = 10
+PER_VIDEO = 30
 
 
-def load_frames(paths, every):
-    """Sampled frames of each clip at 0.5x, uint8 (N, H, W, 3) on the CPU."""
+def area_resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, h, w, 3) by area averaging, rounded (on the frames' device)."""
+    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(h, w), mode="area")
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def load_videos(paths: list[str], n_frames: int, half: bool) -> tuple[list[torch.Tensor], list[str]]:
+    """At least ``n_frames`` frames as videos of 30 (see the module docstring), uint8 on the
+    CPU, and the clips they come from."""
+    n_videos = -(-n_frames // PER_VIDEO)
+    plan = [(c, o) for o in range(EVERY) for c in range(len(paths))][:n_videos]
+    if len(plan) < n_videos:
+        raise SystemExit(f"{n_frames} frames need {n_videos} videos of {PER_VIDEO}; {len(paths)} clips give {len(plan)}")
+    offsets: dict[int, list[int]] = {}
+    for c, o in plan:
+        offsets.setdefault(c, []).append(o)
+    videos = {}
+    for c, offs in offsets.items():
+        wanted = sorted(o + EVERY * k for o in offs for k in range(PER_VIDEO))
+        v = read_video(paths[c], wanted)
+        frames = v.frames if not half else area_resize(v.frames, v.frames.shape[1] // 2, v.frames.shape[2] // 2)
+        got = v.indices.tolist()
+        for o in offs:
+            rows = [i for i, f in enumerate(got) if f % EVERY == o]
+            videos[(c, o)] = frames[rows]
+    return [videos[key] for key in plan], sorted(os.path.basename(paths[c]) for c in offsets)
+
+
+def facenet_detect(detector, videos, resize_to=None):
     out = []
-    for p in paths:
-        frames = read_video(p, Every(every)).frames
-        x = F.interpolate(frames.permute(0, 3, 1, 2).float(), scale_factor=0.5, mode="area")
-        out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous())
+    for v in videos:
+        if resize_to is not None:
+            v = area_resize(v, *resize_to(v.shape[1], v.shape[2]))
+        out.append(detector.detect(v)[0])
     return out
 
 
-def facenet_detect(detector, videos_np):
-    return [detector.detect(v)[0] for v in videos_np]
-
-
-def ours_detect(detector, videos, per_batch, to_device=None):
+def ours_detect(detector, videos, per_call, to_device=None, read=True):
     out = []
-    for i in range(0, len(videos), per_batch):
-        batch = videos[i : i + per_batch]
+    for i in range(0, len(videos), per_call):
+        batch = videos[i:i + per_call]
         if to_device is not None:
             batch = [v.to(to_device, non_blocking=True) for v in batch]
         out.extend(detector.detect_many(batch))
-    for d in out:
-        d.counts.cpu()  # results reach the host, as a user would read them
+    if read:  # results reach the host, as a user would read them (timed, not counted as the detector's)
+        for d in out:
+            d.counts.cpu()
     return out
 
 
@@ -69,66 +108,101 @@ def face_counts_ours(result):
     return [int(c) for d in result for c in d.counts.cpu()]
 
 
+def count_ops(fn, n_frames: int, n_calls: int) -> dict:
+    """Kernel-launching ops and host syncs of one untimed run (OpCounter)."""
+    with OpCounter() as c:
+        fn()
+    return {"kernels_per_frame": round(c.kernels / n_frames, 2), "syncs_per_call": round(c.syncs / n_calls, 2),
+            "calls": n_calls, **c.summary()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of clips (default: ../shared/data/dfdc_samples)")
-    ap.add_argument("--videos", type=int, default=4, help="use the first N clips (default: %(default)s)")
-    ap.add_argument("--every", type=int, default=10, help="detect on every n-th frame (default: %(default)s)")
+    ap.add_argument("--sizes", default=None,
+                    help="frames per 960x540 case, comma-separated (default: 120 on a CPU, 120,960,3000 on a GPU)")
+    ap.add_argument("--long-side-frames", type=int, default=None,
+                    help="frames of the 1080p long_side=480 case, 0 to skip (default: 120 on a CPU, 960 on a GPU)")
+    ap.add_argument("--frames-per-call", type=int, default=480,
+                    help="frames per detect_many call, whole videos of 30 (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
-    ap.add_argument("--videos-per-batch", type=int, default=8, help="videos per detect_many call (default: %(default)s)")
-    ap.add_argument("--skip-cpu", action="store_true", help="on a GPU machine, time only the CUDA rows")
-    add_common_args(ap)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_common_args(ap, IMPLEMENTATIONS)
     args = ap.parse_args(argv)
-    tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
-
-    paths = clips_or_exit(ap, args.src, args.videos)
-    videos = load_frames(paths, args.every)
-    videos_np = [v.numpy() for v in videos]
-    n_frames = sum(len(v) for v in videos)
-    device = torch.device(args.device)
+    device, only = prepare(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
+    dev = device.type
+    sizes = [int(s) for s in (args.sizes or ("120,960,3000" if gpu else "120")).split(",") if s]
+    long_frames = args.long_side_frames if args.long_side_frames is not None else (960 if gpu else 120)
+    per_call = max(1, args.frames_per_call // PER_VIDEO)
+    paths = clips_or_exit(ap, args.src, None)
+
     from facenet_pytorch import MTCNN as FacenetMTCNN
 
-    def facenet(dev):
-        return FacenetMTCNN(keep_all=True, post_process=False, select_largest=False, thresholds=list(THRESHOLDS), device=dev)
+    def facenet(thresholds):
+        return FacenetMTCNN(keep_all=True, post_process=False, select_largest=False, thresholds=list(thresholds),
+                            device=device)
 
-    impls = {}
-    if not (gpu and args.skip_cpu):
-        fc, oc = facenet("cpu"), MTCNN("cpu", thresholds=THRESHOLDS)
-        impls["facenet_cpu"] = ("cpu", lambda: facenet_detect(fc, videos_np), face_counts_facenet)
-        impls["ours_cpu"] = ("cpu", lambda: ours_detect(oc, videos, args.videos_per_batch), face_counts_ours)
-    if gpu:
-        fg, og = facenet(device), MTCNN(device, thresholds=THRESHOLDS)
-        on_gpu = [v.to(device) for v in videos]
-        impls["facenet_cuda"] = ("cuda", lambda: facenet_detect(fg, videos_np), face_counts_facenet)
-        impls["ours_cuda"] = ("cuda", lambda: ours_detect(og, on_gpu, args.videos_per_batch), face_counts_ours)
-        impls["ours_cuda_from_host"] = ("cuda", lambda: ours_detect(og, videos, args.videos_per_batch, device),
-                                        face_counts_ours)
+    cases = [(f"960x540_{n}", n, True, EXPORT, {}) for n in sizes]
+    if long_frames:
+        cases.append((f"1080p_long480_{long_frames}", long_frames, False, INFERENCE, {"long_side": 480}))
 
-    results, counts = {}, {}
-    for name, (where, fn, count) in impls.items():
-        try:
-            counts[name] = count(fn())  # warm-up and the result to compare
-            t = time_runs(fn, repeats=args.repeats, warmup=0, device=device if where == "cuda" else None)
-        except Exception as exc:  # a broken implementation is reported, the others still run
-            results[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}",
-                             "traceback": traceback.format_exc(limit=3)}
-            print(f"{name:>20}: FAILED {type(exc).__name__}: {exc}", flush=True)
-            continue
-        results[name] = {"available": True, "device": where, **t.to_dict(),
-                         "frames_per_s": round(n_frames / t.median_s, 2), "faces": sum(counts[name])}
-        print(f"{name:>20}: median {t.median_s:.3f} s  {n_frames / t.median_s:9.1f} frames/s", flush=True)
-    for name, r in results.items():
-        peer = f"facenet_{r.get('device')}"
-        if r.get("available") and results.get(peer, {}).get("available"):
-            r[f"ratio_vs_{peer}"] = round(results[peer]["median_s"] / r["median_s"], 2)
-            same = sum(a == b for a, b in zip(counts[name], counts[peer]))
-            r[f"same_face_count_as_{peer}"] = round(same / len(counts[peer]), 4)
-    h, w = videos[0].shape[1:3]
-    inputs = {"files": [os.path.basename(p) for p in paths], "frames": n_frames, "every": args.every,
-              "frame_sizes": sorted({f"{v.shape[2]}x{v.shape[1]}" for v in videos}), "thresholds": THRESHOLDS,
-              "videos_per_batch": args.videos_per_batch,
-              "task": f"detect faces on every {args.every}th frame at 0.5x (e.g. {w}x{h}), boxes to the host"}
+    results, inputs = {}, {"cases": {}, "frames_per_call": per_call * PER_VIDEO, "threads": torch.get_num_threads()}
+    for case, n, half, thresholds, resize in cases:
+        host, files = load_videos(paths, n, half)
+        videos = [v.to(device) for v in host]
+        n_frames = sum(len(v) for v in videos)
+        n_calls = -(-len(videos) // per_call)
+        ours = MTCNN(device, thresholds=thresholds, **resize)
+        peer = facenet(thresholds)
+        resize_to = ours.config.detector_size if resize else None
+        impls = {  # timed function, face counts, calls, the detector's work alone (counted)
+            "facenet": (lambda: facenet_detect(peer, videos, resize_to), face_counts_facenet, len(videos),
+                        lambda: facenet_detect(peer, videos, resize_to)),
+            "ours": (lambda: ours_detect(ours, videos, per_call), face_counts_ours, n_calls,
+                     lambda: ours_detect(ours, videos, per_call, read=False)),
+        }
+        if gpu:
+            impls["ours_cuda_from_host"] = (lambda: ours_detect(ours, host, per_call, device), face_counts_ours,
+                                            n_calls, lambda: ours_detect(ours, host, per_call, device, read=False))
+        inputs["cases"][case] = {
+            "frames": n_frames, "videos": len(videos), "calls_of_ours": n_calls, "thresholds": thresholds,
+            "frame_sizes": sorted({f"{v.shape[2]}x{v.shape[1]}" for v in videos}),
+            "detector_size": "as given" if not resize else "longer side 480",
+            "files": files,
+        }
+        counts = {}
+        for impl, (fn, count, calls, work) in impls.items():
+            if only and impl not in only:
+                continue
+            name = f"{case}/{impl if impl.endswith('from_host') else f'{impl}_{dev}'}"
+            try:
+                counts[impl] = count(fn())  # warm-up, and the faces to compare
+                t = time_runs(fn, repeats=args.repeats, warmup=0, device=device)
+                ops = count_ops(work, n_frames, calls)
+            except Exception as exc:  # a broken implementation is reported, the others still run
+                results[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}",
+                                 "traceback": traceback.format_exc(limit=3)}
+                print(f"{name:>40}: FAILED {type(exc).__name__}: {exc}", flush=True)
+                continue
+            results[name] = {"available": True, "device": dev, **t.to_dict(), "frames": n_frames,
+                             "frames_per_s": round(n_frames / t.median_s, 2), "faces": sum(counts[impl]), **ops}
+            print(f"{name:>40}: median {t.median_s:8.3f} s {n_frames / t.median_s:9.1f} frames/s  "
+                  f"{ops['kernels_per_frame']:7.1f} kernels/frame  {ops['syncs_per_call']:7.1f} syncs/call", flush=True)
+        peer_name = f"{case}/facenet_{dev}"
+        for impl in counts:
+            name = f"{case}/{impl if impl.endswith('from_host') else f'{impl}_{dev}'}"
+            if "facenet" in counts and results.get(peer_name, {}).get("available") and results[name].get("available"):
+                r = results[name]
+                r[f"ratio_vs_facenet_{dev}"] = round(results[peer_name]["median_s"] / r["median_s"], 2)
+                same = sum(a == b for a, b in zip(counts[impl], counts["facenet"]))
+                r[f"same_face_count_as_facenet_{dev}"] = round(same / len(counts["facenet"]), 4)
+                if impl != "facenet":
+                    print(f"{name:>40}: {r[f'ratio_vs_facenet_{dev}']:.2f}x facenet-pytorch, same face count on "
+                          f"{100 * r[f'same_face_count_as_facenet_{dev}']:.1f}% of frames", flush=True)
+        del videos, host
     path = write_result("detect", environment(device), inputs, results, args.out_dir,
                         extra={"unit": "frames_per_s", "repeats": args.repeats})
     print(f"wrote {path}")

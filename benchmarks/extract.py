@@ -141,7 +141,8 @@ def main(argv=None) -> int:
 
     only = {s for s in args.only.split(",") if s}
     implementations = [("stock", run_stock)] + [(f"ours_w{w}", (lambda w=w: run_ours(w))) for w in worker_counts]
-    results = {}
+    results, partial = {}, None
+    env = environment(device)
     for name, fn in implementations:
         if only and name not in only and name.split("_")[0] not in only:
             continue
@@ -162,6 +163,7 @@ def main(argv=None) -> int:
         results[name] = row
         print(f"{name:>8}: median {t.median_s:.2f} s  {row['videos_per_s']:.3f} videos/s  {row['clips']} clips",
               flush=True)
+        partial = write_result("extract", env, {"videos": n_videos}, results, args.out_dir, path=partial, complete=False)
     if "stock" in results:
         for name, row in results.items():
             if name != "stock":
@@ -172,8 +174,8 @@ def main(argv=None) -> int:
                       "150-frame chunk; 32 2D crops per video", "our_config": json.loads(json.dumps(
                           {k: v for k, v in vars(ExtractConfig(inputs=[], device=str(device))).items()
                            if k not in ("inputs", "out")}))}
-    path = write_result("extract", environment(device), inputs, results, args.out_dir,
-                        extra={"unit": "videos_per_s", "repeats": args.repeats})
+    path = write_result("extract", env, inputs, results, args.out_dir,
+                        extra={"unit": "videos_per_s", "repeats": args.repeats}, path=partial)
     print(f"wrote {path}")
     return 0
 

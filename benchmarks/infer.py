@@ -154,7 +154,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-infer-")
     paths = repeated_clips(clips_or_exit(ap, args.src, None), n_videos, os.path.join(work, "videos"))
     checkpoints = make_checkpoints(models, work)
-    results, last_summary = {}, {}
+    results, last_summary, partial = {}, {}, None
+    env = environment(device)
 
     def run_ours(compile=False):
         from dfdc_fast.infer import InferConfig, run_inference
@@ -217,6 +218,8 @@ def main() -> None:
         results[name] = row
         print(f"{name:>12}: median {t.median_s:.2f} s  {n_videos / t.median_s:.3f} videos/s "
               f"(steady {row.get('steady_videos_per_s')}, fixed {row.get('fixed_s')} s)", flush=True)
+        partial = write_result("infer", env, {"videos": n_videos, "models": models}, results, args.out_dir, path=partial,
+                               complete=False)
     for name in ("ours", "ours_compile"):
         if results.get("stock", {}).get("available") and results.get(name, {}).get("available"):
             results[name]["ratio_vs_stock"] = round(results["stock"]["median_s"] / results[name]["median_s"], 3)
@@ -227,8 +230,8 @@ def main() -> None:
     inputs = {"files": sorted({os.path.basename(p)[4:] for p in paths}), "videos": n_videos, "models": models,
               "frames": frames, "task": "first N frames, MTCNN every 10th at 480 px, up to 5 faces, "
                                         "3D clips with flip TTA + 2D crops, mean over faces and models"}
-    path = write_result("infer", environment(device), inputs, results, args.out_dir,
-                        extra={"unit": "videos_per_s", "repeats": args.repeats})
+    path = write_result("infer", env, inputs, results, args.out_dir,
+                        extra={"unit": "videos_per_s", "repeats": args.repeats}, path=partial)
     print(f"wrote {path}")
 
 

@@ -14,6 +14,13 @@
 //   and resized (area down, bilinear or bicubic up), one uint8 (out_h, out_w, 3) image
 //   per row of rois; see crop_resize_common.h for the ROI columns. One call serves the
 //   detector's downscaled frames, every face clip of a video and every 2D crop.
+// nms_padded: exact greedy NMS of each set of a padded batch. boxes (B, K, 4) as
+//   (x0, y0, x1, y1), each set sorted by decreasing score; valid (B, K) bool marks the
+//   real boxes. Returns keep (B, K) bool on the same device: box k of set b is kept when
+//   it is valid and no kept, earlier box of its set overlaps it by more than threshold.
+//   mode "iou": intersection over union with torchvision's areas ((x1 - x0) * (y1 - y0));
+//   "min": intersection over the smaller area with MTCNN's +1 pixel convention (and the
+//   ratio compared with the threshold in the boxes' precision, as numpy does there).
 #include <torch/extension.h>
 #ifdef WITH_CUDA
 #include <cuda_runtime_api.h>  // CUDART_VERSION
@@ -25,6 +32,7 @@ TORCH_LIBRARY(dfdc_fast, m) {
   m.def(
       "crop_resize(Tensor frames, int layout, Tensor rois, int out_h, int out_w, int matrix=0, "
       "bool full_range=False, int rotation=0, int up_mode=0) -> Tensor");
+  m.def("nms_padded(Tensor boxes, Tensor valid, float threshold, str mode=\"iou\") -> Tensor keep");
 }
 
 namespace dfdc_fast {

@@ -5,6 +5,8 @@ it with :func:`_assert_has_ops`, which raises an error saying how to build it.
 """
 from __future__ import annotations
 
+from dfdc_fast.errors import DeviceUnavailable
+
 import functools
 
 _BUILD_HINT = (
@@ -31,7 +33,7 @@ def _has_ops() -> bool:
 def _assert_has_ops() -> None:
     module, error = _load()
     if module is None:
-        raise RuntimeError(f"{_BUILD_HINT}\nImport error was: {error}")
+        raise DeviceUnavailable(f"{_BUILD_HINT}\nImport error was: {error}")
 
 
 def cuda_version() -> int:

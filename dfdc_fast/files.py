@@ -14,6 +14,8 @@ import os
 import re
 from typing import Callable, Optional
 
+from dfdc_fast.errors import FolderBusy
+
 #: Errors that mean the storage, not the video, is at fault.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
 TAG_ENV = "DFDC_FAST_TMP_TAG"
@@ -140,7 +142,7 @@ class FolderLock:
         except OSError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RuntimeError(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it to finish, "
+            raise FolderBusy(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it to finish, "
                                "or write to another output folder") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())

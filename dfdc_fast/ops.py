@@ -10,11 +10,15 @@ import torch
 
 from dfdc_fast.extension import _assert_cuda_kernels, _has_ops
 
-__all__ = ["CONNECTIVITIES", "LAYOUTS", "ROI_FIELDS", "label3d", "component_stats", "crop_resize"]
+__all__ = ["CONNECTIVITIES", "LAYOUTS", "NMS_MODES", "ROI_FIELDS", "label3d", "component_stats", "crop_resize", "nms_padded"]
 
 #: Neighbourhoods ``label3d`` accepts: faces (6), faces and edges (18), all (26).
 #: skimage.measure.label's ``connectivity`` 1, 2, 3 are the same neighbourhoods.
 CONNECTIVITIES = (6, 18, 26)
+
+#: Overlap measures ``nms_padded`` accepts: intersection over union ("iou", torchvision's
+#: ``nms``) and intersection over the smaller area with +1 pixel sizes ("min", MTCNN's last stage).
+NMS_MODES = ("iou", "min")
 
 
 def _as_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -146,6 +150,39 @@ def crop_resize(
                                            (int(rotation) // 90) % 4, UP_MODES[up_mode])
 
 
+def nms_padded(boxes: torch.Tensor, valid: torch.Tensor, threshold: float, mode: str = "iou") -> torch.Tensor:
+    """Exact greedy non-maximum suppression of many sets at once, on their device.
+
+    Every set ``b`` is suppressed on its own, as ``torchvision.ops.nms`` would do it on
+    ``boxes[b][valid[b]]``, but the result stays a padded mask: no per-set loop, no size
+    read on the host, so a GPU never waits (one thread block per set on CUDA).
+
+    Args:
+        boxes: ``(B, K, 4)`` floating point ``(x0, y0, x1, y1)``; each set's boxes must be
+            sorted by decreasing score (the order decides which of two overlapping boxes wins).
+        valid: bool ``(B, K)``: which rows are boxes rather than padding. Invalid rows are
+            never kept and never suppress anything.
+        threshold: a box is dropped when a kept, earlier box of its set overlaps it by
+            more than this (compared in double for "iou", as torchvision does, and in the
+            boxes' precision for "min", as facenet-pytorch's numpy code does).
+        mode: "iou" (intersection over union, areas ``(x1 - x0) * (y1 - y0)``, equal to
+            ``torchvision.ops.nms``) or "min" (intersection over the smaller area, with the
+            original MTCNN's ``x1 - x0 + 1`` sizes: facenet-pytorch's "Min" NMS).
+
+    Returns:
+        bool ``(B, K)`` on the boxes' device: ``True`` for kept boxes. Half and bfloat16
+        boxes are decided in float32.
+    """
+    if mode not in NMS_MODES:
+        raise ValueError(f"mode must be one of {NMS_MODES}, got {mode!r}")
+    if boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (B, K, 4), got shape {tuple(boxes.shape)}")
+    if valid.dtype != torch.bool or valid.shape != boxes.shape[:2]:
+        raise ValueError(f"valid must be bool {tuple(boxes.shape[:2])}, got {valid.dtype} {tuple(valid.shape)}")
+    _assert_cuda_kernels(boxes.device)
+    return torch.ops.dfdc_fast.nms_padded(boxes, valid, float(threshold), mode)
+
+
 if _has_ops():  # shape propagation for torch.compile and meta tensors
 
     @torch.library.register_fake("dfdc_fast::label3d")
@@ -166,3 +203,7 @@ if _has_ops():  # shape propagation for torch.compile and meta tensors
     @torch.library.register_fake("dfdc_fast::crop_resize")
     def _crop_resize_fake(frames, layout, rois, out_h, out_w, matrix=0, full_range=False, rotation=0, up_mode=0):
         return torch.empty((rois.shape[0], out_h, out_w, 3), dtype=torch.uint8, device=frames.device)
+
+    @torch.library.register_fake("dfdc_fast::nms_padded")
+    def _nms_padded_fake(boxes, valid, threshold, mode="iou"):
+        return torch.empty(valid.shape, dtype=torch.bool, device=valid.device)

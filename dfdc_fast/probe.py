@@ -107,8 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = ProbeConfig(**vars(args))
+    from dfdc_fast.cli import add_common_arguments, run
+
+    parser = build_parser()
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    return run("probe", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """One JSON line per video on stdout; exit 1 when any is not ok."""
+    values = {k: v for k, v in vars(args).items() if k in ProbeConfig.__dataclass_fields__}
+    cfg = ProbeConfig(**values)
+    left = [args.limit if args.limit is not None else float("inf")]
     bad = 0
     for p in cfg.paths:
         if not os.path.exists(p):
@@ -116,6 +127,9 @@ def main(argv: Optional[list] = None) -> int:
             bad += 1
     for ds in from_paths([p for p in cfg.paths if os.path.exists(p)], cfg.layout):
         for rec in probe_dataset(ds, cfg):
+            if left[0] <= 0:
+                return 1 if bad else 0
+            left[0] -= 1
             bad += rec["status"] != "ok"
             print(json.dumps(rec), flush=True)
     return 1 if bad else 0

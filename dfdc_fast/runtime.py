@@ -64,3 +64,119 @@ def to_device(array, device: torch.device | str) -> torch.Tensor:
 
     t = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
     return t.to(device, non_blocking=True)
+
+
+def typed_dataclass(cls, values: dict):
+    """``cls(**values)`` for a dataclass, with each value converted to its field's type.
+
+    YAML reads ``1e-4`` as a string and a command line gives strings: a value that parses as
+    the field's type is converted (``"1e-4"`` -> 1e-4, ``"true"`` -> True, ``"45,46"`` ->
+    [45, 46] for a list of ints); one that does not, or an unknown key, raises
+    :class:`~dfdc_fast.errors.ConfigError` naming the key and, for a typo, the key meant.
+    """
+    import dataclasses
+    import difflib
+    import typing
+
+    from dfdc_fast.errors import ConfigError
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(sorted(fields))}"
+            raise ConfigError(f"unknown option {key!r} for {cls.__name__}{hint}")
+        try:
+            out[key] = _convert(value, hints.get(key, typing.Any))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"option {key!r}: {exc}") from None
+    try:
+        return cls(**out)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _convert(value, hint):
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any or value is None and (origin is typing.Union and type(None) in args):
+        return value
+    if origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and len(inner) < len(args)):
+            return None
+        errors = []
+        for a in inner:
+            try:
+                return _convert(value, a)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        if isinstance(value, (int, float)) and (hint is float or float(value).is_integer()):
+            return hint(value)
+        if isinstance(value, str):
+            number = float(value)  # raises ValueError naming the text
+            if hint is int and not number.is_integer():
+                raise ValueError(f"expected an integer, got {value!r}")
+            return hint(number)
+        raise ValueError(f"expected a {hint.__name__}, got {value!r}")
+    if hint is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"expected text, got {value!r}")
+        return str(value)
+    if origin in (list, tuple) or hint in (list, tuple):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        item_hint = args[0] if args else typing.Any
+        items = [_convert(v, item_hint) for v in items if not (isinstance(v, str) and v == "")]
+        return tuple(items) if (origin or hint) is tuple else items
+    return value
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """``values`` with ``KEY=VALUE`` overrides applied; dotted keys reach into nested mappings.
+
+    ``augment.hflip=0.3`` sets ``values["augment"]["hflip"]``; a value is read as a YAML
+    scalar or flow collection (``1e-4``, ``true``, ``[45, 46]``, ``{a: 1}``), so the command
+    line and a YAML file give the same types; :func:`typed_dataclass` then checks the keys.
+    The mapping passed in is not modified.
+    """
+    import copy
+
+    import yaml
+
+    from dfdc_fast.errors import ConfigError
+
+    out = copy.deepcopy(values)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE (dotted keys for nested options, e.g. augment.hflip=0.3)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        *parents, leaf = key.split(".")
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parents[:i + 1])} is {child!r}, not a mapping")
+            node = child
+        node[leaf] = value
+    return out

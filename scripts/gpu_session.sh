@@ -1,48 +1,78 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine: build the CUDA kernels, run every CUDA test, then the
-# stage benchmarks, leaving logs and result JSON in $OUT (copy those JSON files into
-# benchmarks/results/ and commit them).
+# One GPU session's work in one prepared script: install the carried wheels, build the CUDA
+# kernels, run every CUDA test, then every stage benchmark at a size that fits the session,
+# leaving logs and result JSON in $OUT (copy the JSON into benchmarks/results/ and commit).
 #
-#   bash scripts/gpu_session.sh                 # everything
-#   STAGES="track" bash scripts/gpu_session.sh  # a subset of the benchmarks
-#   PHASES="build" bash scripts/gpu_session.sh  # phases: build tests bench (default: all three)
+#   bash scripts/gpu_session.sh                     # everything (about 8 minutes on an H100/H200)
+#   PHASES="build tests" bash scripts/gpu_session.sh
+#   STAGES="detect extract" bash scripts/gpu_session.sh
 #
-# The GPU image has its own Python with torch; packages it lacks (av, facenet-pytorch,
-# pynvvideocodec, kornia) travel as cp312 wheels in .whl*/ folders and are installed into
-# /tmp/site. Wheels and clips together exceed the 64 MiB a call carries, so a session uses two
-# calls back to back: PHASES=build carrying .whl_av, then PHASES="tests bench" carrying .whl and
-# .samples (the machine keeps /tmp/site and the built extension while it stays warm).
+# The GPU image has Python 3.12 with torch, timm, opencv, scikit-image, matplotlib, numba,
+# cupy; it lacks av, facenet-pytorch, kornia (+ kornia_rs), PyNvVideoCodec and DALI. Those
+# travel as cp312 wheels in .whl*/ folders (git-ignored; 64 MiB per call) and are installed
+# into /tmp/site, which lasts while the machine stays warm (30 s after a call). So a session
+# chains calls: PHASES=install carrying .whl_av (av, facenet, kornia, kornia_rs), then
+# PHASES=install carrying .whl (pynvvideocodec) [+ .whl_dali_N parts of DALI's 199 MB wheel,
+# split with `split -b 60m` and joined here], then the default phases carrying .samples.
+# README "GPU checks" lists the download commands.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 FAIL_WITHOUT_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FORCE_CUDA=1
 PY=${PY:-python3}
-# Wheels carried in .whl/ install into /tmp/site, which lasts as long as the machine stays
-# warm, so a first call can carry the wheels and a second one the code and sample clips.
-PHASES=${PHASES:-build tests bench}
-if ls .whl*/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl*/*.whl || exit 1
+PHASES=${PHASES:-install build tests bench}
+STAGES=${STAGES:-track detect decode extract infer train}
+LOG="$OUT/session.log"
+log() { echo "[gpu_session $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+
+if [[ " $PHASES " == *" install "* ]]; then
+  # DALI's wheel arrives in parts (.whl_dali_*/part-*): join them once all are here.
+  parts=$(ls .whl_dali*/part-* 2>/dev/null | sort)
+  if [ -n "$parts" ]; then
+    mkdir -p /tmp/dali && cat $parts > /tmp/dali/nvidia_dali_cuda130-2.4.0-py3-none-manylinux_2_28_x86_64.whl
+    log "joined DALI's wheel from $(echo "$parts" | wc -l) parts"
+  fi
+  wheels=$(ls .whl*/*.whl /tmp/dali/*.whl 2>/dev/null)
+  if [ -n "$wheels" ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels \
+      || { log "installing wheels failed"; exit 1; }
+    log "installed $(echo "$wheels" | wc -w) wheels into /tmp/site"
+  fi
 fi
 export PYTHONPATH=/tmp/site:$PWD
 # ../shared does not travel: carry a few sample clips in .samples/ (see README "GPU checks")
 if [ -z "${DFDC_SAMPLES:-}" ] && [ -f .samples/metadata.json ]; then export DFDC_SAMPLES=$PWD/.samples; fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.video --format=csv | tee "$OUT/gpu.txt"
 
 if [[ " $PHASES " == *" build "* ]]; then
-  echo "== build"
+  log "build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
   MAX_JOBS=${MAX_JOBS:-16} $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 fi
 $PY -c "from dfdc_fast import extension as e; print('cuda_version', e.cuda_version())" || exit 1
 
 if [[ " $PHASES " == *" tests "* ]]; then
-  echo "== CUDA tests"
-  $PY -m pytest -q -m cuda -p no:cacheprovider ${TESTS:-tests} 2>&1 | tee "$OUT/tests_cuda.log" | tail -40
+  log "CUDA tests"
+  timeout 240 $PY -m pytest -q -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
+    | tee "$OUT/tests_cuda.log" | tail -40
 fi
 
+# Sizes that fit one session (about 6 minutes for all stages); each stage has a time limit,
+# and every benchmark writes its JSON after each implementation, so a cut run keeps its rows.
+declare -A ARGS=(
+  [track]="--repeats 3"
+  [detect]="--sizes 120,960 --repeats 2"
+  [decode]="--videos 6 --repeats 2"
+  [extract]="--videos 60 --workers 1,7"
+  [infer]="--videos 100"
+  [train]="--steps 20 --repeats 1"
+)
+declare -A LIMIT=([track]=40 [detect]=60 [decode]=60 [extract]=110 [infer]=110 [train]=90)
 if [[ " $PHASES " == *" bench "* ]]; then
-  echo "== benchmarks"
-  for stage in ${STAGES:-track detect extract decode train infer}; do
-    $PY "benchmarks/$stage.py" --device cuda --out-dir "$OUT" 2>&1 | tee "$OUT/bench_$stage.log" | tail -30
+  for stage in $STAGES; do
+    log "benchmark $stage ${ARGS[$stage]:-} (limit ${LIMIT[$stage]:-120} s)"
+    timeout "${LIMIT[$stage]:-120}" $PY "benchmarks/$stage.py" --device cuda --out-dir "$OUT" ${ARGS[$stage]:-} \
+      > "$OUT/bench_$stage.log" 2>&1
+    log "  exit $? ($(tail -1 "$OUT/bench_$stage.log"))"
   done
 fi
 ls -la "$OUT"

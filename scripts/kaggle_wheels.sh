@@ -186,7 +186,7 @@ Built $(date -u +%Y-%m-%dT%H:%MZ) by scripts/kaggle_wheels.sh: dfdc_fast $VERSIO
 !pip install --no-index --no-deps $KAGGLE_DIR/$FACENET_WHEEL
 !pip install --no-index$BUILD_ISO --find-links $KAGGLE_DIR dfdc_fast av kornia timm
 !python -c "import dfdc_fast, dfdc_fast.extension as e; print('dfdc_fast', dfdc_fast.__version__, 'native ops:', e._has_ops())"
-!python -m dfdc_fast.infer /kaggle/input/deepfake-detection-challenge/test_videos -c /kaggle/input/my-checkpoints/*.pth -o /kaggle/working --time-budget 8.5h
+!python -m dfdc_fast.infer /kaggle/input/deepfake-detection-challenge/test_videos /kaggle/input/my-checkpoints/*.pth -o /kaggle/working --time-budget 8.5h
 
 If the second pip line stops on a requirement the image lacks, add its wheel here
 (pip download --no-deps --only-binary=:all: --python-version $TARGET_PY ... NAME) or, as a last

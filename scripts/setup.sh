@@ -53,8 +53,11 @@ else
   echo "[setup] native extension up to date"
 fi
 
-if ! (cd /tmp && "$PY" -c "import dfdc_fast, sys; sys.exit(not dfdc_fast.__file__.startswith('$ROOT/'))") 2>/dev/null; then
-  echo "[setup] editable install of dfdc_fast"
+install_hash=$(hash_of setup.py pyproject.toml)
+if [ "$(cat "$VENV/.dfdc_fast_install" 2>/dev/null)" != "$install_hash" ] || \
+   ! (cd /tmp && "$PY" -c "import dfdc_fast, sys; sys.exit(not dfdc_fast.__file__.startswith('$ROOT/'))") 2>/dev/null; then
+  echo "[setup] editable install of dfdc_fast (console scripts dfdc-probe, -detect, -extract, -train, -infer)"
   DFDC_FAST_NO_EXT=1 quiet_pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$install_hash" > "$VENV/.dfdc_fast_install"
 fi
 "$PY" -c "import dfdc_fast, dfdc_fast.extension as e; print('[setup] dfdc_fast', dfdc_fast.__version__, '| native ops:', e._has_ops(), '| CUDA kernels:', e._has_ops() and e.cuda_version() > 0)"

@@ -93,3 +93,18 @@ def test_probe_never_looks_at_a_refused_name(capsys, tmp_path):
     _, lines = run_probe(capsys, src)
     refused = [r for r in lines if r["status"] == "error"]
     assert len(refused) == 1 and refused[0]["path"] == "../outside.mp4" and refused[0]["size_bytes"] is None
+
+
+def test_infer_names_a_checkpoint_given_to_the_config_flag(tmp_path, capsys):
+    """-c is a YAML file of options (as in train); a checkpoint there is refused with a word on where it goes."""
+    from dfdc_fast.infer.__main__ import main
+
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"\x80\x02binary")
+    assert main([str(tmp_path), "-c", str(ckpt), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "-w FILE" in err and "Traceback" not in err
+    renamed = tmp_path / "model.bin"
+    ckpt.rename(renamed)
+    assert main([str(tmp_path), "-c", str(renamed), "-o", str(tmp_path / "out")]) == 2
+    assert "not a YAML file" in capsys.readouterr().err

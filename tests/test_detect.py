@@ -260,3 +260,22 @@ def test_cuda_equals_cpu(sample_frames, ours_cpu):
         assert d.boxes.is_cuda and d.counts.tolist() == c.counts.tolist()
         for f in range(len(frames)):
             assert_same_faces(faces_of(c, f), faces_of(d, f), min_score=0.0, iou=0.85)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_reduced_precision_pnet_matches_facenet_pytorch(sample_frames, reference, dtype):
+    """P-Net in half precision (MTCNNConfig.pnet_dtype, a GPU lever, off by default) still finds
+    at least 99% of facenet-pytorch's faces (score >= 0.9) at IoU >= 0.9. Not the exact
+    fp32 path: a candidate near a threshold may change, so this is a rate, not every face."""
+    gpu = MTCNN("cuda", thresholds=THRESHOLDS, pnet_dtype=dtype)
+    found = total = 0
+    for clip, frames in sample_frames.items():
+        d = gpu.detect(frames.cuda())
+        for f, (boxes, scores, _) in enumerate(reference[clip]):
+            strong = boxes[scores >= 0.9]
+            total += len(strong)
+            ours = faces_of(d, f)[0]
+            if len(strong) and len(ours):
+                found += int((box_iou(strong, ours).max(1).values >= 0.9).sum())
+    assert total >= 100 and found >= 0.99 * total, (found, total)

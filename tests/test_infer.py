@@ -123,11 +123,24 @@ def test_cli(samples_dir, checkpoints, tmp_path):
     src.mkdir()
     for n in ("ccfoszqabv.mp4", "acqfdwsrhi.mp4"):
         shutil.copy(os.path.join(samples_dir, n), src / n)
-    r = subprocess.run([sys.executable, "-m", "dfdc_fast.infer", str(src), "-c", checkpoints[0], "-o", str(tmp_path / "o"),
-                        "--frames", "40", "--aggregator", "ntech", "--device", "cpu", "--no-progress"],
+    (tmp_path / "opts.yaml").write_text("frames: 40\naggregator: ntech\n")  # typed from YAML, flags override
+    # checkpoints and videos in any order; -c is a config file, as in train
+    r = subprocess.run([sys.executable, "-m", "dfdc_fast.infer", checkpoints[0], str(src), "-o", str(tmp_path / "o"),
+                        "-c", str(tmp_path / "opts.yaml"), "--device", "cpu", "--workers", "0", "--no-progress"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["statuses"] == {"ok": 2}
     rows = read_submission(str(tmp_path / "o" / "submission.csv"))
     assert set(rows) == {"ccfoszqabv.mp4", "acqfdwsrhi.mp4"} and all(0.01 <= p <= 0.99 for p in rows.values())
+    assert json.load(open(tmp_path / "o" / "summary.json"))["config"]["frames"] == 40
     assert subprocess.run([sys.executable, "-m", "dfdc_fast.infer", "--help"], capture_output=True, cwd=ROOT).returncode == 0
+
+
+def test_cli_user_errors_are_one_line_with_exit_code_2(checkpoints, tmp_path):
+    for args, message in ((["/no/such/folder", checkpoints[0]], "does not exist"),
+                          ([str(tmp_path)], "no checkpoints given"),
+                          ([str(tmp_path), checkpoints[0], "--frames", "x"], "invalid int value")):
+        r = subprocess.run([sys.executable, "-m", "dfdc_fast.infer", *args, "-o", str(tmp_path / "o"), "--device", "cpu"],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr

@@ -1,6 +1,7 @@
 """Training: index reading and splits, balanced epochs, the loop on real extracted clips
 (checkpoints, exact resume, falling loss), a synthetic task the loop must learn, the CLI."""
 import csv
+import re
 import os
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def test_configs_ship_one_per_seed_model():
     for name in names:
         cfg = load_config(name)
         assert cfg.model in list_models(), (name, cfg.model)
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="unknown option .modle.*did you mean .model"):
         TrainConfig.from_dict({"modle": "i3d"})
 
 
@@ -164,3 +165,69 @@ def test_torchrun_two_processes_on_cpu(demo_faces, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.exists(tmp_path / "ddp" / "checkpoints" / "epoch_001.pth")
+
+
+def test_inputs_are_checked_before_training(demo_faces, tmp_path):
+    """Missing clips, a corrupt checkpoint to resume from and untyped YAML values are
+    reported up front, by name, with what to do."""
+    import csv as _csv
+    import shutil as _shutil
+
+    from dfdc_fast.errors import UserError
+    from dfdc_fast.train.config import load_config
+
+    data = tmp_path / "faces"
+    _shutil.copytree(demo_faces, data)
+    rows = list(_csv.DictReader(open(data / "index.csv")))
+    gone = next(r["clip"] for r in rows if r["clip"])
+    os.remove(data / gone)
+    config = load_config("smoke", data=str(data), out=str(tmp_path / "run"), progress=False)
+    with pytest.raises(UserError, match=r"1 of \d+ files .* missing or unreadable .*" + re.escape(os.path.basename(gone))):
+        train(config, device="cpu")
+
+    ok = load_config("smoke", data=str(demo_faces), out=str(tmp_path / "run2"), progress=False, epochs=1)
+    train(ok, device="cpu")
+    ckpt = sorted((tmp_path / "run2" / "checkpoints").glob("epoch_*.pth"))[-1]
+    ckpt.write_bytes(b"truncated")
+    with pytest.raises(UserError, match="cannot resume from .*epoch_.*--no-resume"):
+        train(load_config("smoke", data=str(demo_faces), out=str(tmp_path / "run2"), progress=False, epochs=2),
+              device="cpu")
+
+    (tmp_path / "c.yaml").write_text("model: mc3_18\nlr: 1e-4\nepochs: '3'\n")
+    typed = load_config(str(tmp_path / "c.yaml"))
+    assert typed.lr == 1e-4 and typed.epochs == 3
+    (tmp_path / "bad.yaml").write_text("model: mc3_18\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
+        load_config(str(tmp_path / "bad.yaml"))
+
+
+def test_a_2d_model_over_a_3d_config_takes_its_own_augmentation(caplog):
+    """`-c smoke --model efficientnet_b0`: the smoke config's clip augmentation is set aside
+    with a warning instead of crashing the 2D augmentation; a key no augmentation has fails."""
+    from dfdc_fast.train.loop import make_augment
+
+    config = load_config("smoke", model="efficientnet_b0")
+    with caplog.at_level("WARNING"):
+        train_tf, eval_tf = make_augment(config, "2d", 64, torch.device("cpu"))
+    assert type(train_tf).__name__ == "SelimImageAugment" and "brightness_contrast_p" in caplog.text
+    with pytest.raises(ValueError, match="hflp.*did you mean 'hflip'"):
+        make_augment(load_config("smoke", augment={"hflp": 0.5}), "3d", 64, torch.device("cpu"))
+
+
+def test_every_config_field_can_be_set_by_dotted_overrides():
+    from dfdc_fast.errors import ConfigError
+    from dfdc_fast.train.__main__ import parse_args
+    from dfdc_fast.train.config import load_config
+
+    args = parse_args(["optimizer=sgd", "-c", "smoke", "weight_decay=5e-4", "--epochs", "3", "augment.hflip=0.25",
+                       "val_parts=[45, 46]"])
+    config = load_config(args.config, overrides=args.overrides, epochs=args.epochs)
+    assert config.optimizer == "sgd" and config.weight_decay == 5e-4 and config.epochs == 3
+    assert config.augment == {"brightness_contrast_p": 0.25, "hflip": 0.25} and config.val_parts == [45, 46]
+    assert load_config("smoke").augment == load_config("smoke", overrides=[]).augment  # the shipped config untouched
+    with pytest.raises(ConfigError, match="weight_decay"):
+        load_config("smoke", overrides=["weight_decy=0.1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config("smoke", overrides=["optimizer"])
+    with pytest.raises(ConfigError, match="not a mapping"):
+        load_config("smoke", overrides=["lr.x=1"])

@@ -16,16 +16,22 @@ def _slug(text: str) -> str:
 
 def result_path(stage: str, device_name: str, out_dir: str | None = None) -> str:
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return os.path.join(out_dir or REPO_RESULTS, f"{stage}-{_slug(device_name)}-{date}.json")
+    return os.path.join(out_dir or os.environ.get("DFDC_FAST_RESULTS") or REPO_RESULTS, f"{stage}-{_slug(device_name)}-{date}.json")
 
 
 def write_result(stage: str, env: dict, inputs: dict, results: dict, out_dir: str | None = None,
-                 extra: dict | None = None) -> str:
-    """Write one benchmark run (environment, inputs, per-implementation results); returns the path."""
+                 extra: dict | None = None, path: str | None = None, complete: bool = True) -> str:
+    """Write one benchmark run (environment, inputs, per-implementation results); returns the path.
+
+    Benchmarks call it after every implementation with ``complete=False`` and the path of the
+    first call, so a run stopped half-way (a time limit) still leaves what it measured.
+    """
     payload = {"stage": stage, **env, "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "inputs": inputs, "results": results, **(extra or {})}
-    path = result_path(stage, env.get("device", "unknown"), out_dir)
+               "complete": complete, "inputs": inputs, "results": results, **(extra or {})}
+    path = path or result_path(stage, env.get("device", "unknown"), out_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
     return path

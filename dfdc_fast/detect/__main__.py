@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 import time
 
 import torch
 
+from dfdc_fast.cli import add_common_arguments, first, run
 from dfdc_fast.data import from_paths
 from dfdc_fast.detect.mtcnn import MTCNN, PRESETS
 from dfdc_fast.detect.videos import detect_videos
@@ -55,19 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-faces", type=int, help="keep at most this many faces per frame")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu or cuda[:i] (default: %(default)s)")
-    ap.add_argument("--decoder", default="auto", choices=("auto",) + tuple(DECODERS), help="(default: %(default)s)")
+    ap.add_argument("--decoder", default="auto", choices=DECODERS, help="(default: %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="videos decoded at once (default: %(default)s)")
-    ap.add_argument("--videos-per-batch", type=int, default=8, help="videos detected together (default: %(default)s)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--videos-per-batch", type=int, default=None,
+                    help="videos detected together (default: 8 on a GPU, 1 on a CPU, so progress shows per video)")
+    add_common_arguments(ap)
     return ap
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     tune_host_allocator()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run("detect", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.every < 1:
-        raise SystemExit("--every must be >= 1")
+        raise ValueError(f"--every must be >= 1, got {args.every}")
     overrides = {}
     if args.thresholds:
         overrides["thresholds"] = tuple(args.thresholds)
@@ -77,18 +82,22 @@ def main(argv=None) -> int:
         overrides.update(scale=args.scale, long_side=args.long_side, size_rule=None)
     detector = MTCNN(args.device, args.preset, **overrides)
 
-    paths = [p for ds in from_paths(args.inputs) for p in [e.path for e in ds.videos] + list(ds.unlisted)]
+    for p in args.inputs:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"input {p} does not exist")
+    paths = first([p for ds in from_paths(args.inputs) for p in [e.path for e in ds.videos] + list(ds.unlisted)],
+                  args.limit)
     if not paths:
-        print("no videos found in " + " ".join(args.inputs), file=sys.stderr)
-        return 1
+        raise FileNotFoundError("no videos found in " + " ".join(args.inputs))
+    per_batch = args.videos_per_batch or (8 if detector.device.type == "cuda" else 1)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
     from tqdm import tqdm
 
-    bar = tqdm(total=len(paths), unit="video", disable=args.no_progress, file=sys.stderr)
+    bar = tqdm(total=len(paths), unit="video", disable=not args.progress, file=sys.stderr, dynamic_ncols=True)
     failed, frames, t0 = 0, 0, time.perf_counter()
     try:
         for path, result in detect_videos(paths, detector, Every(args.every), decoder=args.decoder,
-                                          workers=args.workers, videos_per_batch=args.videos_per_batch):
+                                          workers=args.workers, videos_per_batch=per_batch):
             if isinstance(result, Exception):
                 failed += 1
                 lines = [{"video": path, "frame": None, "status": "decode_error", "error": str(result)}]

@@ -37,3 +37,30 @@ def nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr
             break
         keep = new
     return order[keep]
+
+
+def nms_padded_reference(boxes: torch.Tensor, valid: torch.Tensor, threshold: float, mode: str = "iou") -> torch.Tensor:
+    """Pure-torch ``dfdc_fast.ops.nms_padded``: a loop over sets calling ``torchvision.ops.nms``
+    ("iou") or :func:`nms_min` ("min") on each set's valid boxes.
+
+    The detector uses it only when the native extension is missing (it reads every set's
+    size on the host, so it is slow on a GPU); the tests use it as a second oracle.
+    """
+    from torchvision.ops import nms
+
+    if mode not in ("iou", "min"):
+        raise ValueError(f"mode must be one of ('iou', 'min'), got {mode!r}")
+    keep = torch.zeros(valid.shape, dtype=torch.bool, device=valid.device)
+    for b in range(boxes.shape[0]):
+        idx = valid[b].nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        sel = boxes[b, idx]
+        sel = sel if sel.dtype in (torch.float32, torch.float64) else sel.float()
+        rank = torch.arange(idx.numel(), 0, -1, device=boxes.device, dtype=sel.dtype)  # keeps the given order
+        if mode == "iou":
+            kept = nms(sel, rank, float(threshold))
+        else:
+            kept = nms_min(sel, rank, torch.zeros_like(idx), float(threshold))
+        keep[b, idx[kept]] = True
+    return keep

@@ -6,7 +6,7 @@ the row is zero padding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -26,6 +26,8 @@ class Detections:
         counts: int64 ``(F,)``, valid faces per frame; rows ``k >= counts[f]`` are padding.
         frame_size: ``(height, width)`` of the full-resolution frame.
         landmarks: float32 ``(F, K, 5, 2)`` (eyes, nose, mouth corners as x, y) or None.
+        check_indices: check that ``frame_indices`` increase (reads them on the host);
+            the detector passes False for indices it has already checked in numpy.
 
     ``boxes``, ``scores``, ``counts`` and ``landmarks`` share one device.
     """
@@ -36,13 +38,14 @@ class Detections:
     counts: torch.Tensor
     frame_size: tuple[int, int]
     landmarks: Optional[torch.Tensor] = None
+    check_indices: InitVar[bool] = True
 
-    def __post_init__(self):
+    def __post_init__(self, check_indices: bool = True):
         fi, b, s, c = self.frame_indices, self.boxes, self.scores, self.counts
         if fi.dim() != 1 or fi.dtype != torch.int64 or fi.device.type != "cpu":
             raise ValueError(f"frame_indices must be int64 (F,) on CPU, got {fi.dtype} {tuple(fi.shape)} on {fi.device}")
         F = fi.shape[0]
-        if F > 1 and not (np.diff(fi.numpy()) > 0).all():  # host data: numpy, no device sync
+        if check_indices and F > 1 and not (np.diff(fi.numpy()) > 0).all():  # host data: numpy, no device sync
             raise ValueError("frame_indices must be strictly increasing")
         if b.dim() != 3 or b.shape[0] != F or b.shape[2] != 4:
             raise ValueError(f"boxes must be (F={F}, K, 4), got {tuple(b.shape)}")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from typing import Optional
 
+from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
 from dfdc_fast.detect import PRESETS
-from dfdc_fast.extract.config import DEMO_DIR, REUSE, ExtractConfig, SettingsMismatch
+from dfdc_fast.extract.config import DEMO_DIR, REUSE, ExtractConfig
 from dfdc_fast.extract.job import run_extraction
-from dfdc_fast.files import StorageError
 from dfdc_fast.io import DECODERS
 from dfdc_fast.runtime import tune_host_allocator
 
@@ -78,32 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
     tune_host_allocator()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    values = vars(args)
+    return run("extract", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    values = {k: v for k, v in vars(args).items() if k != "debug"}
     values["chunk_size"] = values["chunk_size"] or None
-    try:
-        cfg = ExtractConfig(**{**values, "inputs": args.inputs or [DEMO_DIR]})
-    except ValueError as exc:
-        print(f"extract: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = ExtractConfig(**{**values, "inputs": args.inputs or [DEMO_DIR]})
     if not args.inputs:
         print(f"No input given: extracting the demo clips in {DEMO_DIR}", file=sys.stderr)
     print(f"Output folder: {os.path.abspath(cfg.out)}", file=sys.stderr)
-    try:
-        summary = run_extraction(cfg)
-    except (SettingsMismatch, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "in use by" not in str(exc):
-            raise
-        print(f"extract: refused: {exc}", file=sys.stderr)
-        return 2
-    except StorageError as exc:
-        print(f"extract: stopped: {exc}", file=sys.stderr)
-        return 3
+    summary = run_extraction(cfg)
     print(json.dumps(summary, indent=1))
     failed = sum(n for s, n in summary["status_counts"].items() if s in FAILED)
     if failed:
-        print(f"extract: {failed} of {summary['videos']} videos failed; see their status and error in "
+        print(f"extract: {failed} of {summary['videos']} videos failed; their status and error are in "
               f"{summary['index']}", file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK

@@ -47,6 +47,7 @@ class ExtractConfig:
     contact_sheet: int = 12
     shard: Optional[str] = None
     overwrite: bool = False
+    limit: Optional[int] = None  # only the first N videos (after ordering), for a quick try
     progress: bool = True
 
     def __post_init__(self):

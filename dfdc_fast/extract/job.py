@@ -14,7 +14,7 @@ import torch
 from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
-from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, track_json
+from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, default_workers, track_json
 from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
 from dfdc_fast.extract.report import index_rows, read_records, write_index
 from dfdc_fast.extract.writers import Writers, default_encoders
@@ -197,9 +197,14 @@ class Extractor:
 
     def _run(self, shard_i: int, shard_n: int) -> dict:
         cfg = self.cfg
+        for p in cfg.inputs:
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"input {p} does not exist")
         datasets = from_paths(cfg.inputs)
         self.ids = assign_ids(datasets)
         entries = ordered_shard(datasets, shard_i, shard_n)
+        if cfg.limit is not None:
+            entries = entries[:cfg.limit]
         write_json(os.path.join(cfg.out, f"config-{shard_i}.json"),
                    {**asdict(cfg), "decoder_resolved": self.decoder, "device_resolved": str(self.device)})
         done = {e.path for ds, e in entries if not cfg.overwrite and _is_done(self.json_path(ds, e))}
@@ -217,10 +222,16 @@ class Extractor:
             for k, v in (record.get("timings_s") or {}).items():
                 busy[k] += v
 
-        encoders = cfg.encoders if cfg.encoders is not None else default_encoders(cfg.device, cfg.workers)
-        startup, replaced, workers = 0.0, 0, cfg.workers
+        workers, encoders = cfg.workers, cfg.encoders
+        if workers is None and self.device.type == "cpu" and len(todo) < 2 * default_workers("cpu"):
+            workers = 0  # starting processes costs more than a few videos take
+            encoders = 0 if encoders is None else encoders
+            log.info("%d videos to do on the CPU: decoding and encoding in this process (--workers to change)",
+                     len(todo))
+        encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
+        startup, replaced = 0.0, 0
         try:
-            with Engine(self.request, self.device, workers=cfg.workers, decoder=self.decoder, threads=cfg.threads,
+            with Engine(self.request, self.device, workers=workers, decoder=self.decoder, threads=cfg.threads,
                         video_timeout=cfg.video_timeout) as engine, \
                     Writers(encoders, cfg.clip_crf, cfg.clip_keyint, cfg.max_pending) as writers:
                 startup = time.perf_counter() - t0

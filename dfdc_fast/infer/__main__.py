@@ -1,63 +1,128 @@
-"""``python -m dfdc_fast.infer VIDEOS... -c CHECKPOINT...``: score videos into a DFDC submission.csv.
+"""``python -m dfdc_fast.infer VIDEOS... CHECKPOINTS... -o OUT``: score videos into a DFDC submission.csv.
+
+Inputs are folders of videos (DFDC test layout or any), video files, and checkpoint files
+(``.pth``/``.pt``, as training writes them), in any order; ``-w/--weights FILE`` names a
+checkpoint explicitly (repeat it for several). ``-c/--config FILE`` reads options from a
+YAML file (keys as the flags, with underscores); flags override it.
 
 The default recipe is the Medics' (5th in DFDC): the first 100 frames, MTCNN at a 480-px
 long side on every 10th, up to 5 faces, 3D clips with flip TTA and 2D crops, mean over faces,
 mean over models, clipped to [0.001, 0.999]. ``--aggregator selim|ntech`` picks the 1st's
 confident strategy or the 3rd's sharpening. With ``--time-budget`` the run degrades (fewer
 frames, then fewer models) rather than miss rows; every video always gets a row.
+
+Exit codes: 0 every video scored (no-face videos included, at 0.5); 1 some videos could not
+be read (their rows are 0.5 and their status is in videos/*.json); 2 refused (bad arguments
+or checkpoints, the folder in use); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 
+from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
+from dfdc_fast.errors import ConfigError
 from dfdc_fast.infer.budget import parse_duration
 
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+FAILED = ("decode_error", "error", "missing")
 
-def parse_args(argv=None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m dfdc_fast.infer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("inputs", nargs="+", help="folders of videos (DFDC test layout or any) or video files")
-    ap.add_argument("-c", "--checkpoints", nargs="+", required=True, help="dfdc_fast checkpoints (train's epoch_*.pth)")
-    ap.add_argument("-o", "--out", default="infer_out", help="output folder (default: %(default)s)")
-    ap.add_argument("--aggregator", default="medics", choices=["medics", "selim", "ntech"],
-                    help="per-video rule (default: %(default)s)")
-    ap.add_argument("--frames", type=int, default=100, help="first N frames per video (default: %(default)s)")
-    ap.add_argument("--detect-every", type=int, default=10, help="detect on every n-th frame (default: %(default)s)")
-    ap.add_argument("--max-faces", type=int, default=5, help="faces per video (default: %(default)s)")
-    ap.add_argument("--no-tta", dest="tta", action="store_false", help="skip the horizontal-flip TTA of 3D models")
+    ap.add_argument("paths", nargs="*", metavar="VIDEOS_OR_CHECKPOINTS",
+                    help="video folders or files, and checkpoint files (.pth/.pt), in any order")
+    ap.add_argument("-w", "--weights", action="append", default=[], metavar="FILE", help="a checkpoint (repeatable)")
+    ap.add_argument("-c", "--config", metavar="YAML", help="options from a YAML file (flags override it)")
+    ap.add_argument("-o", "--out", default=None, help="output folder (default: infer_out)")
+    ap.add_argument("--aggregator", default=None, choices=["medics", "selim", "ntech"],
+                    help="per-video rule (default: medics)")
+    ap.add_argument("--frames", type=int, default=None, help="first N frames per video (default: 100)")
+    ap.add_argument("--detect-every", type=int, default=None, help="detect on every n-th frame (default: 10)")
+    ap.add_argument("--max-faces", type=int, default=None, help="faces per video (default: 5)")
+    ap.add_argument("--no-tta", dest="tta", action="store_false", default=None,
+                    help="skip the horizontal-flip TTA of 3D models")
     ap.add_argument("--time-budget", type=parse_duration, default=None,
                     help="whole-run limit, e.g. 8.5h, 30m, 600 (seconds); degrades rather than miss rows")
     ap.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
-    ap.add_argument("--decoder", default="auto", choices=["auto", "nvdec", "dali", "pyav"])
+    ap.add_argument("--decoder", default=None, choices=["auto", "nvdec", "dali", "pyav"])
     ap.add_argument("--workers", type=int, default=None,
                     help="engine worker processes decoding and cutting faces (default: one per NVDEC engine on a "
                          "GPU, cores - 1 on a CPU; 0: in this process)")
-    ap.add_argument("--videos-per-batch", type=int, default=16, help="videos whose faces are scored together (default: %(default)s)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the models, with fixed batch shapes")
-    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
-    return ap.parse_args(argv)
+    ap.add_argument("--videos-per-batch", type=int, default=None, help="videos whose faces are scored together (default: 16)")
+    ap.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "none"])
+    ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the models, with fixed batch shapes")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    add_common_arguments(ap)
+    return ap
+
+
+def config_from_args(args: argparse.Namespace):
+    from dfdc_fast.infer.pipeline import InferConfig
+
+    values: dict = {}
+    if args.config:
+        values = _read_options(args.config)
+    inputs = [p for p in args.paths if not p.lower().endswith(CHECKPOINT_SUFFIXES)]
+    weights = [p for p in args.paths if p.lower().endswith(CHECKPOINT_SUFFIXES)] + list(args.weights)
+    if inputs:
+        values["inputs"] = inputs
+    if weights:
+        values["checkpoints"] = weights
+    for key in ("out", "aggregator", "frames", "detect_every", "max_faces", "tta", "time_budget", "device", "decoder",
+                "workers", "videos_per_batch", "amp", "compile", "progress", "limit"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    return InferConfig.from_dict(values)
+
+
+def _read_options(path: str) -> dict:
+    """A YAML file of options; a checkpoint given to -c (train's -c is a config too) is named as such."""
+    import yaml
+
+    if path.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise ConfigError(f"-c {path}: -c is a YAML file of options; give checkpoints as arguments or with -w FILE")
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"-c {path}: not a YAML file of options ({type(e).__name__}); "
+                          "checkpoints go as arguments or with -w FILE") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of options")
+    return values
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from dfdc_fast.infer.pipeline import InferConfig, run_inference
+    args = build_parser().parse_args(argv)
     from dfdc_fast.runtime import tune_host_allocator
 
     tune_host_allocator()
-    config = InferConfig(inputs=args.inputs, checkpoints=args.checkpoints, out=args.out, aggregator=args.aggregator,
-                         frames=args.frames, detect_every=args.detect_every, max_faces=args.max_faces, tta=args.tta,
-                         time_budget=args.time_budget, device=args.device, decoder=args.decoder, workers=args.workers,
-                         videos_per_batch=args.videos_per_batch, amp=args.amp, compile=args.compile,
-                         progress=args.progress)
+    return run("infer", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from dfdc_fast.infer.pipeline import run_inference
+
+    config = config_from_args(args)
+    if not config.inputs:
+        raise ConfigError("no videos given: name folders or files of videos")
+    if not config.checkpoints:
+        raise ConfigError("no checkpoints given: name .pth files (or -w FILE)")
+    for p in config.inputs + config.checkpoints:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"{p} does not exist")
     summary = run_inference(config)
     print(json.dumps({k: summary[k] for k in ("videos", "statuses", "fallback_0.5", "seconds", "videos_per_s",
                                               "submission")}, indent=1))
-    return 0
+    failed = sum(n for s, n in summary["statuses"].items() if s in FAILED)
+    if failed:
+        print(f"infer: {failed} of {summary['videos']} videos could not be read (0.5 in the submission); "
+              f"see {os.path.join(config.out, 'videos')}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -54,7 +54,16 @@ class InferConfig:
     amp: str = "auto"             # auto (bf16 on GPUs with it) | bf16 | fp16 | none
     compile: bool = False         # torch.compile the members (fixed batch shapes)
     time_budget: Optional[float] = None   # seconds for the whole run, writing included
+    limit: Optional[int] = None   # only the first N videos (a quick try); the submission lists only those
     progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "InferConfig":
+        """Options from a mapping (a YAML file, flags): unknown keys refused with a suggestion,
+        values converted to the fields' types (a YAML ``1e-4`` read as a string becomes a float)."""
+        from dfdc_fast.runtime import typed_dataclass
+
+        return typed_dataclass(cls, values)
 
 
 @dataclass
@@ -203,6 +212,8 @@ def run_inference(config: InferConfig) -> dict:
     deadline = None if config.time_budget is None else budget_start + config.time_budget
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     results, refused = list_videos(config.inputs)
+    if config.limit is not None:
+        results = results[:config.limit]
     for name, reason in refused:
         log.warning("refused %s: %s (no row)", name, reason)
     scorer = FaceScorer(config, device)  # models first: a bad checkpoint fails before any output is touched
@@ -292,6 +303,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             for res in stream:
                 if res is not None:
                     group.append(res)
+                    bar.update(1)  # faces of one more video are ready; the group's scores follow
                 if len(group) >= size or out_of_time(len(group) or 1):
                     break
             if out_of_time(len(group)):
@@ -333,7 +345,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             budget.record(level, time.perf_counter() - t0, len(group))
             write_rows(progress_file)
             done += len(group)
-            bar.update(len(group))
+            bar.set_postfix(scored=done)
     finally:
         engine.close(kill=state["stopped"])
         bar.close()

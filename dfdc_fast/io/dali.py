@@ -8,6 +8,8 @@ The GPU path is unverified until a GPU session runs ``tests/test_io_cuda.py``.
 """
 from __future__ import annotations
 
+from dfdc_fast.errors import DeviceUnavailable
+
 import os
 from typing import Sequence
 
@@ -66,7 +68,7 @@ class DaliReader(VideoReader):
         self._dali, self._fn, self._types = import_dali()
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
-                raise RuntimeError("decoder='dali' on a CUDA device needs a visible GPU")
+                raise DeviceUnavailable("decoder='dali' on a CUDA device needs a visible GPU")
             if self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
         self.num_threads = num_threads

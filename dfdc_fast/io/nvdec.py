@@ -12,6 +12,8 @@ out without conversion, the engine's input) and the fused conversion behind ``re
 """
 from __future__ import annotations
 
+from dfdc_fast.errors import DeviceUnavailable
+
 import os
 
 import torch
@@ -81,7 +83,7 @@ class NvdecReader(VideoReader):
         if self.device.type != "cuda":
             raise ValueError(f"the nvdec decoder returns CUDA tensors; device must be cuda, got {self.device}")
         if not torch.cuda.is_available():
-            raise RuntimeError("the nvdec decoder needs a CUDA GPU, and torch sees none")
+            raise DeviceUnavailable("the nvdec decoder needs a CUDA GPU, and torch sees none (decoder='pyav' decodes on the CPU)")
         self._nvc = import_pynvvideocodec()
         if self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())

@@ -1,15 +1,19 @@
 """``python -m dfdc_fast.train -c CONFIG``: train one detector on extracted face clips.
 
-Configs shipped with the package (``--list-configs``) reproduce the seed models' recipes;
-any field can be overridden by a flag. Under ``torchrun`` each process trains on its share
+Configs shipped with the package (``--list-configs``) reproduce the seed models' recipes.
+Every field can be set: the common ones by a flag, any one (nested too) as ``KEY=VALUE``
+after the options, e.g. ``optimizer=sgd weight_decay=5e-4 augment.hflip=0.3``; values are
+read as YAML and typed by the config, unknown keys refused. The resolved config is printed
+and saved as ``OUT/config.yaml``. Under ``torchrun`` each process trains on its share
 of every epoch (DDP). Re-running the same command resumes from the last checkpoint.
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
 
+from dfdc_fast.cli import add_common_arguments, run
 from dfdc_fast.train.config import list_configs, load_config
 
 
@@ -18,6 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-c", "--config", help="a shipped config name (see --list-configs) or a YAML file")
     ap.add_argument("--list-configs", action="store_true", help="print the shipped configs and exit")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="set any config field, nested ones by dotted keys (augment.hflip=0.3); YAML values")
     g = ap.add_argument_group("data")
     g.add_argument("--data", help="extraction output folder holding index.csv (config: data)")
     g.add_argument("--val-parts", type=lambda s: [int(x) for x in s.split(",") if x],
@@ -49,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="start over even if the run folder holds checkpoints")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    return ap.parse_args(argv)
+    add_common_arguments(ap, limit=False)
+    return ap.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> int:
@@ -57,15 +64,20 @@ def main(argv=None) -> int:
     if args.list_configs:
         print("\n".join(list_configs()))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from dfdc_fast.runtime import tune_host_allocator
-    from dfdc_fast.train.loop import train
 
     tune_host_allocator()
+    return run("train", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from dfdc_fast.train.loop import train
+
     fields = ["data", "val_parts", "val_fraction", "loader", "workers", "prefetch", "frames", "input_size", "model", "pretrained",
               "epochs", "batch_size", "accumulate", "lr", "amp", "compile", "seed", "out", "max_steps_per_epoch",
               "log_every", "resume", "progress"]
-    config = load_config(args.config, **{f: getattr(args, f) for f in fields})
+    config = load_config(args.config, overrides=args.overrides, **{f: getattr(args, f) for f in fields})
+    print("config:", json.dumps(config.to_dict(), sort_keys=False), file=sys.stderr)
     result = train(config, device=args.device, stop_after_epochs=args.stop_after_epochs)
     if result.metrics:
         print(f"last epoch: {result.metrics[-1]}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from dfdc_fast.errors import ConfigError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -61,11 +63,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
+        """Values from a YAML file or flags, converted to the fields' types (PyYAML reads
+        ``1e-4`` as a string); an unknown key is refused with the key it resembles."""
+        from dfdc_fast.runtime import typed_dataclass
+
+        return typed_dataclass(cls, values)
 
 
 def list_configs() -> list[str]:
@@ -83,15 +85,22 @@ def config_path(name_or_path: str) -> str:
     return path
 
 
-def load_config(name_or_path: str | None = None, **overrides) -> TrainConfig:
-    """Read a config (shipped name or YAML path) and apply ``overrides`` (``None`` values ignored)."""
+def load_config(name_or_path: str | None = None, overrides: Sequence[str] = (), **fields) -> TrainConfig:
+    """Read a config (shipped name or YAML path), then apply ``KEY=VALUE`` ``overrides``
+    (dotted keys for nested fields, see :func:`dfdc_fast.runtime.apply_overrides`), then
+    ``fields`` (``None`` values ignored: flags not given)."""
     import yaml
+
+    from dfdc_fast.runtime import apply_overrides
 
     values: dict = {}
     if name_or_path:
         with open(config_path(name_or_path)) as f:
             values = yaml.safe_load(f) or {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name_or_path}: expected a mapping of options")
+    values = apply_overrides(values, list(overrides))
+    values.update({k: v for k, v in fields.items() if v is not None})
     return TrainConfig.from_dict(values)
 
 

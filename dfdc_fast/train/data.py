@@ -77,6 +77,40 @@ def read_clip_index(root: str, kind: str = "3d") -> list[Sample]:
     return samples
 
 
+def _readable(path: str) -> bool:
+    """A fast header check: an MP4 with a video track, or a JPEG/PNG that starts as one."""
+    try:
+        if os.path.getsize(path) == 0:
+            return False
+        if path.lower().endswith((".mp4", ".mov", ".m4v")):
+            from dfdc_fast.io.mp4 import display_rotation
+
+            return display_rotation(path) is not None
+        with open(path, "rb") as f:
+            head = f.read(8)
+        return head.startswith(b"\xff\xd8") or head.startswith(b"\x89PNG")
+    except OSError:
+        return False
+
+
+def validate_samples(samples: Sequence[Sample], root: str) -> None:
+    """Raise before training when clips or crops the index lists are missing or unreadable
+    (a fast header check of every file), naming them and how to redo them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dfdc_fast.errors import UserError
+
+    paths = sorted({s.path for s in samples})
+    with ThreadPoolExecutor(8) as pool:
+        ok = list(pool.map(_readable, paths))
+    bad = [p for p, good in zip(paths, ok) if not good]
+    if bad:
+        shown = ", ".join(os.path.relpath(p, root) for p in bad[:5])
+        raise UserError(f"{len(bad)} of {len(paths)} files that {os.path.join(root, 'index.csv')} lists are missing "
+                        f"or unreadable (e.g. {shown}). Re-extract those videos: delete their videos/*.json in {root} "
+                        "and rerun the extraction, which redoes exactly those")
+
+
 def split_samples(samples: Sequence[Sample], *, val_parts: Iterable[int] = (), val_fraction: float = 0.0,
                   seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """(train, val) samples. DFDC parts listed in ``val_parts`` (the Medics held out 45-49)

@@ -23,7 +23,8 @@ import torch
 
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.config import TrainConfig, save_config
-from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples
+from dfdc_fast.errors import ConfigError, UserError
+from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples, validate_samples
 from dfdc_fast.train.loaders import make_loader, plan_epoch, resolve_loader
 from dfdc_fast.train.metrics import append_metrics, plot_metrics, validation_problem, video_log_loss
 from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
@@ -81,18 +82,46 @@ def make_augment(config: TrainConfig, kind: str, size: int, device: torch.device
 
     options = dict(config.augment)
     if kind == "3d":
-        train_tf = augment.ClipAugment(size, **options)
+        options.pop("preset", None)
+        cls, args = augment.ClipAugment, (size,)
         eval_tf = augment.medics_clip_eval(size)  # centre 224 of 256, or resize 128 + centre 112
     else:
         preset = options.pop("preset", "selim")
-        if preset == "selim":
-            train_tf = augment.SelimImageAugment(size, **options)
-        elif preset == "ianpan":
-            train_tf = augment.IanPanImageAugment(**options)
-        else:
-            raise ValueError(f"2D augment preset must be 'selim' or 'ianpan', got {preset!r}")
+        if preset not in ("selim", "ianpan"):
+            raise ConfigError(f"2D augment preset must be 'selim' or 'ianpan', got {preset!r}")
+        cls, args = (augment.SelimImageAugment, (size,)) if preset == "selim" else (augment.IanPanImageAugment, ())
         eval_tf = None  # crops are letterboxed to the input size by the loader
+    options = _options_for(cls, options, kind, config)
+    train_tf = cls(*args, **options)
     return train_tf.to(device), (eval_tf.to(device) if eval_tf is not None else None)
+
+
+def _options_for(cls, options: dict, kind: str, config: TrainConfig) -> dict:
+    """The augment options ``cls`` takes. Options written for the other kind of model (a
+    config's 3D clip settings when ``--model`` picks a 2D model) are left out with a warning,
+    so the model's own augmentation is used; a key neither kind knows is an error."""
+    import inspect
+
+    from dfdc_fast import augment
+
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "size"}
+    others = set()
+    for other in (augment.ClipAugment, augment.SelimImageAugment, augment.IanPanImageAugment):
+        others |= set(inspect.signature(other.__init__).parameters) - {"self", "size"}
+    foreign = sorted(k for k in options if k not in known and k in others)
+    unknown = sorted(k for k in options if k not in known and k not in others)
+    if unknown:
+        import difflib
+
+        close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+        raise ConfigError(f"augment keys {unknown} are not options of {cls.__name__}"
+                          + "".join(f"; {k}: did you mean {c[0]!r}?" for k, c in close.items() if c)
+                          + f" (its options: {sorted(known)})")
+    if foreign:
+        log.warning("augment keys %s are not %s options (the config was written for another kind of model than "
+                    "%s, a %s model); using %s's defaults for them", foreign, cls.__name__, config.model, kind,
+                    cls.__name__)
+    return {k: v for k, v in options.items() if k in known}
 
 
 def epoch_order(samples, epoch: int, items: int, *, seed: int, mode: str) -> list[int]:
@@ -205,6 +234,7 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
                  config.model, kind, frames, size, loader_name, dtype, device, world)
 
     samples = read_clip_index(config.data, kind)
+    validate_samples(samples, config.data)
     train_samples, val_samples = split_samples(samples, val_parts=config.val_parts, val_fraction=config.val_fraction,
                                                seed=config.seed)
     if not train_samples:
@@ -234,7 +264,14 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     start_epoch, metrics = 0, []
     resume_from = latest_checkpoint(config.out) if config.resume else None
     if resume_from:
-        ckpt = load_checkpoint(resume_from)
+        try:
+            ckpt = load_checkpoint(resume_from)
+            for key in ("optimizer", "schedule", "rng", "epoch", "step"):
+                if key not in ckpt.state:
+                    raise ValueError(f"it holds no {key!r} state")
+        except (ValueError, RuntimeError, EOFError, OSError) as exc:
+            raise UserError(f"cannot resume from {resume_from}: {exc}. Delete that file to resume from the "
+                            "checkpoint before it, or rerun with --no-resume to start over") from exc
         model.load_state_dict(ckpt.state_dict, strict=True)
         optimizer.load_state_dict(ckpt.state["optimizer"])
         schedule.load_state_dict(ckpt.state["schedule"])
@@ -345,4 +382,4 @@ def _barrier(world: int) -> None:
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=True, dynamic_ncols=True)

@@ -1,0 +1,80 @@
+"""What every ``python -m dfdc_fast.<job>`` command line shares.
+
+* Exit codes: 0 all inputs done; 1 some inputs failed (their statuses are written);
+  2 usage or refused to start (the message says why); 3 stopped early (disk full, I/O
+  error), with the work done kept: rerun the same command to resume; 130 interrupted.
+* User errors print one line (``--debug`` prints the traceback and DEBUG logs).
+* ``--limit N`` takes the first N videos (a quick try on a big dataset).
+* Log lines are routed through the progress bars, so bars are not broken by them.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import Callable, Iterator, Optional
+
+from dfdc_fast.errors import UserError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: Exceptions shown as one line: what a user can fix (bad values, missing files, a backend
+#: not installed, a busy folder); anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               ImportError)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, limit: bool = True) -> None:
+    """``--limit``, ``--debug`` (and ``--no-progress`` where the job has no own flag)."""
+    g = parser.add_argument_group("common")
+    if limit:
+        g.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="only the first N videos, for a quick try (default: all)")
+    g.add_argument("--debug", action="store_true", help="tracebacks for errors, and DEBUG log lines")
+    if not any(a.dest == "progress" for a in parser._actions):
+        g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def first(items: list, limit: Optional[int]) -> list:
+    if limit is not None and limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {limit}")
+    return items if limit is None else items[:limit]
+
+
+@contextlib.contextmanager
+def logging_through_bars(debug: bool = False) -> Iterator[None]:
+    """INFO (or DEBUG) logs on stderr, written around tqdm bars instead of through them."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    with logging_redirect_tqdm():
+        yield
+
+
+def run(prog: str, body: Callable[[], int], debug: bool = False) -> int:
+    """Run a job's body and turn its outcome into an exit code and, for errors, one line."""
+    from dfdc_fast.files import StorageError
+
+    try:
+        with logging_through_bars(debug):
+            return body()
+    except StorageError as exc:
+        if debug:
+            raise
+        print(f"{prog}: stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        text = str(exc).strip() or type(exc).__name__
+        print(f"{prog}: error: {text}  (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_STOPPED", "EXIT_INTERRUPTED", "USER_ERRORS",
+           "add_common_arguments", "first", "logging_through_bars", "run"]
