@@ -229,6 +229,8 @@ def test_person_ids_follow_a_face_across_chunks():
     right = {t.person for t in two if t.box[0] >= 900}
     assert len(left) == len(right) == 1 and left != right
     assert sorted(t.person for t in two) == [0, 0, 0, 1, 1, 1]
+    linked = [t.person for t in two]
+    assert [t.person for t in link_persons(two)] == linked  # from the tracks' own boxes: the same people
     assert link_persons(two, None) and [t.person for t in two] == list(range(6))  # linking off: a person per track
 
 

@@ -318,7 +318,7 @@ class Extractor:
         sheet = os.path.join(cfg.out, f"contact_sheet-{shard_i}.png" if shard_n > 1 else "contact_sheet.png")
         if cfg.contact_sheet:
             try:  # drawn from the files on disk, so a resumed run gets a complete sheet too
-                write_contact_sheet(cfg.out, sheet, index=index_path, videos=cfg.contact_sheet)
+                write_contact_sheet(cfg.out, sheet, index=os.path.abspath(index_path), videos=cfg.contact_sheet)
             except Exception as exc:  # noqa: BLE001 - a picture never fails the run...
                 if is_storage_error(exc):
                     raise  # ...but a full disk stops it, as everywhere

@@ -148,25 +148,28 @@ def track_faces(
                   for c in chunks}
 
     tracks: list[FaceTrack] = []
+    ends: dict[int, tuple] = {}  # id(track) -> its first and last detection box, on the host
     for c in chunks:
         chunk_end = (c + 1) * cfg.chunk_size if cfg.chunk_size else num_frames
         position = {int(row): i for i, row in enumerate(rows_of[c])}
-        built = [
-            _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg,
-                         detections.frame_size, device)
-            for g in groups[c]
-        ]
-        built = [t for t in built if t is not None]
+        built = []
+        for g in groups[c]:
+            made = _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg,
+                                detections.frame_size, device)
+            if made is not None:
+                built.append(made[0])
+                ends[id(made[0])] = made[1]
         if cfg.order == "score":
             built.sort(key=lambda t: -t.score)  # stable: ties keep time order
         tracks.extend(built[: cfg.max_faces] if cfg.max_faces else built)
     for i, t in enumerate(tracks):
         t.track_id = i
-    link_persons(tracks, cfg.link_iou)
+    link_persons(tracks, cfg.link_iou, ends=[ends[id(t)] for t in tracks])  # host boxes: no device sync
     return tracks
 
 
-def link_persons(tracks: list[FaceTrack], min_iou: Optional[float] = 0.3) -> list[FaceTrack]:
+def link_persons(tracks: list[FaceTrack], min_iou: Optional[float] = 0.3, *,
+                 ends: Optional[list] = None) -> list[FaceTrack]:
     """Set ``person`` on each track (in place; returns ``tracks``).
 
     A track continues a person when its first detection's box overlaps that person's last
@@ -176,13 +179,19 @@ def link_persons(tracks: list[FaceTrack], min_iou: Optional[float] = 0.3) -> lis
     union boxes. Tracks starting at the same frame are matched one to one, best overlap
     first, so two people side by side stay two. Persons are numbered 0.. in order of their
     first track in ``tracks``. ``min_iou=None``: each track is its own person.
+    ``ends``: each track's (first, last) detection box as host arrays, when the caller has
+    them (``track_faces`` does); without it they are read from ``boxes``, a device-to-host
+    copy per track when the tracks live on a GPU.
     """
     if min_iou is None:
         for i, t in enumerate(tracks):
             t.person = i
         return tracks
-    first_box = [_box_at(t, int(t.keyframes[0])) if t.num_detections else t.boxes[0].cpu().numpy() for t in tracks]
-    last_box = [_box_at(t, int(t.keyframes[-1])) if t.num_detections else t.boxes[-1].cpu().numpy() for t in tracks]
+    if ends is None:
+        ends = [(_box_at(t, int(t.keyframes[0])), _box_at(t, int(t.keyframes[-1]))) if t.num_detections
+                else (t.boxes[0].cpu().numpy(), t.boxes[-1].cpu().numpy()) for t in tracks]
+    first_box = [np.asarray(e[0], dtype=np.float32) for e in ends]
+    last_box = [np.asarray(e[1], dtype=np.float32) for e in ends]
     label = [-1] * len(tracks)
     people: list[dict] = []  # {"box": last detection, "until": frame after its last track}
     order = sorted(range(len(tracks)), key=lambda i: (tracks[i].start, i))
@@ -282,7 +291,9 @@ def _build_track(
     cfg: TrackConfig,
     frame_size: tuple[int, int],
     device: torch.device,
-) -> Optional[FaceTrack]:
+) -> Optional[tuple[FaceTrack, tuple[np.ndarray, np.ndarray]]]:
+    """The track of one group of detections and its first and last detection boxes (host),
+    or None when it is too short to keep."""
     rows = sorted({r for r, _ in dets})
     if position[rows[-1]] - position[rows[0]] + 1 < cfg.min_detections:
         return None
@@ -308,7 +319,7 @@ def _build_track(
         union = square_box(union, frame_size)
     union = clip_box(union, frame_size)
 
-    return FaceTrack(
+    track = FaceTrack(
         track_id=-1,
         chunk=chunk,
         start=start,
@@ -319,3 +330,4 @@ def _build_track(
         keyframes=torch.from_numpy(np.ascontiguousarray(keyframes, dtype=np.int64)),
         too_short=stop - start < cfg.min_clip_frames,
     )
+    return track, (key_boxes[0], key_boxes[-1])
