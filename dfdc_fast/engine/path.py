@@ -227,7 +227,7 @@ class FacePath:
             rows.append(block)
             metas.append(ClipMeta(track=t.track_id, chunk=t.chunk, start=t.start, stop=t.stop,
                                   box=[round(float(v), 2) for v in t.box.numpy()], score=round(float(t.score), 5),
-                                  too_short=bool(t.too_short), offset=offset))
+                                  too_short=bool(t.too_short), offset=offset, person=t.person))
             offset += frames.size
         result.clips = metas
         result.clip_frames = self._rois_rgb(raw, np.concatenate(rows), (spec.size, spec.size))
@@ -255,7 +255,7 @@ class FacePath:
             cw, ch = x1 - x0, y1 - y0
             rois[i] = (pos_of[f], x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)  # native size: a copy
             metas.append(CropMeta(track=t.track_id, frame=int(f), box=[round(float(v), 2) for v in b], offset=i,
-                                  length=0, size=(ch, cw)))
+                                  length=0, size=(ch, cw), person=t.person))
         canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
         result.crops = metas
         if spec.encode is None:

@@ -133,6 +133,7 @@ class ClipMeta:
     score: float
     too_short: bool
     offset: int  # first row in clip_frames
+    person: Optional[int] = None  # FaceTrack.person: the same person across chunks
 
     @property
     def frames(self) -> int:
@@ -150,6 +151,7 @@ class CropMeta:
     offset: int
     length: int
     size: tuple  # (height, width) of the crop
+    person: Optional[int] = None  # FaceTrack.person
 
 
 @dataclass
@@ -211,5 +213,6 @@ def tracks_from_json(items: list[dict]) -> list[FaceTrack]:
         boxes = interpolate_boxes_np(kf, np.asarray(d["key_boxes"], dtype=np.float32), d["start"], d["stop"])
         tracks.append(FaceTrack(track_id=d["track_id"], chunk=d["chunk"], start=d["start"], stop=d["stop"],
                                 box=torch.tensor(d["box"], dtype=torch.float32), boxes=torch.from_numpy(boxes),
-                                score=d["score"], keyframes=torch.from_numpy(kf), too_short=d["too_short"]))
+                                score=d["score"], keyframes=torch.from_numpy(kf), too_short=d["too_short"],
+                                person=d.get("person")))
     return tracks

@@ -11,11 +11,12 @@ from typing import Iterator, Optional
 
 import torch
 
+from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
 from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, default_workers, track_json
 from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
-from dfdc_fast.extract.report import contact_sheet, index_rows, read_records, write_index
+from dfdc_fast.extract.report import index_rows, read_records, write_index
 from dfdc_fast.extract.writers import Writers, default_encoders
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
 from dfdc_fast.io import resolve_decoder
@@ -122,8 +123,7 @@ class Extractor:
             clips=ClipSpec(size=cfg.clip_size),
             crops=CropSpec(count=cfg.crops_per_video, margin=cfg.crop_margin,
                            encode=cfg.crop_format) if cfg.crops_per_video > 0 else None,
-            reuse=cfg.reuse_original, to_host=True, thumbnail_width=320 if cfg.contact_sheet else None)
-        self.thumbs: list = []  # (entry position, thumbnail, boxes, labels): the first videos by position
+            reuse=cfg.reuse_original, to_host=True)
         self.ids: dict = {}
 
     def json_path(self, ds: Dataset, entry: VideoEntry) -> str:
@@ -153,9 +153,9 @@ class Extractor:
         for c in res.clips:
             path = os.path.join("clips", folder, f"{vid.flat}_{c.chunk}_{c.track}.mp4")
             record["clips"].append({"track": c.track, "chunk": c.chunk, "start": c.start, "stop": c.stop,
-                                    "box": c.box, "score": c.score, "path": path, "frames": c.frames,
-                                    "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
-        record["crops"] = [{"track": c.track, "frame": c.frame, "box": c.box,
+                                    "person": c.person, "box": c.box, "score": c.score, "path": path,
+                                    "frames": c.frames, "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
+        record["crops"] = [{"track": c.track, "person": c.person, "frame": c.frame, "box": c.box,
                             "path": os.path.join("crops", vid.path, f"{c.track}_{c.frame}.{cfg.crop_format}")}
                            for c in res.crops]
         record["status"], record["error"] = res.status, res.error
@@ -168,14 +168,6 @@ class Extractor:
         clips = [(os.path.join(out, c["path"]), res.clip(m), fps) for c, m in zip(record.get("clips", []), res.clips)]
         crops = [(os.path.join(out, c["path"]), res.crop_bytes(m)) for c, m in zip(record.get("crops", []), res.crops)]
         return clips, crops
-
-    def _keep_thumbnail(self, position: int, entry: VideoEntry, res: VideoFaces) -> None:
-        if res.thumbnail is None or not self.cfg.contact_sheet:
-            return
-        labels = [f"{entry.stem} #{i}" for i in res.detections.get("thumbnail_tracks", [])]
-        self.thumbs.append((position, res.thumbnail.clone(), res.thumbnail_boxes.clone(), labels))
-        self.thumbs.sort(key=lambda t: t[0])
-        del self.thumbs[self.cfg.contact_sheet:]
 
     def _load_originals(self, entries) -> dict:
         """Tracks of REAL videos finished by an earlier run, for their fakes: {(root, part, name): tracks}."""
@@ -286,13 +278,12 @@ class Extractor:
         return summary
 
     def _take(self, res: VideoFaces, schedule: Schedule, writers: Writers) -> None:
-        position, ds, entry = schedule.finished(res)
+        _, ds, entry = schedule.finished(res)
         try:
             record = self._record(ds, entry, res)
             if entry.label == "REAL":
                 schedule.original_done(ds, entry, record.get("tracks") if res.status in ("ok", "no_face") else None)
             clips, crops = self._files(record, res)
-            self._keep_thumbnail(position, entry, res)
         except Exception as exc:  # noqa: BLE001 - one bad video never stops the run
             log.exception("%s failed", entry.path)
             record = {**_base_record(entry, self.ids[(ds.root, entry.key)]), "status": "error",
@@ -325,8 +316,13 @@ class Extractor:
                 statuses["error"] = statuses.get("error", 0) + len(ds.rejected)
         clips = [c for r in records for c in r.get("clips", [])]
         sheet = os.path.join(cfg.out, f"contact_sheet-{shard_i}.png" if shard_n > 1 else "contact_sheet.png")
-        if self.thumbs:
-            contact_sheet(sheet, self.thumbs)
+        if cfg.contact_sheet:
+            try:  # drawn from the files on disk, so a resumed run gets a complete sheet too
+                write_contact_sheet(cfg.out, sheet, index=os.path.abspath(index_path), videos=cfg.contact_sheet)
+            except Exception as exc:  # noqa: BLE001 - a picture never fails the run...
+                if is_storage_error(exc):
+                    raise  # ...but a full disk stops it, as everywhere
+                log.warning("contact sheet not drawn: %s: %s", type(exc).__name__, exc)
         with_tracks = [r for r in records if r.get("tracks") is not None]
         return {
             "out": os.path.abspath(cfg.out), "index": os.path.abspath(index_path), "shard": f"{shard_i}/{shard_n}",
@@ -335,11 +331,17 @@ class Extractor:
             "status_counts": statuses,
             "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
             "crops": sum(len(r.get("crops", [])) for r in records),
-            "faces_per_video": round(sum(len(r["tracks"]) for r in with_tracks) / len(with_tracks), 3) if with_tracks else None,
+            "faces_per_video": round(sum(_people(r["tracks"]) for r in with_tracks) / len(with_tracks), 3)
+            if with_tracks else None,
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
             "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
         }
+
+
+def _people(tracks: list) -> int:
+    """People in a video: its tracks' distinct ``person`` ids (one person is one track per chunk)."""
+    return len({("track", t["track_id"]) if t.get("person") is None else t["person"] for t in tracks})
 
 
 def run_extraction(cfg: ExtractConfig) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -21,6 +22,9 @@ class FaceTrack:
         score: mean detector score over the track's detections.
         keyframes: int64 ``(n,)`` on CPU: the sampled frames where the face was detected.
         too_short: True when the track has fewer frames than a 3D model trains on.
+        person: the person this track shows, the same across chunks (0-based, in order of
+            first appearance in the list ``track_faces`` returned); None when not linked.
+            Chunking makes one person several tracks: count people with this.
     """
 
     track_id: int
@@ -32,6 +36,7 @@ class FaceTrack:
     score: float
     keyframes: torch.Tensor
     too_short: bool = False
+    person: Optional[int] = None
 
     def __post_init__(self):
         if not 0 <= self.start < self.stop:
@@ -53,6 +58,7 @@ class FaceTrack:
         """JSON-ready summary (no per-frame boxes)."""
         return {
             "track_id": self.track_id,
+            "person": self.person,
             "chunk": self.chunk,
             "start": self.start,
             "stop": self.stop,
@@ -66,7 +72,7 @@ class FaceTrack:
         x0, y0, x1, y1 = (round(float(v)) for v in self.box.tolist())
         short = ", too_short" if self.too_short else ""
         return (
-            f"FaceTrack(id={self.track_id}, chunk={self.chunk}, frames=[{self.start}, {self.stop}), "
+            f"FaceTrack(id={self.track_id}, person={self.person}, chunk={self.chunk}, frames=[{self.start}, {self.stop}), "
             f"box=({x0}, {y0}, {x1}, {y1}), score={self.score:.3f}, "
             f"detections={self.num_detections}, boxes=float32{tuple(self.boxes.shape)} on {self.boxes.device}{short})"
         )
