@@ -327,7 +327,8 @@ class Extractor:
         return {
             "out": os.path.abspath(cfg.out), "index": os.path.abspath(index_path), "shard": f"{shard_i}/{shard_n}",
             "device": str(self.device), "decoder": self.decoder, "detector": cfg.detector,
-            "videos": len(entries), "processed": processed, "skipped_done": skipped,
+            # every video with a status: the shard's listed ones, plus missing and refused names
+            "videos": sum(statuses.values()), "processed": processed, "skipped_done": skipped,
             "status_counts": statuses,
             "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
             "crops": sum(len(r.get("crops", [])) for r in records),
