@@ -14,7 +14,14 @@
 # chains calls: PHASES=install carrying .whl_av (av, facenet, kornia, kornia_rs), then
 # PHASES=install carrying .whl (pynvvideocodec) [+ .whl_dali_N parts of DALI's 199 MB wheel,
 # split with `split -b 60m` and joined here], then the default phases carrying .samples.
-# README "GPU checks" lists the download commands.
+# Preparing the carried folders on the CPU machine (cp312 wheels, any manylinux):
+#   W="pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64"
+#   $W -d .whl_av av==18.1.0 facenet-pytorch==2.6.0 kornia==0.9.0 kornia_rs==0.2.0
+#   $W -d .whl pynvvideocodec==2.2.4
+#   $W -d /tmp/dali nvidia-dali-cuda130==2.4.0 && mkdir -p .whl_dali_1 .whl_dali_2 .whl_dali_3 \
+#      && split -b 60m /tmp/dali/*.whl /tmp/dali/part- && mv /tmp/dali/part-aa .whl_dali_1/ ... (one part a call)
+#   .samples/: a few clips of ../shared/data/dfdc_samples with their metadata.json entries
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -52,7 +59,7 @@ $PY -c "from dfdc_fast import extension as e; print('cuda_version', e.cuda_versi
 
 if [[ " $PHASES " == *" tests "* ]]; then
   log "CUDA tests"
-  timeout 240 $PY -m pytest -q -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
+  timeout 240 $PY -m pytest -q -n 0 -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
     | tee "$OUT/tests_cuda.log" | tail -40
 fi
 

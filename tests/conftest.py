@@ -9,6 +9,13 @@ UNLABELED = os.path.join(os.path.dirname(SAMPLES), "dfdc_unlabeled")
 DEMO = os.path.join(ROOT, "dfdc_fast", "assets", "demo")
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # CI runs two test processes on two cores: one thread each (and for the jobs they start),
+    # rather than two processes of two OpenMP threads spinning against each other
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one unless FAIL_WITHOUT_CUDA=1)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")

@@ -154,6 +154,39 @@ def test_a_hanging_video_times_out(tmp_path, samples_dir, monkeypatch):
     assert got["b.mp4"].status in ("ok", "no_face")
 
 
+def test_workers_end_with_a_killed_parent(tmp_path, samples_dir):
+    """A parent killed mid-video (SIGKILL: no close, no pipe message) leaves no orphan worker."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = tmp_path / "hang_a.mp4"
+    shutil.copy(os.path.join(samples_dir, "ccfoszqabv.mp4"), clip)
+    code = f"""
+import sys, time
+from dfdc_fast.engine import Engine, FacesRequest, VideoTask
+from dfdc_fast.io import First
+with Engine(FacesRequest(frames=First(20), clips=None, crops=None), "cpu", workers=1, decoder="pyav") as engine:
+    print(engine._pool[0].process.pid, flush=True)
+    for _ in engine.run([VideoTask("a", {str(clip)!r})]):
+        pass
+"""
+    env = {**os.environ, FAULT_ENV: "hang:hang_"}
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    worker = int(parent.stdout.readline())
+    time.sleep(2)  # the worker is inside the video now
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{worker}"):
+        time.sleep(0.2)
+    alive = os.path.exists(f"/proc/{worker}")
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the worker outlived its parent"
+
+
 def test_crop_frames_are_evenly_spaced():
     assert crop_frames(300, 4) == [0, 100, 199, 299]
     assert crop_frames(3, 10) == [0, 1, 2] and crop_frames(0, 4) == [] and crop_frames(10, 1) == [0]

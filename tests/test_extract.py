@@ -45,14 +45,19 @@ def test_demo_default_clips_crops_sheet_and_resume(tmp_path, monkeypatch):
         clip = read_video(out / row["clip"])
         assert clip.frames.shape == (150, 256, 256, 3)
         assert int(row["crops"]) == 32
+        assert row["person"] == "0"
     assert index["acqfdwsrhi.mp4"][0]["boxes_from"] == "original"  # a FAKE whose REAL original is present
     assert index["bndybcqhfr.mp4"][0]["boxes_from"] == "self"  # its original is not in the demo set
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status_counts"] == {"ok": 4} and summary["clips"] == 4 and summary["crops"] == 128
+    assert summary["faces_per_video"] == 1.0
     assert (out / "contact_sheet.png").stat().st_size > 10_000
+    (out / "contact_sheet.png").unlink()
 
     again = extract.run_extraction(extract.ExtractConfig(device="cpu", progress=False))
     assert again["processed"] == 0 and again["skipped_done"] == 4
+    assert again["contact_sheet"] == str(out / "contact_sheet.png")  # drawn from the files: a resume gets one too
+    assert (out / "contact_sheet.png").stat().st_size > 10_000
     assert read_index(out / "index.csv") == rows
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
 
@@ -181,12 +186,24 @@ def test_sample_set_end_to_end(tmp_path, samples_dir):
                 assert r["status"] == "ok" and int(r["clip_frames"]) == 150
                 clip = read_video(out / r["clip"])
                 assert clip.frames.shape == (150, 256, 256, 3)
+            # one person is one track per chunk: the same person id in both chunks
+            persons = {}
+            for r in rows:
+                persons.setdefault(r["person"], set()).add(r["chunk"])
+            assert len(persons) == people and all(chunks == {"0", "1"} for chunks in persons.values()), rows
+            tracks = recs[name[:-4]]["tracks"]
+            assert len({t["person"] for t in tracks}) == people and len(tracks) == 2 * people
     # reuse: the FAKE and its REAL original have identical boxes
     fake, real = recs["acqfdwsrhi"], recs["ccfoszqabv"]
     assert fake["boxes_from"] == "original"
     assert [c["box"] for c in fake["clips"]] == [c["box"] for c in real["clips"]]
     assert [(c["frame"], c["box"]) for c in fake["crops"]] == [(c["frame"], c["box"]) for c in real["crops"]]
     assert len(real["crops"]) == 32
+    # faces_per_video counts people, not tracks (which are one per person and chunk)
+    with_tracks = [r for r in recs.values() if r.get("tracks") is not None]
+    people = [len({t["person"] for t in r["tracks"]}) for r in with_tracks]
+    assert summary["faces_per_video"] == round(sum(people) / len(people), 3)
+    assert summary["faces_per_video"] < sum(len(r["tracks"]) for r in with_tracks) / len(with_tracks)
 
 
 def test_cli_help():

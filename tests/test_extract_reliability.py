@@ -63,7 +63,7 @@ def test_two_names_for_one_file_and_duplicated_keys(tmp_path):
     assert rows["alias.mp4"]["status"] == "error" and "same file as real.mp4" in rows["alias.mp4"]["error"]
     assert rows["real.mp4"]["status"] == "no_face" and rows["x.mp4"]["status"] == "no_face"  # identical duplicate: kept once
     assert rows["y.mp4"]["status"] == "error" and "different records" in rows["y.mp4"]["error"]
-    assert len(rows) == 4 and summary["videos"] == 2
+    assert len(rows) == 4 and summary["videos"] == 4  # every video with its status, refused names too
 
 
 def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):

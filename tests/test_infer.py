@@ -68,6 +68,10 @@ def test_one_row_per_video_with_probabilities_in_range(scored, samples_dir):
         assert set(record["timings"]) >= {"decode_s", "detect_track_s", "models_s"}
     # two people in caifxvsozs: both faces scored
     assert json.load(open(out / "videos" / "caifxvsozs.json"))["faces"] == 2
+    # the report picture is drawn next to the submission
+    from PIL import Image
+
+    assert Image.open(out / "report.png").size == (1200, 850)
 
 
 def test_bad_inputs_get_half_and_a_status(scored):

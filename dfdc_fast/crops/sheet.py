@@ -1,35 +1,392 @@
-"""Contact sheet: one thumbnail per video with its tracks' boxes, to judge extraction at a glance."""
+"""Contact sheet of an extraction: one tile per face track, made of what was written.
+
+A tile shows a few frames of the track's face clip side by side and one of its 2D crops,
+under a label with the video's name, REAL/FAKE, the track and person ids, the chunk's
+frames, the clip's status (``ok`` / ``too_short``) and its scores. Tiles are square face
+images, so portrait and landscape videos take the same room. Videos without clips
+(``no_face``, ``decode_error``, ``missing``, ``error``) are listed compactly, one line each,
+in the space the last row of tiles leaves or in a band below.
+
+Everything is read back from an extraction's output folder (``index.csv``, the per-video
+JSON records, the clips and crops), so a resumed run draws a complete sheet too.
+
+    layout = write_contact_sheet("extract_out", "extract_out/contact_sheet.png", videos=12)
+    layout["tiles"][0]["text"]   # 'ccfoszqabv.mp4  REAL  ok | track 0  person 0  chunk 0  frames 0-150  det 0.999'
+"""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Optional
 
-COLOURS = ["#ff4040", "#40c0ff", "#ffd020", "#40ff80", "#ff60ff", "#ffffff"]
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Colours (RGB). BACKGROUND is what the sheet shows where nothing is drawn.
+BACKGROUND = (22, 22, 26)
+TILE = (44, 44, 50)
+PANEL = (36, 36, 42)
+TEXT = (235, 235, 235)
+DIM = (160, 160, 170)
+LABEL_COLOURS = {"REAL": (90, 200, 120), "FAKE": (235, 85, 85)}
+STATUS_COLOURS = {"ok": (90, 200, 120), "too_short": (240, 180, 60)}
+BAD = (235, 110, 90)
 
 
-def thumbnail(frame: torch.Tensor, boxes: torch.Tensor, labels: list[str], width: int = 320) -> torch.Tensor:
-    """uint8 ``(3, h, width)`` on the CPU: ``frame`` (H, W, 3) downscaled, ``boxes`` (n, 4) drawn and labelled."""
-    from torchvision.utils import draw_bounding_boxes
+@dataclass
+class Tile:
+    """One face track of one video, as the sheet draws it."""
 
-    h, w = frame.shape[:2]
-    height = max(1, round(h * width / w))
-    x = F.interpolate(frame.permute(2, 0, 1)[None].float(), size=(height, width), mode="area")
-    x = x[0].round().clamp(0, 255).to(torch.uint8).cpu()
-    if boxes.numel():
-        b = (boxes.float().cpu() * torch.tensor([width / w, height / h] * 2)).round()
-        x = draw_bounding_boxes(x, b, labels=labels, colors=[COLOURS[i % len(COLOURS)] for i in range(len(b))], width=2)
-    return x
+    video: str
+    label: str
+    status: str
+    track: int
+    person: Optional[int]
+    chunk: int
+    start: int
+    stop: int
+    score: Optional[float]  # mean detector score of the track
+    clip: Optional[str]  # path of the face clip
+    crop: Optional[str] = None  # path of one 2D crop of the track
+    crop_frame: Optional[int] = None
+    fake_score: Optional[float] = None  # a model's P(FAKE) for the video, where known
+    part: Optional[str] = None
+
+    def lines(self) -> tuple[str, str]:
+        person = "?" if self.person is None else self.person
+        second = f"track {self.track}  person {person}  chunk {self.chunk}  frames {self.start}-{self.stop}"
+        if self.score is not None:
+            second += f"  det {self.score:.3f}"
+        if self.fake_score is not None:
+            second += f"  P(fake) {self.fake_score:.3f}"
+        return f"{self.video}  {self.label}  {self.status}", second
 
 
-def write_contact_sheet(path: str, thumbs: list[torch.Tensor], columns: int = 4) -> None:
-    """Tile thumbnails (3, h_i, w) into one PNG, padding each to the tallest."""
-    from torchvision.utils import make_grid
+@dataclass
+class Missing:
+    """A video without face clips: one line on the sheet."""
 
-    from dfdc_fast.crops.encode import write_jpeg
+    video: str
+    label: str
+    status: str
+    error: Optional[str] = None
 
-    if not thumbs:
-        return
-    height = max(t.shape[1] for t in thumbs)
-    padded = [F.pad(t, (0, 0, 0, height - t.shape[1]), value=32) for t in thumbs]
-    grid = make_grid(padded, nrow=columns, padding=4, pad_value=32)
-    write_jpeg(path, grid.permute(1, 2, 0))  # .png: written as PNG
+    def line(self) -> str:
+        why = f": {self.error}" if self.error else ""
+        return f"{self.video}  {self.label}  {self.status}{why}"
+
+
+@dataclass
+class SheetInput:
+    tiles: list = field(default_factory=list)  # Tile
+    missing: list = field(default_factory=list)  # Missing
+    counts: dict = field(default_factory=dict)  # status -> videos
+    videos: int = 0
+    people: int = 0
+    more_videos: int = 0  # videos with clips beyond the ones shown
+    no_clips: int = 0  # videos without clips (listed in ``missing`` up to a limit)
+
+
+# ---- reading an extraction's outputs ------------------------------------------------------
+
+
+def _int(v) -> Optional[int]:
+    return None if v in (None, "") else int(float(v))
+
+
+def _float(v) -> Optional[float]:
+    return None if v in (None, "") else float(v)
+
+
+def _overlap(crop_box, clip_box) -> float:
+    """Share of the crop's (face) box inside the clip's union box."""
+    x0, y0 = max(crop_box[0], clip_box[0]), max(crop_box[1], clip_box[1])
+    x1, y1 = min(crop_box[2], clip_box[2]), min(crop_box[3], clip_box[3])
+    area = max(1e-6, (crop_box[2] - crop_box[0]) * (crop_box[3] - crop_box[1]))
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0) / area
+
+
+def pick_crop(crops: list[dict], start: int, stop: int, box) -> Optional[dict]:
+    """The crop of a clip: inside its frames, its face mostly inside the clip's box (a fake's
+    crops may come from its original's tracks, so track ids need not match), nearest the
+    middle of the clip."""
+    middle = (start + stop) / 2
+    fits = [c for c in crops if start <= c["frame"] < stop and (box is None or _overlap(c["box"], box) >= 0.5)]
+    return min(fits, key=lambda c: abs(c["frame"] - middle)) if fits else None
+
+
+def read_sheet_input(out_dir: str, index: str = "index.csv", videos: int = 12,
+                     fake_scores: Optional[dict] = None, max_missing: Optional[int] = None) -> SheetInput:
+    """The tiles of the first ``videos`` videos with clips in ``index`` (order of the index),
+    and every video without clips (up to ``max_missing``, default ``3 * videos``)."""
+    index_path = index if os.path.isabs(index) else os.path.join(out_dir, index)
+    with open(index_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fake_scores = fake_scores or {}
+    max_missing = 3 * videos if max_missing is None else max_missing
+    by_video: dict = {}
+    for r in rows:
+        by_video.setdefault((r.get("part") or "", r["video"], r.get("json") or ""), []).append(r)
+    out = SheetInput(videos=len(by_video))
+    shown = 0
+    for (part, video, rel), vrows in by_video.items():
+        with_clips = [r for r in vrows if r.get("clip")]
+        status = with_clips[0]["status"] if with_clips else vrows[0]["status"]
+        status = "ok" if any(r["status"] == "ok" for r in with_clips) else status
+        out.counts[status] = out.counts.get(status, 0) + 1
+        persons = {r.get("person") if r.get("person") not in (None, "") else ("track", r["track"]) for r in with_clips}
+        out.people += len(persons)
+        label = vrows[0].get("label") or "?"
+        if not with_clips:
+            out.no_clips += 1
+            if len(out.missing) < max_missing:
+                out.missing.append(Missing(video, label, vrows[0]["status"] or "?", vrows[0].get("error") or None))
+            continue
+        if shown >= videos:
+            out.more_videos += 1
+            continue
+        shown += 1
+        crops = []
+        if rel:
+            try:
+                with open(os.path.join(out_dir, rel)) as f:
+                    crops = json.load(f).get("crops") or []
+            except (OSError, ValueError) as exc:
+                log.warning("contact sheet: cannot read %s (%s); no crops for it", rel, exc)
+        for r in with_clips:
+            start, stop = _int(r["start"]), _int(r["stop"])
+            box = [_float(r[k]) for k in ("x0", "y0", "x1", "y1")] if r.get("x0") not in (None, "") else None
+            crop = pick_crop(crops, start, stop, box)
+            out.tiles.append(Tile(
+                video=video, label=label, status=r["status"], track=_int(r["track"]), person=_int(r.get("person")),
+                chunk=_int(r["chunk"]) or 0, start=start, stop=stop, score=_float(r.get("score")),
+                clip=os.path.join(out_dir, r["clip"]), part=part or None,
+                crop=os.path.join(out_dir, crop["path"]) if crop else None, crop_frame=crop["frame"] if crop else None,
+                fake_score=fake_scores.get(video)))
+    return out
+
+
+# ---- drawing ------------------------------------------------------------------------------
+
+
+def _fonts(size: int):
+    from PIL import ImageFont
+
+    try:  # matplotlib ships DejaVu; every character used here is ASCII anyway
+        from matplotlib import font_manager
+
+        regular = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+        bold = ImageFont.truetype(font_manager.findfont("DejaVu Sans:bold"), size)
+        small = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), max(8, size - 3))
+        return regular, bold, small
+    except Exception:  # noqa: BLE001 - no matplotlib: Pillow's own font
+        return ImageFont.load_default(size), ImageFont.load_default(size), ImageFont.load_default(max(8, size - 3))
+
+
+def _clip_frames(path: str, k: int, square: int) -> list:
+    """``k`` evenly spaced frames of a clip as PIL images of ``square`` px, with their numbers."""
+    from PIL import Image
+
+    from dfdc_fast.io import Evenly, read_video
+
+    video = read_video(path, Evenly(k), device="cpu", decoder="pyav")
+    frames = video.frames.numpy()
+    return [(Image.fromarray(np.ascontiguousarray(f)).resize((square, square), Image.Resampling.LANCZOS), int(i))
+            for f, i in zip(frames, video.indices.tolist())]
+
+
+def _letterbox(image, square: int, fill):
+    from PIL import Image
+
+    w, h = image.size
+    scale = square / max(w, h)
+    image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (square, square), fill)
+    canvas.paste(image, ((square - image.size[0]) // 2, (square - image.size[1]) // 2))
+    return canvas
+
+
+def _caption(draw, xy, text, font):
+    x, y = xy
+    l, t, r, b = draw.textbbox((x + 3, y + 2), text, font=font)
+    draw.rectangle([l - 3, t - 2, r + 3, b + 2], fill=(0, 0, 0))
+    draw.text((x + 3, y + 2), text, fill=TEXT, font=font)
+
+
+def _placeholder(draw, box, text, font):
+    draw.rectangle(box, fill=PANEL)
+    draw.text((box[0] + 6, (box[1] + box[3]) // 2 - 6), text, fill=DIM, font=font)
+
+
+def _fit(draw, text: str, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def choose_columns(tiles: int, most: int) -> int:
+    """Tiles per row: at most ``most``, at least half of it, leaving the fewest empty cells
+    in the last row (ties: more columns)."""
+    if tiles <= most:
+        return max(1, tiles)
+    options = range(max(1, -(-most // 2)), most + 1)
+    return min(options, key=lambda c: (-tiles % c, -c))
+
+
+def render_contact_sheet(data: SheetInput, *, title: str = "contact sheet", frames: int = 3, square: int = 128,
+                         columns: int = 3, font_size: int = 13):
+    """(PIL image, layout) of a sheet. ``layout`` has the sheet's ``size``, each tile's
+    ``rect`` (x0, y0, x1, y1) and ``text``, and the ``panel`` rects holding the lines of the
+    videos without clips and the totals."""
+    from PIL import Image, ImageDraw
+
+    regular, bold, small = _fonts(font_size)
+    gap, inner, line = 6, 2, font_size + 6
+    band = 2 * line + 4  # a tile's label
+    tile_w = (frames + 1) * square + frames * inner
+    tile_h = band + square
+    n = len(data.tiles)
+    cols = choose_columns(n, columns)
+    rows = -(-n // cols) if n else 0
+    width = gap + cols * (tile_w + gap)
+    header_h = 2 * line + 8
+
+    counts = "  ".join(f"{k} {v}" for k, v in sorted(data.counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+    too_short = sum(t.status == "too_short" for t in data.tiles)
+    shown_videos = len({(t.part, t.video) for t in data.tiles})
+    header = [title, f"{data.videos} videos ({counts}), {data.people} people; showing the {n} tracks of the first "
+                     f"{shown_videos} videos with clips" + (f", {too_short} too_short" if too_short else "")
+              + (f"; {data.more_videos} more videos in the index" if data.more_videos else "")]
+    missing = [m.line() for m in data.missing]
+    missing_lines = set(missing)
+    if data.missing:
+        listed = f"{len(data.missing)} listed" if len(data.missing) == data.no_clips else \
+            f"the first {len(data.missing)} of {data.no_clips}"
+        missing.insert(0, f"videos without clips ({listed}):")
+    else:
+        missing.append(f"all {data.videos} videos have face clips")
+    legend = ["legend:", "label line: name  REAL/FAKE  clip status (ok / too_short)",
+              "track: the clip's track; person: the same person across chunks",
+              f"{frames} frames of the face clip (fN: frame of the video), then a 2D crop",
+              "det: mean detector score of the track"]
+
+    # Two blocks of text: the videos without clips and the legend. The empty cells of the
+    # last row hold what fits there (the legend first); the rest goes in a band below, the
+    # videos without clips in columns, the legend in the last one.
+    empty = rows * cols - n
+    in_cells = (square + band - 10) // line if empty else 0
+    cell_blocks, below_blocks = [], []
+    if in_cells >= len(missing) + 1 + len(legend):
+        cell_blocks = [missing + [""] + legend]
+    elif in_cells >= len(legend):
+        cell_blocks, below_blocks = [legend], [missing]
+    else:
+        below_blocks = [missing, legend]
+    text_cols = max(1, width // 520)
+    columns_below: list = []
+    if below_blocks:
+        if len(below_blocks) == 2 and text_cols >= 2:  # missing in all columns but the last, legend in it
+            per = max(len(legend), -(-len(missing) // (text_cols - 1)))
+            columns_below = [missing[i:i + per] for i in range(0, len(missing), per)] + [legend]
+        else:
+            lines_below = [t for b in below_blocks for t in b + [""]][:-1]
+            per = -(-len(lines_below) // text_cols) if len(lines_below) > 8 else len(lines_below)
+            columns_below = [lines_below[i:i + per] for i in range(0, len(lines_below), per)]
+    per_below = max((len(c) for c in columns_below), default=0)
+    below_h = (gap + line * per_below + 10) if columns_below else 0
+    height = header_h + gap + rows * (tile_h + gap) + below_h
+    sheet = Image.new("RGB", (width, max(height, header_h + 2 * gap)), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+
+    # header
+    draw.rectangle([0, 0, width - 1, header_h - 1], fill=PANEL)
+    draw.text((gap + 2, 4), _fit(draw, header[0], bold, width - 2 * gap), fill=TEXT, font=bold)
+    draw.text((gap + 2, 4 + line), _fit(draw, header[1], regular, width - 2 * gap), fill=DIM, font=regular)
+
+    layout = {"size": sheet.size, "tiles": [], "panels": [], "header": (0, 0, width, header_h)}
+    for k, tile in enumerate(data.tiles):
+        r, c = divmod(k, cols)
+        x0 = gap + c * (tile_w + gap)
+        y0 = header_h + gap + r * (tile_h + gap)
+        rect = (x0, y0, x0 + tile_w, y0 + tile_h)
+        draw.rectangle([rect[0], rect[1], rect[2] - 1, rect[3] - 1], fill=TILE)
+        first, second = tile.lines()
+        # first line: name, then REAL/FAKE and the status in their colours
+        x = x0 + 6
+        name = _fit(draw, tile.video, bold, tile_w - 200)
+        draw.text((x, y0 + 3), name, fill=TEXT, font=bold)
+        x += draw.textlength(name, font=bold) + 10
+        draw.text((x, y0 + 3), tile.label, fill=LABEL_COLOURS.get(tile.label, DIM), font=bold)
+        x += draw.textlength(tile.label, font=bold) + 10
+        draw.text((x, y0 + 3), tile.status, fill=STATUS_COLOURS.get(tile.status, BAD), font=bold)
+        draw.text((x0 + 6, y0 + 3 + line), _fit(draw, second, regular, tile_w - 12), fill=DIM, font=regular)
+        top = y0 + band
+        try:
+            images = _clip_frames(tile.clip, frames, square)
+        except Exception as exc:  # noqa: BLE001 - an unreadable clip is shown as such
+            log.warning("contact sheet: cannot read %s (%s)", tile.clip, exc)
+            images = []
+        for j in range(frames):
+            box = (x0 + j * (square + inner), top, x0 + j * (square + inner) + square - 1, top + square - 1)
+            if j < len(images):
+                sheet.paste(images[j][0], box[:2])
+                _caption(draw, box[:2], f"f{tile.start + images[j][1]}", small)
+            else:
+                _placeholder(draw, box, "clip unreadable" if not images else "", small)
+        box = (x0 + frames * (square + inner), top, x0 + tile_w - 1, top + square - 1)
+        try:
+            if tile.crop is None:
+                raise FileNotFoundError("no crop")
+            with Image.open(tile.crop) as im:
+                sheet.paste(_letterbox(im.convert("RGB"), square, TILE), box[:2])
+            _caption(draw, box[:2], f"crop f{tile.crop_frame}", small)
+        except Exception:  # noqa: BLE001 - crops off, or unreadable
+            _placeholder(draw, box, "no crop", small)
+        layout["tiles"].append({"rect": rect, "text": f"{first} | {second}", "video": tile.video,
+                                "track": tile.track, "person": tile.person, "status": tile.status,
+                                "label": tile.label})
+
+    def panel(rect, lines):
+        draw.rectangle([rect[0], rect[1], rect[2] - 1, rect[3] - 1], fill=PANEL)
+        for i, text in enumerate(lines):
+            colour = BAD if text in missing_lines else DIM
+            draw.text((rect[0] + 8, rect[1] + 5 + i * line), _fit(draw, text, regular, rect[2] - rect[0] - 16),
+                      fill=colour, font=regular)
+        layout["panels"].append({"rect": rect, "lines": list(lines)})
+
+    if cell_blocks:
+        y0 = header_h + gap + (rows - 1) * (tile_h + gap)
+        x0 = gap + (cols - empty) * (tile_w + gap)
+        panel((x0, y0, width - gap, y0 + tile_h), cell_blocks[0])
+    if columns_below:
+        y0 = header_h + gap + rows * (tile_h + gap)
+        col_w = (width - gap) // len(columns_below)
+        for c, lines in enumerate(columns_below):
+            panel((gap + c * col_w, y0, (c + 1) * col_w, y0 + line * per_below + 10), lines)
+    return sheet, layout
+
+
+def write_contact_sheet(out_dir: str, path: str, *, index: str = "index.csv", videos: int = 12, frames: int = 3,
+                        square: int = 128, columns: int = 3, fake_scores: Optional[dict] = None) -> Optional[dict]:
+    """Draw the sheet of the extraction in ``out_dir`` to ``path`` (PNG, written atomically);
+    returns its layout (see :func:`render_contact_sheet`), or None when the index lists no
+    video at all."""
+    from dfdc_fast.files import verify_image, write_bytes
+
+    data = read_sheet_input(out_dir, index, videos, fake_scores)
+    if not data.videos:
+        return None
+    title = f"dfdc_fast extraction: {os.path.abspath(out_dir)}"
+    sheet, layout = render_contact_sheet(data, title=title, frames=frames, square=square, columns=columns)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    write_bytes(path, buf.getvalue(), verify_image)
+    layout["path"] = path
+    return layout

@@ -283,7 +283,7 @@ class FacePath:
             rows.append(block)
             metas.append(ClipMeta(track=t.track_id, chunk=t.chunk, start=t.start, stop=t.stop,
                                   box=[round(float(v), 2) for v in t.box.numpy()], score=round(float(t.score), 5),
-                                  too_short=bool(t.too_short), offset=offset))
+                                  too_short=bool(t.too_short), offset=offset, person=t.person))
             offset += frames.size
         result.clips = metas
         result.clip_frames = self._rois_rgb(raw, np.concatenate(rows), (spec.size, spec.size))
@@ -309,7 +309,8 @@ class FacePath:
             return
         boxes = np.stack([t.boxes.numpy()[f - t.start] for t, f in picks])
         points = [t.landmarks.numpy()[f - t.start] if t.landmarks is not None else None for t, f in picks]
-        self._cut_native(raw, [(t.track_id, int(f), float(t.score)) for t, f in picks], boxes, points, pos_of, result)
+        self._cut_native(raw, [(t.track_id, int(f), float(t.score), t.person) for t, f in picks], boxes, points, pos_of,
+                         result)
 
     def _cut_detection_crops(self, raw: RawVideo, frame_indices: np.ndarray, host_dets: list, pos_of: np.ndarray,
                              result: VideoFaces) -> None:
@@ -319,7 +320,7 @@ class FacePath:
         picks, bx, points = [], [], []
         for r, f in enumerate(frame_indices.tolist()):
             for k in range(int(counts[r])):
-                picks.append((k, int(f), float(scores[r, k])))
+                picks.append((k, int(f), float(scores[r, k]), None))
                 bx.append(boxes[r, k])
                 points.append(landmarks[r, k] if landmarks is not None else None)
         if picks:
@@ -328,20 +329,20 @@ class FacePath:
     def _cut_native(self, raw: RawVideo, picks: list, boxes: np.ndarray, points: list, pos_of: np.ndarray,
                     result: VideoFaces) -> None:
         """Crops (box + margin) at native size, all in one ``crop_resize`` call; ``picks`` are
-        ``(track or face index, frame, score)``."""
+        ``(track or face index, frame, score, person)``."""
         spec = self.request.crops
         h, w = raw.info.height, raw.info.width
         grown = margin_box_np(boxes, spec.margin, h, w)
         rois = np.zeros((len(picks), 13), dtype=np.int64)
         metas = []
-        for i, ((track, f, score), g, b, pts) in enumerate(zip(picks, grown, boxes, points)):
+        for i, ((track, f, score, person), g, b, pts) in enumerate(zip(picks, grown, boxes, points)):
             x0, y0, x1, y1 = int_box(g, h, w)
             cw, ch = x1 - x0, y1 - y0
             rois[i] = (pos_of[f], x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)  # native size: a copy
             lm = None if pts is None else [round(float(v), 2) for v in (np.asarray(pts, np.float32).reshape(5, 2)
                                                                         - np.array([x0, y0], np.float32)).reshape(-1)]
             metas.append(CropMeta(track=track, frame=f, box=[round(float(v), 2) for v in b], offset=i,
-                                  length=0, size=(ch, cw), landmarks=lm, score=round(score, 5)))
+                                  length=0, size=(ch, cw), landmarks=lm, score=round(score, 5), person=person))
         canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
         result.crops = metas
         if spec.encode is None:

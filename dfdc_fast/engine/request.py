@@ -223,6 +223,7 @@ class ClipMeta:
     score: float
     too_short: bool
     offset: int  # first row in clip_frames
+    person: Optional[int] = None  # FaceTrack.person: the same person across chunks
 
     @property
     def frames(self) -> int:
@@ -246,6 +247,7 @@ class CropMeta:
     diff: int = -1
     #: The detection's score (mode "detections"), else the track's mean score.
     score: float = 0.0
+    person: Optional[int] = None  # FaceTrack.person
 
 
 @dataclass
@@ -371,5 +373,5 @@ def tracks_from_json(items: list[dict]) -> list[FaceTrack]:
         tracks.append(FaceTrack(track_id=d["track_id"], chunk=d["chunk"], start=d["start"], stop=d["stop"],
                                 box=torch.tensor(d["box"], dtype=torch.float32), boxes=torch.from_numpy(boxes),
                                 score=d["score"], keyframes=torch.from_numpy(kf), too_short=d["too_short"],
-                                landmarks=landmarks))
+                                landmarks=landmarks, person=d.get("person")))
     return tracks

@@ -11,14 +11,15 @@ from typing import Iterator, Optional
 
 import torch
 
+from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
 from dfdc_fast.data.folds import check_folds, fold_of
 from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, default_workers, track_json
 from dfdc_fast.engine.request import DiffSpec, PairSpec
 from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
-from dfdc_fast.extract.report import (contact_sheet, crop_rows, index_rows, pair_rows, read_records, write_crops_index,
-                                      write_index, write_pairs_index)
+from dfdc_fast.extract.report import (crop_rows, index_rows, pair_rows, read_records, write_crops_index, write_index,
+                                      write_pairs_index)
 from dfdc_fast.extract.writers import Writers, default_encoders
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
 from dfdc_fast.io import resolve_decoder
@@ -152,7 +153,6 @@ class Extractor:
         self.device = resolve_device(cfg.device)
         self.decoder = resolve_decoder(cfg.decoder, self.device)
         self.request = recipe_request(cfg)
-        self.thumbs: list = []  # (entry position, thumbnail, boxes, labels): the first videos by position
         self.ids: dict = {}
 
     @property
@@ -190,11 +190,11 @@ class Extractor:
         for c in res.clips:
             path = os.path.join("clips", folder, f"{vid.flat}_{c.chunk}_{c.track}.mp4")
             record["clips"].append({"track": c.track, "chunk": c.chunk, "start": c.start, "stop": c.stop,
-                                    "box": c.box, "score": c.score, "path": path, "frames": c.frames,
-                                    "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
+                                    "person": c.person, "box": c.box, "score": c.score, "path": path,
+                                    "frames": c.frames, "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
         record["crops"] = []
         for c in res.crops:
-            crop = {"track": c.track, "frame": c.frame, "box": c.box,
+            crop = {"track": c.track, "person": c.person, "frame": c.frame, "box": c.box,
                     "path": os.path.join("crops", vid.path, f"{c.track}_{c.frame}.{cfg.crop_format}")}
             if c.landmarks is not None and self.landmarks:
                 crop["landmarks"] = c.landmarks
@@ -251,14 +251,6 @@ class Extractor:
                 log.warning("cannot reload the crops of %s for its fakes' diffs: %s", found[1].path, exc)
                 return None
         return load
-
-    def _keep_thumbnail(self, position: int, entry: VideoEntry, res: VideoFaces) -> None:
-        if res.thumbnail is None or not self.cfg.contact_sheet:
-            return
-        labels = [f"{entry.stem} #{i}" for i in res.detections.get("thumbnail_tracks", [])]
-        self.thumbs.append((position, res.thumbnail.clone(), res.thumbnail_boxes.clone(), labels))
-        self.thumbs.sort(key=lambda t: t[0])
-        del self.thumbs[self.cfg.contact_sheet:]
 
     def _load_originals(self, entries, windows: Optional[dict] = None) -> dict:
         """Tracks of REAL videos finished by an earlier run, for their fakes: {(root, part, name): tracks}
@@ -389,7 +381,7 @@ class Extractor:
         return summary
 
     def _take(self, res: VideoFaces, schedule: Schedule, writers: Writers) -> None:
-        position, ds, entry = schedule.finished(res)
+        _, ds, entry = schedule.finished(res)
         try:
             record = self._record(ds, entry, res)
             if entry.label == "REAL":
@@ -398,7 +390,6 @@ class Extractor:
                                        self._original_crops(res) if good else None,
                                        record.get("pairs") if good and "pairs" in record else None)
             clips, crops = self._files(record, res)
-            self._keep_thumbnail(position, entry, res)
         except Exception as exc:  # noqa: BLE001 - one bad video never stops the run
             log.exception("%s failed", entry.path)
             record = {**_base_record(entry, self.ids[(ds.root, entry.key)]), "status": "error",
@@ -448,17 +439,24 @@ class Extractor:
                 statuses["error"] = statuses.get("error", 0) + len(ds.rejected)
         clips = [c for r in records for c in r.get("clips", [])]
         sheet = os.path.join(cfg.out, f"contact_sheet-{shard_i}.png" if shard_n > 1 else "contact_sheet.png")
-        if self.thumbs:
-            contact_sheet(sheet, self.thumbs)
+        if cfg.contact_sheet:
+            try:  # drawn from the files on disk, so a resumed run gets a complete sheet too
+                write_contact_sheet(cfg.out, sheet, index=os.path.abspath(index_path), videos=cfg.contact_sheet)
+            except Exception as exc:  # noqa: BLE001 - a picture never fails the run...
+                if is_storage_error(exc):
+                    raise  # ...but a full disk stops it, as everywhere
+                log.warning("contact sheet not drawn: %s: %s", type(exc).__name__, exc)
         with_tracks = [r for r in records if r.get("tracks") is not None]
         return {
             "out": os.path.abspath(cfg.out), "index": os.path.abspath(index_path), "shard": f"{shard_i}/{shard_n}",
             "device": str(self.device), "decoder": self.decoder, "detector": cfg.detector,
-            "videos": len(entries), "processed": processed, "skipped_done": skipped,
+            # every video with a status: the shard's listed ones, plus missing and refused names
+            "videos": sum(statuses.values()), "processed": processed, "skipped_done": skipped,
             "status_counts": statuses,
             "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
             "crops": sum(len(r.get("crops", [])) for r in records),
-            "faces_per_video": round(sum(len(r["tracks"]) for r in with_tracks) / len(with_tracks), 3) if with_tracks else None,
+            "faces_per_video": round(sum(_people(r["tracks"]) for r in with_tracks) / len(with_tracks), 3)
+            if with_tracks else None,
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
             "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
@@ -469,26 +467,25 @@ class Extractor:
 def recipe_request(cfg: ExtractConfig) -> FacesRequest:
     """The engine request of a recipe: what is computed per video, in the one pass."""
     track = TrackConfig(method=cfg.track_method, chunk_size=cfg.chunk_size, min_clip_frames=cfg.min_clip_frames)
-    thumbs = 320 if cfg.contact_sheet else None
     if cfg.recipe == "medics":
         return FacesRequest(
             every=cfg.every, detector=cfg.detector, track=track, clips=ClipSpec(size=cfg.clip_size),
             crops=CropSpec(count=cfg.crops_per_video, margin=cfg.crop_margin,
                            encode=cfg.crop_format) if cfg.crops_per_video > 0 else None,
-            reuse=cfg.reuse_original, to_host=True, thumbnail_width=thumbs)
+            reuse=cfg.reuse_original, to_host=True)
     if cfg.recipe == "selim":
         # crops of every 10th frame of every track (his frame % 10 == 0), at native size, kept as
         # images so the fakes' SSIM diffs use the exact pixels the PNG files hold
         return FacesRequest(
             every=cfg.every, detector=cfg.detector, track=track,
             crops=CropSpec(count=1, mode="every", every=cfg.crop_every, margin=cfg.crop_margin, encode=None),
-            diffs=DiffSpec(cfg.diff_dtype), reuse=cfg.reuse_original, to_host=True, thumbnail_width=thumbs)
+            diffs=DiffSpec(cfg.diff_dtype), reuse=cfg.reuse_original, to_host=True)
     # ntech: IoU tracks of >= 5 detections (their pairing rule), pair clips, nothing else
     track = TrackConfig(method="iou", chunk_size=None, min_detections=5, min_frames=1, max_frames=10**9,
                         min_clip_frames=cfg.pair_length)
     return FacesRequest(every=cfg.every, detector=cfg.detector, track=track,
                         pairs=PairSpec(length=cfg.pair_length, box_mult=cfg.pair_box_mult), reuse="none",
-                        to_host=True, thumbnail_width=thumbs)
+                        to_host=True)
 
 
 def load_crop_images(out: str, crops: list) -> Optional[tuple]:
@@ -508,6 +505,11 @@ def load_crop_images(out: str, crops: list) -> Optional[tuple]:
     for k, im in enumerate(images):
         canvas[k, :im.shape[0], :im.shape[1]] = im
     return torch.from_numpy(canvas), [(c["track"], c["frame"], im.shape[0], im.shape[1]) for c, im in zip(crops, images)]
+
+
+def _people(tracks: list) -> int:
+    """People in a video: its tracks' distinct ``person`` ids (one person is one track per chunk)."""
+    return len({("track", t["track_id"]) if t.get("person") is None else t["person"] for t in tracks})
 
 
 def run_extraction(cfg: ExtractConfig) -> dict:

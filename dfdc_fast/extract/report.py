@@ -1,4 +1,4 @@
-"""The index (one row per clip, or per video without one), the summary and the contact sheet."""
+"""The index: one row per clip, or per video without one."""
 from __future__ import annotations
 
 import csv
@@ -6,13 +6,10 @@ import io
 import json
 import os
 
-import torch
-
-from dfdc_fast.crops.sheet import COLOURS, write_contact_sheet
 from dfdc_fast.files import write_text
 
-INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "track", "chunk", "start", "stop",
-                "x0", "y0", "x1", "y1", "score", "clip", "clip_frames", "keyint", "crops", "boxes_from",
+INDEX_FIELDS = ["video", "part", "label", "original", "status", "error", "track", "person", "chunk", "start",
+                "stop", "x0", "y0", "x1", "y1", "score", "clip", "clip_frames", "keyint", "crops", "boxes_from",
                 "frames", "width", "height", "fps", "json"]
 
 
@@ -32,8 +29,8 @@ def index_rows(rec: dict, json_rel: str) -> list[dict]:
         x0, y0, x1, y1 = c["box"]
         rows.append({**base, "status": c["status"],
                      "error": None if c["status"] == "ok" else f"clip has {c['frames']} frames",
-                     "track": c["track"], "chunk": c["chunk"], "start": c["start"], "stop": c["stop"],
-                     "x0": x0, "y0": y0, "x1": x1, "y1": y1, "score": c["score"], "clip": c["path"],
+                     "track": c["track"], "person": c.get("person"), "chunk": c["chunk"], "start": c["start"],
+                     "stop": c["stop"], "x0": x0, "y0": y0, "x1": x1, "y1": y1, "score": c["score"], "clip": c["path"],
                      "clip_frames": c["frames"], "keyint": c.get("keyint"), "crops": crops_per_track.get(c["track"], 0)})
     return rows
 
@@ -104,16 +101,3 @@ def read_records(out: str, ids: list) -> list[tuple[dict, str]]:
         except FileNotFoundError:
             continue
     return found
-
-
-def draw_thumbnail(image: torch.Tensor, boxes: torch.Tensor, labels: list[str]) -> torch.Tensor:
-    from torchvision.utils import draw_bounding_boxes
-
-    if not len(boxes):
-        return image
-    return draw_bounding_boxes(image, boxes.round(), labels=labels, width=2,
-                               colors=[COLOURS[i % len(COLOURS)] for i in range(len(boxes))])
-
-
-def contact_sheet(path: str, thumbs: list) -> None:
-    write_contact_sheet(path, [draw_thumbnail(img, boxes, labels) for _, img, boxes, labels in thumbs])

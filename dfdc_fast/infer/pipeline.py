@@ -397,4 +397,15 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                "members": [m.name for m in scorer.ensemble.members], "aggregator": config.aggregator,
                "submission": submission, "config": asdict(config)}
     write_json(os.path.join(config.out, "summary.json"), summary)
+    _draw_report(os.path.join(config.out, "report.png"), summary, [asdict(r) for r in results])
     return summary
+
+
+def _draw_report(path: str, summary: dict, videos: list) -> None:
+    """report.png next to submission.csv; a picture that cannot be drawn is logged, never fatal."""
+    try:
+        from dfdc_fast.infer.report import write_report
+
+        write_report(path, summary, videos)
+    except Exception as exc:  # noqa: BLE001 - the submission is what matters
+        log.warning("report.png not drawn: %s: %s", type(exc).__name__, exc)

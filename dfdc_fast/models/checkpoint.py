@@ -37,6 +37,30 @@ class Checkpoint:
     versions: dict[str, str] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line: the model, its arguments, the weights' size, where training was and the
+        library versions (never the tensors themselves)."""
+        tensors = [v for v in self.state_dict.values() if isinstance(v, torch.Tensor)]
+        numel = sum(t.numel() for t in tensors)
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors})
+        where = ", ".join(f"{k}={self.state[k]}" for k in ("epoch", "step") if isinstance(self.state.get(k), int))
+        extra = sorted(k for k in self.state if k not in ("epoch", "step"))
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items()))
+        return (f"Checkpoint({self.model_name!r}, kwargs={self.model_kwargs!r}, "
+                f"weights={len(tensors)} tensors, {_count(numel)} values, {nbytes / 2**20:.1f} MiB "
+                f"{'/'.join(dtypes) or '-'}" + (f", {where}" if where else "")
+                + (f", state=[{', '.join(extra)}]" if extra else "")
+                + (f", config={len(self.config)} keys" if self.config else "")
+                + f", versions=({versions}), format={self.format!r})")
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module inside DataParallel/DistributedDataParallel and torch.compile wrappers."""

@@ -4,7 +4,7 @@
 """
 from dfdc_fast.ops import CONNECTIVITIES, component_stats, label3d
 from dfdc_fast.track.boxes import interpolate_boxes
-from dfdc_fast.track.faces import TrackConfig, track_faces
+from dfdc_fast.track.faces import TrackConfig, link_persons, track_faces
 from dfdc_fast.track.iou import IouSettings
 from dfdc_fast.track.mask import draw_mask, fill_gaps
 from dfdc_fast.track.types import FaceTrack
@@ -19,5 +19,6 @@ __all__ = [
     "fill_gaps",
     "interpolate_boxes",
     "label3d",
+    "link_persons",
     "track_faces",
 ]

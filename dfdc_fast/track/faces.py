@@ -22,7 +22,7 @@ from dfdc_fast.detect.types import Detections
 from dfdc_fast.ops import CONNECTIVITIES, label3d
 from dfdc_fast.runtime import fetch, to_device
 from dfdc_fast.track.boxes import clip_box, interpolate_boxes_np, pad_box, square_box
-from dfdc_fast.track.iou import IouSettings, iou_tracks
+from dfdc_fast.track.iou import IouSettings, box_iou_np, iou_tracks
 from dfdc_fast.track.mask import GAP_FILLS, box_cells, draw_mask, fill_gaps
 from dfdc_fast.track.types import FaceTrack
 
@@ -67,6 +67,11 @@ class TrackConfig:
     frame_step: Optional[int] = None
     #: Thresholds of the IoU tracker.
     iou: IouSettings = field(default_factory=IouSettings)
+    #: A track continues an earlier track's person (``FaceTrack.person``) when its first
+    #: detection overlaps that person's last detection by this IoU or more and the two do not
+    #: overlap in time (a chunk boundary, or a gap the tracker did not bridge). None: every
+    #: track is a person of its own.
+    link_iou: Optional[float] = 0.3
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -88,6 +93,8 @@ class TrackConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.pad < 0:
             raise ValueError(f"pad must be >= 0, got {self.pad}")
+        if self.link_iou is not None and not 0 < self.link_iou <= 1:
+            raise ValueError(f"link_iou must be in (0, 1] or None, got {self.link_iou}")
         if isinstance(self.iou, dict):
             self.iou = IouSettings(**self.iou)
 
@@ -112,8 +119,10 @@ def track_faces(
             detections' device).
 
     Returns:
-        The kept tracks in the configured order, ``track_id`` numbering them 0..n-1.
-        An empty list means no face persisted long enough (status ``no_face``).
+        The kept tracks in the configured order, ``track_id`` numbering them 0..n-1 and
+        ``person`` naming the person each shows (the same person across chunks, see
+        :func:`link_persons`). An empty list means no face persisted long enough (status
+        ``no_face``).
 
     The mask and its labelling run on the detections' device; what the host needs
     (each detection's component, boxes, scores) comes back in one transfer, so a call
@@ -141,21 +150,82 @@ def track_faces(
                   for c in chunks}
 
     tracks: list[FaceTrack] = []
+    ends: dict[int, tuple] = {}  # id(track) -> its first and last detection box, on the host
     for c in chunks:
         chunk_end = (c + 1) * cfg.chunk_size if cfg.chunk_size else num_frames
         position = {int(row): i for i, row in enumerate(rows_of[c])}
-        built = [
-            _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg,
-                         detections.frame_size, device, landmarks)
-            for g in groups[c]
-        ]
-        built = [t for t in built if t is not None]
+        built = []
+        for g in groups[c]:
+            made = _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg,
+                                detections.frame_size, device, landmarks)
+            if made is not None:
+                built.append(made[0])
+                ends[id(made[0])] = made[1]
         if cfg.order == "score":
             built.sort(key=lambda t: -t.score)  # stable: ties keep time order
         tracks.extend(built[: cfg.max_faces] if cfg.max_faces else built)
     for i, t in enumerate(tracks):
         t.track_id = i
+    link_persons(tracks, cfg.link_iou, ends=[ends[id(t)] for t in tracks])  # host boxes: no device sync
     return tracks
+
+
+def link_persons(tracks: list[FaceTrack], min_iou: Optional[float] = 0.3, *,
+                 ends: Optional[list] = None) -> list[FaceTrack]:
+    """Set ``person`` on each track (in place; returns ``tracks``).
+
+    A track continues a person when its first detection's box overlaps that person's last
+    detection's box by ``min_iou`` or more, and the person's tracks all end before this one
+    starts: with chunks, the track of chunk ``c + 1`` that starts where the person's track of
+    chunk ``c`` left off. The boxes compared are detections (keyframe boxes), not the padded
+    union boxes. Tracks starting at the same frame are matched one to one, best overlap
+    first, so two people side by side stay two. Persons are numbered 0.. in order of their
+    first track in ``tracks``. ``min_iou=None``: each track is its own person.
+    ``ends``: each track's (first, last) detection box as host arrays, when the caller has
+    them (``track_faces`` does); without it they are read from ``boxes``, a device-to-host
+    copy per track when the tracks live on a GPU.
+    """
+    if min_iou is None:
+        for i, t in enumerate(tracks):
+            t.person = i
+        return tracks
+    if ends is None:
+        ends = [(_box_at(t, int(t.keyframes[0])), _box_at(t, int(t.keyframes[-1]))) if t.num_detections
+                else (t.boxes[0].cpu().numpy(), t.boxes[-1].cpu().numpy()) for t in tracks]
+    first_box = [np.asarray(e[0], dtype=np.float32) for e in ends]
+    last_box = [np.asarray(e[1], dtype=np.float32) for e in ends]
+    label = [-1] * len(tracks)
+    people: list[dict] = []  # {"box": last detection, "until": frame after its last track}
+    order = sorted(range(len(tracks)), key=lambda i: (tracks[i].start, i))
+    k = 0
+    while k < len(order):  # tracks starting at one frame form a group, matched one to one
+        group = [i for i in order[k:] if tracks[i].start == tracks[order[k]].start]
+        k += len(group)
+        pairs = []
+        for i in group:
+            for p, person in enumerate(people):
+                if person["until"] <= tracks[i].start:
+                    iou = float(box_iou_np(person["box"], first_box[i][None])[0])
+                    if iou >= min_iou:
+                        pairs.append((-iou, i, p))
+        taken = set()
+        for _, i, p in sorted(pairs):
+            if label[i] < 0 and p not in taken:
+                label[i] = p
+                taken.add(p)
+        for i in group:
+            if label[i] < 0:
+                label[i] = len(people)
+                people.append({"box": None, "until": 0})
+            people[label[i]].update(box=last_box[i], until=max(people[label[i]]["until"], tracks[i].stop))
+    first_seen: dict[int, int] = {}
+    for i, t in enumerate(tracks):  # number people by their first track in list order
+        t.person = first_seen.setdefault(label[i], len(first_seen))
+    return tracks
+
+
+def _box_at(track: FaceTrack, frame: int) -> np.ndarray:
+    return track.boxes[frame - track.start].detach().cpu().numpy().astype(np.float32)
 
 
 def _infer_step(fi: np.ndarray) -> int:
@@ -226,7 +296,9 @@ def _build_track(
     frame_size: tuple[int, int],
     device: torch.device,
     landmarks: Optional[np.ndarray] = None,
-) -> Optional[FaceTrack]:
+) -> Optional[tuple[FaceTrack, tuple[np.ndarray, np.ndarray]]]:
+    """The track of one group of detections and its first and last detection boxes (host),
+    or None when it is too short to keep."""
     rows = sorted({r for r, _ in dets})
     if position[rows[-1]] - position[rows[0]] + 1 < cfg.min_detections:
         return None
@@ -257,7 +329,7 @@ def _build_track(
         key_points = np.stack([landmarks[r, best[r]] for r in rows]).astype(np.float32).reshape(-1, 10)
         track_landmarks = to_device(interpolate_boxes_np(keyframes, key_points, start, stop, width=10).reshape(-1, 5, 2),
                                     device)
-    return FaceTrack(
+    track = FaceTrack(
         track_id=-1,
         chunk=chunk,
         start=start,
@@ -269,3 +341,4 @@ def _build_track(
         too_short=stop - start < cfg.min_clip_frames,
         landmarks=track_landmarks,
     )
+    return track, (key_boxes[0], key_boxes[-1])

@@ -25,6 +25,9 @@ class FaceTrack:
         landmarks: float32 ``(stop - start, 5, 2)`` or None: the detector's five points
             (eyes, nose, mouth corners as x, y in full-resolution pixels) of the keyframe
             faces, interpolated between keyframes like ``boxes`` (exact on keyframes).
+        person: the person this track shows, the same across chunks (0-based, in order of
+            first appearance in the list ``track_faces`` returned); None when not linked.
+            Chunking makes one person several tracks: count people with this.
     """
 
     track_id: int
@@ -37,6 +40,7 @@ class FaceTrack:
     keyframes: torch.Tensor
     too_short: bool = False
     landmarks: Optional[torch.Tensor] = None
+    person: Optional[int] = None
 
     def __post_init__(self):
         if not 0 <= self.start < self.stop:
@@ -60,6 +64,7 @@ class FaceTrack:
         """JSON-ready summary (no per-frame boxes)."""
         return {
             "track_id": self.track_id,
+            "person": self.person,
             "chunk": self.chunk,
             "start": self.start,
             "stop": self.stop,
@@ -73,7 +78,7 @@ class FaceTrack:
         x0, y0, x1, y1 = (round(float(v)) for v in self.box.tolist())
         short = ", too_short" if self.too_short else ""
         return (
-            f"FaceTrack(id={self.track_id}, chunk={self.chunk}, frames=[{self.start}, {self.stop}), "
+            f"FaceTrack(id={self.track_id}, person={self.person}, chunk={self.chunk}, frames=[{self.start}, {self.stop}), "
             f"box=({x0}, {y0}, {x1}, {y1}), score={self.score:.3f}, "
             f"detections={self.num_detections}, boxes=float32{tuple(self.boxes.shape)} on {self.boxes.device}{short})"
         )

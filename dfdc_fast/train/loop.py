@@ -27,7 +27,7 @@ from dfdc_fast.errors import ConfigError, UserError
 from dfdc_fast.train.data import (balanced_epoch, read_clip_index, read_crops_csv, read_pairs_csv, split_by_fold,
                                   split_samples, validate_samples)
 from dfdc_fast.train.loaders import make_loader, plan_epoch, plan_pairs, resolve_loader
-from dfdc_fast.train.metrics import append_metrics, plot_metrics, video_log_loss
+from dfdc_fast.train.metrics import append_metrics, plot_metrics, validation_problem, video_log_loss
 from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
 
 log = logging.getLogger("dfdc_fast.train")
@@ -324,6 +324,12 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     train_samples, val_samples = split_training_data(config, samples)
     if not train_samples:
         raise ValueError("no training samples left after the hold-out split")
+    if main:
+        problem = validation_problem([s.video for s in val_samples], [s.label for s in val_samples])
+        if problem:  # once per run, not once per epoch
+            log.warning("validation: %s", problem)
+        elif not val_samples:
+            log.info("no validation set (val_fraction 0, no val_parts): the val_* metrics stay empty")
     os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
     if main:
         save_config(config, os.path.join(config.out, "config.yaml"))
@@ -432,13 +438,22 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
                                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                                        "rng": _rng_state(device), "metrics": row})
                 append_metrics(os.path.join(config.out, "metrics.csv"), row)
-                plot_metrics(os.path.join(config.out, "metrics.csv"), os.path.join(config.out, "metrics.png"))
+                _plot(config)
                 log.info("epoch %d: %s", epoch + 1, row)
             metrics.append(row)
             _barrier(world)
     finally:
         loader.close()
     return TrainResult(config.out, last, metrics, step.steps, end_epoch, loader.stats.to_dict())
+
+
+def _plot(config: TrainConfig) -> None:
+    """metrics.png from metrics.csv; a picture that cannot be drawn is logged, never fatal."""
+    try:
+        plot_metrics(os.path.join(config.out, "metrics.csv"), os.path.join(config.out, "metrics.png"),
+                     title=f"{config.model}: {os.path.abspath(config.out)}")
+    except Exception as exc:  # noqa: BLE001
+        log.warning("metrics.png not drawn: %s: %s", type(exc).__name__, exc)
 
 
 def _epoch_ratio(before: dict, after: dict):

@@ -53,45 +53,121 @@ def read_metrics(path: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot_metrics(csv_path: str, png_path: str, size: tuple[int, int] = (720, 420)) -> None:
-    """Training loss and validation log loss against epoch, drawn with PIL (no matplotlib)."""
-    from PIL import Image, ImageDraw
+CHANCE = math.log(2)  # the log loss of always answering 0.5
 
-    rows = read_metrics(csv_path)
-    series = {
-        "train loss": ([int(r["epoch"]) for r in rows if r["train_loss"]], [float(r["train_loss"]) for r in rows if r["train_loss"]], (31, 119, 180)),
-        "val log loss": ([int(r["epoch"]) for r in rows if r["val_log_loss"] not in ("", "nan")],
-                         [float(r["val_log_loss"]) for r in rows if r["val_log_loss"] not in ("", "nan")], (214, 39, 40)),
-    }
-    w, h = size
-    left, right, top, bottom = 60, 20, 30, 40
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    xs = [x for s in series.values() for x in s[0]] or [0, 1]
-    ys = [y for s in series.values() for y in s[1] if math.isfinite(y)] or [0, 1]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-    y0, y1 = 0.0, max(ys) * 1.1 or 1.0
 
-    def px(x, y):
-        return left + (x - x0) / (x1 - x0) * (w - left - right), h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)
+def validation_problem(videos: Sequence[str], labels: Sequence[int]) -> str | None:
+    """Why the validation metrics will be degenerate (None when they will not): no videos,
+    one video, or one class only (the balanced log loss is then undefined, NaN)."""
+    label_of = {v: int(y) for v, y in zip(videos, labels)}
+    n = len(label_of)
+    if n == 0:
+        return None
+    classes = sorted({("REAL", "FAKE")[y] for y in label_of.values()})
+    if len(classes) == 1:
+        return (f"the validation set holds {n} video{'s' if n > 1 else ''}, all {classes[0]}: the balanced log loss "
+                "needs both classes and will be nan, and the plain log loss rewards always answering "
+                f"{classes[0]}. Hold out more (val_fraction) or DFDC parts with both classes (val_parts).")
+    if n < 4:
+        return (f"the validation set holds only {n} videos: its log loss is noise. Hold out more (val_fraction) or "
+                "whole DFDC parts (val_parts).")
+    return None
 
-    draw.rectangle([left, top, w - right, h - bottom], outline=(120, 120, 120))
-    for k in range(5):
-        yv = y0 + (y1 - y0) * k / 4
-        _, yp = px(x0, yv)
-        draw.line([left - 4, yp, left, yp], fill=(120, 120, 120))
-        draw.text((4, yp - 6), f"{yv:.3f}", fill=(60, 60, 60))
-    for e in sorted(set(xs)):
-        xp, _ = px(e, y0)
-        draw.text((xp - 4, h - bottom + 6), str(e), fill=(60, 60, 60))
-    draw.text((w // 2 - 20, h - 18), "epoch", fill=(60, 60, 60))
-    for k, (name, (ex, ey, colour)) in enumerate(series.items()):
-        points = [px(x, y) for x, y in zip(ex, ey) if math.isfinite(y)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for p in points:
-            draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=colour)
-        draw.text((left + 10 + 140 * k, 8), f"— {name}", fill=colour)
+
+def _column(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key, "")
+        if v in ("", None):
+            continue
+        y = float(v)
+        if math.isfinite(y):
+            xs.append(int(r["epoch"]))
+            ys.append(y)
+    return xs, ys
+
+
+def plot_metrics(csv_path: str, png_path: str, title: str | None = None) -> None:
+    """Draw ``metrics.csv`` to a PNG (replaced atomically); see :func:`render_metrics`."""
+    fig = render_metrics(read_metrics(csv_path),
+                         title or f"training metrics: {os.path.dirname(os.path.abspath(csv_path))}")
     tmp = f"{png_path}.tmp-{os.getpid()}.png"
-    img.save(tmp)
-    os.replace(tmp, png_path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, png_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def render_metrics(rows: list[dict], title: str = "training metrics"):
+    """The rows of ``metrics.csv`` as a matplotlib ``Figure`` (Agg, no display needed): one
+    panel each for the training loss, the validation log loss (plain and class-balanced,
+    with the chance level ln 2), the learning rate and the throughput, all against epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 7.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2, sharex=True)
+    epochs = [int(r["epoch"]) for r in rows] or [1]
+    fig.suptitle(title, fontsize=12)
+
+    def panel(ax, heading, ylabel):
+        ax.set_title(heading, fontsize=11)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+
+    def line(ax, key, label, **kw):
+        xs, ys = _column(rows, key)
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=4, label=label, **kw)
+        return xs, ys
+
+    ax = axes[0, 0]
+    panel(ax, "Training loss", "BCE loss (mean per clip)")
+    if not line(ax, "train_loss", "train loss", color="tab:blue")[0]:
+        ax.text(0.5, 0.5, "no epochs yet", ha="center", va="center", transform=ax.transAxes)
+
+    ax = axes[0, 1]
+    panel(ax, "Validation log loss (per video, as DFDC scored)", "log loss")
+    plain = line(ax, "val_log_loss", "log loss", color="tab:red")
+    balanced = line(ax, "val_balanced_log_loss", "balanced log loss (REAL and FAKE weighted equally)",
+                    color="tab:purple", linestyle="--")
+    ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1.5, label=f"chance: ln 2 = {CHANCE:.3f}")
+    notes = []
+    if not plain[0]:
+        notes.append("no validation set")
+    elif not balanced[0]:
+        notes.append("balanced log loss undefined:\nthe validation set has one class")
+    videos = [r.get("val_videos") for r in rows if r.get("val_videos") not in ("", None)]
+    if videos:
+        notes.append(f"{videos[-1]} validation videos")
+    if notes:
+        ax.text(0.02, 0.04, "\n".join(notes), transform=ax.transAxes, fontsize=9, va="bottom", color="dimgrey")
+    top = max(plain[1] + balanced[1] + [CHANCE])
+    ax.set_ylim(0, top * 1.4)  # room for the legend above the curves
+    ax.legend(fontsize=8, loc="upper right")
+
+    ax = axes[1, 0]
+    panel(ax, "Learning rate (end of epoch)", "learning rate")
+    xs, ys = line(ax, "lr", "lr", color="tab:green")
+    if ys and min(ys) > 0 and max(ys) / min(ys) > 20:
+        ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.set_xlabel("epoch")
+
+    ax = axes[1, 1]
+    panel(ax, "Throughput", "clips / s")
+    line(ax, "clips_per_s", "whole epoch", color="tab:orange")
+    line(ax, "steady_clips_per_s", "after the first step (steady)", color="tab:brown", linestyle="--")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("epoch")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+
+    return fig
