@@ -325,11 +325,16 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     if not train_samples:
         raise ValueError("no training samples left after the hold-out split")
     if main:
-        problem = validation_problem([s.video for s in val_samples], [s.label for s in val_samples])
+        if pairs:  # a pair scores its REAL clip (0) and its FAKE clip (1)
+            val_videos = [v for p in val_samples for v in (p.real_video, p.fake_video)]
+            val_labels = [y for _ in val_samples for y in (0, 1)]
+        else:
+            val_videos, val_labels = [s.video for s in val_samples], [s.label for s in val_samples]
+        problem = validation_problem(val_videos, val_labels)
         if problem:  # once per run, not once per epoch
             log.warning("validation: %s", problem)
         elif not val_samples:
-            log.info("no validation set (val_fraction 0, no val_parts): the val_* metrics stay empty")
+            log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty")
     os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
     if main:
         save_config(config, os.path.join(config.out, "config.yaml"))
