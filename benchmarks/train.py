@@ -275,7 +275,7 @@ def decode_ratio(data: str, frames: int, windows: int) -> dict:
     stats = DecodeStats()
     t0 = time.perf_counter()
     for it in items:
-        _, decoded, expected, misses = read_item(it)
+        _, decoded, expected, misses, _ = read_item(it)
         stats.add(decoded, frames, expected, misses)
     elapsed = time.perf_counter() - t0
     from_start = sum(max(it.window) + 1 for it in items)

@@ -49,7 +49,7 @@ from dfdc_fast.detect.types import Detections
 
 log = logging.getLogger(__name__)
 
-SIZE_RULES = ("selim",)
+SIZE_RULES = ("selim", "ntech_area")
 PNET_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 #: Summed-area tables built for the R-Net crops are kept for the O-Net crops up to this
@@ -71,7 +71,8 @@ class MTCNNConfig:
     scale: Optional[float] = None
     #: ...or so that their longer side has this many pixels (the Medics' inference: 480).
     long_side: Optional[int] = None
-    #: ...or by a named rule: "selim" = 2x under 300 px, 1x to 1000, 0.5x above, 0.33x above 1900.
+    #: ...or by a named rule: "selim" = 2x under 300 px, 1x to 1000, 0.5x above, 0.33x above 1900;
+    #: "ntech_area" = an area of about 512 x 512, aspect kept (NTechLab's training detection).
     size_rule: Optional[str] = None
     #: Keep at most this many faces per frame, the most probable first. None keeps all.
     max_faces: Optional[int] = None
@@ -133,6 +134,8 @@ class MTCNNConfig:
         if self.size_rule == "selim":
             side = max(height, width)
             return 2.0 if side < 300 else 1.0 if side <= 1000 else 0.5 if side <= 1900 else 0.33
+        if self.size_rule == "ntech_area":
+            return (512 * 512 / (height * width)) ** 0.5
         return 1.0
 
     def detector_size(self, height: int, width: int) -> tuple[int, int]:
@@ -159,6 +162,10 @@ PRESETS = {
     # Selim's preprocessing (0.85/0.95/0.95 at 0.5x) and the size rule of his README
     "selim_export": MTCNNConfig(thresholds=(0.85, 0.95, 0.95), scale=0.5),
     "selim_inference": MTCNNConfig(thresholds=(0.7, 0.8, 0.8), size_rule="selim"),
+    # NTechLab ran DSFD (not shipped here): our MTCNN with facenet-pytorch's thresholds at their
+    # detector input sizes, an area of ~512^2 for training tracks and a long side of 512 at inference
+    "ntech_export": MTCNNConfig(size_rule="ntech_area"),
+    "ntech_inference": MTCNNConfig(long_side=512),
 }
 
 

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 from dfdc_fast.detect import MTCNN, Detections
-from dfdc_fast.engine.request import ClipMeta, CropMeta, FacesRequest, VideoFaces, VideoTask, tracks_from_json
+from dfdc_fast.engine.request import (ClipMeta, CropMeta, FacesRequest, PairMeta, VideoFaces, VideoTask, WindowMeta,
+                                      tracks_from_json)
 from dfdc_fast.io import VideoDecodeError, open_reader
 from dfdc_fast.io.selectors import First, as_selector
 from dfdc_fast.io.types import RawVideo
 from dfdc_fast.ops import crop_resize
-from dfdc_fast.runtime import to_device
+from dfdc_fast.runtime import fetch, to_device
 from dfdc_fast.track import track_faces
 
 log = logging.getLogger("dfdc_fast.engine")
@@ -54,6 +55,31 @@ def int_box(box, height: int, width: int) -> tuple[int, int, int, int]:
     x0, y0 = min(x0, width - 1), min(y0, height - 1)
     x1, y1 = min(width, max(x0 + 1, int(round(x1)))), min(height, max(y0 + 1, int(round(y1))))
     return x0, y0, x1, y1
+
+
+def grown_box(box, mult: float, height: int, width: int) -> tuple[int, int, int, int]:
+    """NTechLab's crop window: ``box`` scaled ``mult`` times about its centre, then truncated
+    to integers and clamped to the frame (their ``int()`` and ``max/min``), never empty."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = (x1 - x0) * mult, (y1 - y0) * mult
+    xc, yc = x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2
+    gx0, gy0 = xc - w / 2, yc - h / 2
+    gx1, gy1 = gx0 + w, gy0 + h
+    gx0, gy0 = min(max(int(gx0), 0), width - 1), min(max(int(gy0), 0), height - 1)
+    gx1, gy1 = max(min(int(gx1), width), gx0 + 1), max(min(int(gy1), height), gy0 + 1)
+    return gx0, gy0, gx1, gy1
+
+
+def smallest_side_crop(window: tuple, min_size: int, crop: tuple) -> tuple:
+    """``(out_w, out_h, dx, dy)`` so that ``crop_resize`` resizes ``window`` to a shorter side
+    of ``min_size`` (albumentations' SmallestMaxSize) and keeps its centre ``crop`` (height,
+    width) (CenterCrop), in one call: the resized image is placed at a negative offset."""
+    x0, y0, x1, y1 = window
+    w, h = x1 - x0, y1 - y0
+    scale = min_size / min(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    ch, cw = crop
+    return nw, nh, -((nw - cw) // 2), -((nh - ch) // 2)
 
 
 def margin_box_np(box: np.ndarray, margin: float, height: int, width: int) -> np.ndarray:
@@ -127,10 +153,11 @@ class FacePath:
     def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces) -> None:
         req, info = self.request, raw.info
         t0 = time.perf_counter()
-        positions = np.arange(0, len(raw), req.every)
+        kept = self._kept(raw)
+        positions = kept[::req.every]
         dets = self._detect(raw, positions, self.detector_config.resize_factor(info.height, info.width))
-        tracks = self._track(raw, dets)
-        if not tracks and req.retry_scale is not None:
+        tracks = self._track(raw, dets) if req.track is not None else []
+        if not tracks and req.retry_scale is not None and req.track is not None:
             factor = self.detector_config.resize_factor(info.height, info.width) * req.retry_scale
             retry = self._detect(raw, positions, factor)
             tracks = self._track(raw, retry)
@@ -147,15 +174,34 @@ class FacePath:
             crop_tracks, result.boxes_from = reused, "original"
             if req.reuse == "all":
                 clip_tracks = reused
-        result.status = "ok" if tracks or (result.boxes_from == "original" and crop_tracks) else "no_face"
+        host_dets = None
+        if req.track is None:  # no tracks: the detections themselves, read in one transfer
+            host_dets = fetch(dets.boxes, dets.scores, dets.counts,
+                              *((dets.landmarks,) if dets.landmarks is not None else ()))
+            found = bool(host_dets[2].sum())
+            result.status = "ok" if found else "no_face"
+        else:
+            result.status = "ok" if tracks or (result.boxes_from == "original" and crop_tracks) else "no_face"
         result.error = None if result.status == "ok" else "no face track persisted long enough"
 
         t1 = time.perf_counter()
         pos_of = self._positions(raw)
         if req.clips is not None and clip_tracks:
             self._cut_clips(raw, clip_tracks, pos_of, result)
-        if req.crops is not None and crop_tracks and req.crops.count > 0:
+        if req.crops is not None and req.crops.mode == "detections":
+            if host_dets is not None and result.status == "ok":
+                self._cut_detection_crops(raw, dets.frame_indices.numpy(), host_dets, pos_of, result)
+        elif req.crops is not None and crop_tracks and req.crops.count > 0:
             self._cut_crops(raw, crop_tracks, pos_of, result)
+            if req.diffs is not None and task.original_crops is not None and result.crops:
+                self._diffs(task, result)
+        if req.pairs is not None:
+            if task.pair_count > 0 and tracks:
+                self._cut_pair_windows(raw, task, tracks, pos_of, result)
+            elif task.pair_windows and task.original_tracks is not None and tracks:
+                self._cut_fake_pairs(raw, task, tracks, pos_of, result)
+        for spec in req.windows:
+            result.windows.append(self._cut_windows(raw, spec, tracks, kept, pos_of))
         if req.thumbnail_width and tracks:
             self._thumbnail(raw, tracks, pos_of, result)
         result.timings["cut_s"] = time.perf_counter() - t1
@@ -163,6 +209,16 @@ class FacePath:
         self._to_host(result)
         result.detections["faces"] = int(result.detections["faces"].numpy().sum())
         result.timings["host_copy_s"] = time.perf_counter() - t2
+
+    def _kept(self, raw: RawVideo) -> np.ndarray:
+        """Positions of the decoded frames the request works on: all, or every
+        ``round(fps / sample_fps)``-th (NTechLab decoded at ~15 fps)."""
+        n = len(raw)
+        fps = self.request.sample_fps
+        if fps is None:
+            return np.arange(n)
+        step = max(1, int(round((raw.info.fps or fps) / fps)))
+        return np.arange(0, n, step)
 
     def _rois_rgb(self, raw: RawVideo, rois: np.ndarray, out_size: tuple[int, int], up_mode: str = "bilinear"):
         info = raw.info
@@ -241,27 +297,201 @@ class FacePath:
             for f in crop_frames(len(raw), spec.count):
                 frame = int(indices[f])
                 picks += [(t, frame) for t in tracks if t.start <= frame < t.stop]
+        elif spec.mode == "every":
+            step = spec.every or self.request.every * self._step(raw)
+            for t in tracks:
+                first = -(-t.start // step) * step
+                picks += [(t, f) for f in range(first, min(t.stop, pos_of.size), step) if pos_of[f] >= 0]
         else:
             for t in tracks:
                 picks += [(t, f) for f in range(t.start, min(t.stop, t.start + spec.count))]
         if not picks:
             return
         boxes = np.stack([t.boxes.numpy()[f - t.start] for t, f in picks])
+        points = [t.landmarks.numpy()[f - t.start] if t.landmarks is not None else None for t, f in picks]
+        self._cut_native(raw, [(t.track_id, int(f), float(t.score), t.person) for t, f in picks], boxes, points, pos_of,
+                         result)
+
+    def _cut_detection_crops(self, raw: RawVideo, frame_indices: np.ndarray, host_dets: list, pos_of: np.ndarray,
+                             result: VideoFaces) -> None:
+        """One crop per detected face of every sampled frame (Selim's inference: no tracks)."""
+        boxes, scores, counts = host_dets[:3]
+        landmarks = host_dets[3] if len(host_dets) > 3 else None
+        picks, bx, points = [], [], []
+        for r, f in enumerate(frame_indices.tolist()):
+            for k in range(int(counts[r])):
+                picks.append((k, int(f), float(scores[r, k]), None))
+                bx.append(boxes[r, k])
+                points.append(landmarks[r, k] if landmarks is not None else None)
+        if picks:
+            self._cut_native(raw, picks, np.stack(bx).astype(np.float32), points, pos_of, result)
+
+    def _cut_native(self, raw: RawVideo, picks: list, boxes: np.ndarray, points: list, pos_of: np.ndarray,
+                    result: VideoFaces) -> None:
+        """Crops (box + margin) at native size, all in one ``crop_resize`` call; ``picks`` are
+        ``(track or face index, frame, score, person)``."""
+        spec = self.request.crops
+        h, w = raw.info.height, raw.info.width
         grown = margin_box_np(boxes, spec.margin, h, w)
         rois = np.zeros((len(picks), 13), dtype=np.int64)
         metas = []
-        for i, ((t, f), g, b) in enumerate(zip(picks, grown, boxes)):
+        for i, ((track, f, score, person), g, b, pts) in enumerate(zip(picks, grown, boxes, points)):
             x0, y0, x1, y1 = int_box(g, h, w)
             cw, ch = x1 - x0, y1 - y0
             rois[i] = (pos_of[f], x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)  # native size: a copy
-            metas.append(CropMeta(track=t.track_id, frame=int(f), box=[round(float(v), 2) for v in b], offset=i,
-                                  length=0, size=(ch, cw), person=t.person))
+            lm = None if pts is None else [round(float(v), 2) for v in (np.asarray(pts, np.float32).reshape(5, 2)
+                                                                        - np.array([x0, y0], np.float32)).reshape(-1)]
+            metas.append(CropMeta(track=track, frame=f, box=[round(float(v), 2) for v in b], offset=i,
+                                  length=0, size=(ch, cw), landmarks=lm, score=round(score, 5), person=person))
         canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
         result.crops = metas
         if spec.encode is None:
             result.crop_data = canvas
         else:
             self._encode_crops([canvas[i, :m.size[0], :m.size[1]] for i, m in enumerate(metas)], metas, result)
+
+    def _step(self, raw: RawVideo) -> int:
+        kept = self._kept(raw)
+        return int(kept[1] - kept[0]) if kept.size > 1 else 1
+
+    def _diffs(self, task: VideoTask, result: VideoFaces) -> None:
+        """SSIM difference masks of a fake's crops against its original's (same track, frame
+        and size), on the device; crops without a counterpart get none (``diff_error`` says)."""
+        from dfdc_fast.crops.ssim import ssim_diff
+
+        images, keys = task.original_crops
+        where = {(int(k[0]), int(k[1])): (i, (int(k[2]), int(k[3]))) for i, k in enumerate(keys)}
+        mine, theirs, missing = [], [], 0
+        for i, m in enumerate(result.crops):
+            found = where.get((m.track, m.frame))
+            if found is None or found[1] != tuple(m.size):
+                missing += 1
+                continue
+            mine.append(i)
+            theirs.append(found[0])
+        if missing:
+            result.diff_error = f"{missing} of {len(result.crops)} crops have no original crop of the same size"
+        if not mine:
+            return
+        canvas = result.crop_data
+        dev = canvas.device
+        ours = canvas[to_device(np.asarray(mine, dtype=np.int64), dev)]
+        hm, wm = ours.shape[1:3]
+        orig = to_device(images, dev)[to_device(np.asarray(theirs, dtype=np.int64), dev)]
+        oh, ow = orig.shape[1:3]
+        if (oh, ow) != (hm, wm):  # the two canvases were padded to different maxima
+            orig = torch.nn.functional.pad(orig[:, :min(oh, hm), :min(ow, wm)],
+                                           (0, 0, 0, max(0, wm - ow), 0, max(0, hm - oh)))
+        sizes = np.asarray([result.crops[i].size for i in mine], dtype=np.int64)
+        dtype = torch.float64 if self.request.diffs.dtype == "float64" else torch.float32
+        result.diff_data = ssim_diff(orig, ours, sizes, dtype=dtype)
+        for row, i in enumerate(mine):
+            result.crops[i].diff = row
+
+    # ---- NTechLab's pairs and windows ----------------------------------------------------
+
+    def _cut_pair_windows(self, raw: RawVideo, task: VideoTask, tracks: list, pos_of: np.ndarray,
+                          result: VideoFaces) -> None:
+        """REAL video: ``pair_count`` windows per eligible track, drawn reproducibly."""
+        import random
+
+        spec = self.request.pairs
+        h, w = raw.info.height, raw.info.width
+        step = self.request.every * self._step(raw)
+        metas = []
+        for t in tracks:
+            kf = t.keyframes.numpy()
+            starts = [int(f) for f in kf if f + spec.length <= t.stop and f + spec.length <= pos_of.size]
+            if kf.size < spec.min_detections or not starts:
+                continue
+            rng = random.Random(f"{task.seed_text}/{t.track_id}")
+            for k in range(task.pair_count):
+                start = rng.choice(starts)
+                mid = min(start + (spec.length // step) // 2 * step, t.stop - 1)
+                box = _even(grown_box(t.boxes.numpy()[mid - t.start], spec.box_mult, h, w))
+                metas.append(PairMeta(track=t.track_id, window=k, start=start, stop=start + spec.length,
+                                      box=list(box)))
+        self._cut_pairs(raw, metas, pos_of, result)
+
+    def _cut_fake_pairs(self, raw: RawVideo, task: VideoTask, tracks: list, pos_of: np.ndarray,
+                        result: VideoFaces) -> None:
+        """FAKE video: align its tracks with its original's, cut the original's windows that
+        an aligned track covers, with the original's boxes."""
+        from dfdc_fast.track.pairs import align_tracks
+
+        spec = self.request.pairs
+        real = tracks_from_json(task.original_tracks)
+        step = self.request.every * self._step(raw)
+
+        def detections(ts):
+            return [(t.keyframes.numpy(), t.boxes.numpy()[t.keyframes.numpy() - t.start]) for t in ts]
+
+        aligned = {p.real: p for p in align_tracks(detections(real), detections(tracks), spec.min_detections,
+                                                   spec.iou_threshold)}
+        h, w = raw.info.height, raw.info.width
+        metas, skipped = [], 0
+        for win in task.pair_windows:
+            p = aligned.get(int(win["track"]))
+            box = [int(v) for v in win["box"]]
+            inside = box[2] <= w and box[3] <= h and win["stop"] <= pos_of.size
+            if p is None or not inside or win["start"] < p.start or win["stop"] > p.stop - 1 + step:
+                skipped += 1
+                continue
+            metas.append(PairMeta(track=int(win["track"]), window=int(win["window"]), start=int(win["start"]),
+                                  stop=int(win["stop"]), box=box, fake_track=tracks[p.fake].track_id,
+                                  span=[p.start, p.stop]))
+        result.detections["pairs_skipped"] = skipped
+        self._cut_pairs(raw, metas, pos_of, result)
+
+    def _cut_pairs(self, raw: RawVideo, metas: list, pos_of: np.ndarray, result: VideoFaces) -> None:
+        """Every pair window of the video in one ``crop_resize`` call, packed flat."""
+        if not metas:
+            return
+        rows = []
+        for m in metas:
+            x0, y0, x1, y1 = m.box
+            cw, ch = x1 - x0, y1 - y0
+            block = np.empty((m.stop - m.start, 13), dtype=np.int64)
+            block[:] = (0, x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)
+            block[:, 0] = pos_of[np.arange(m.start, m.stop)]
+            if (block[:, 0] < 0).any():
+                raise ValueError(f"pair window [{m.start}, {m.stop}) reaches frames that were not decoded")
+            rows.append(block)
+        rois = np.concatenate(rows)
+        canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
+        parts, offset, row = [], 0, 0
+        for m in metas:
+            h, w = m.size
+            n = m.stop - m.start
+            parts.append(canvas[row:row + n, :h, :w].reshape(-1))
+            m.offset = offset
+            offset += n * h * w * 3
+            row += n
+        result.pairs = metas
+        result.pair_data = torch.cat(parts)
+
+    def _cut_windows(self, raw: RawVideo, spec, tracks: list, kept: np.ndarray, pos_of: np.ndarray) -> tuple:
+        """NTechLab's inference windows of every track (see :class:`WindowSpec`)."""
+        h, w = raw.info.height, raw.info.width
+        frames_of = raw.indices.numpy()[kept]
+        metas, rows = [], []
+        for t in tracks:
+            inside = frames_of[(frames_of >= t.start) & (frames_of < t.stop)]
+            for i, s in enumerate(range(0, inside.size - spec.length + 1, spec.stride)):
+                frames = inside[s:s + spec.length]
+                mid = int(inside[s + spec.length // 2])
+                window = grown_box(t.boxes.numpy()[mid - t.start], spec.box_mult, h, w)
+                nw, nh, dx, dy = smallest_side_crop(window, spec.min_size, spec.crop)
+                x0, y0, x1, y1 = window
+                block = np.empty((frames.size, 13), dtype=np.int64)
+                block[:] = (0, x0, y0, x1, y1, 0, 0, x1 - x0, y1 - y0, nw, nh, dx, dy)
+                block[:, 0] = pos_of[frames]
+                metas.append(WindowMeta(track=t.track_id, index=i, frames=frames.tolist(),
+                                        offset=sum(len(r) for r in rows)))
+                rows.append(block)
+        if not rows:
+            return metas, None
+        return metas, self._rois_rgb(raw, np.concatenate(rows), spec.crop)
 
     def _encode_crops(self, images: list, metas: list, result: VideoFaces) -> None:
         from torchvision.io import encode_jpeg, encode_png
@@ -298,7 +528,7 @@ class FacePath:
         """Counts, clips and crops to the host in one transfer (when the request asks for it)."""
         parts = [("faces", result.detections["faces"])]
         if self.request.to_host:
-            for name in ("clip_frames", "crop_data", "thumbnail"):
+            for name in ("clip_frames", "crop_data", "diff_data", "pair_data", "thumbnail"):
                 if getattr(result, name) is not None:
                     parts.append((name, getattr(result, name)))
         if self.device.type != "cuda":
@@ -319,6 +549,14 @@ class FacePath:
                 setattr(result, name, view)
 
 
+def _even(box: tuple) -> tuple:
+    """Trim a window's far edges so its sides are even (H.264 4:2:0 needs that), >= 2."""
+    x0, y0, x1, y1 = box
+    x1 = x0 + max(2, (x1 - x0) // 2 * 2)
+    y1 = y0 + max(2, (y1 - y0) // 2 * 2)
+    return x0, y0, x1, y1
+
+
 def _inject_fault(path: str) -> None:
     spec = os.environ.get(FAULT_ENV, "")
     if ":" not in spec:
@@ -331,4 +569,4 @@ def _inject_fault(path: str) -> None:
             time.sleep(3600)
 
 
-__all__ = ["FacePath", "crop_frames", "int_box", "margin_box_np"]
+__all__ = ["FacePath", "crop_frames", "int_box", "margin_box_np", "grown_box", "smallest_side_crop"]

@@ -18,7 +18,7 @@ from dfdc_fast.io.types import VideoInfo
 from dfdc_fast.track import FaceTrack, TrackConfig
 
 PADS = ("top_left", "center")
-CROP_MODES = ("evenly", "first")
+CROP_MODES = ("evenly", "first", "every", "detections")
 ENCODINGS = ("jpg", "png", None)
 REUSE = ("none", "2d", "all")
 
@@ -45,8 +45,12 @@ class CropSpec:
 
     ``mode="evenly"``: at ``count`` evenly spaced frames of the video (first and last
     included, as Selim sampled), one crop per track present there. ``mode="first"``: the
-    first ``count`` frames of each track (the Medics' 2D inference). Crops keep their
-    native size. ``encode`` turns them into JPEG or PNG bytes inside the engine (JPEG on
+    first ``count`` frames of each track (the Medics' 2D inference). ``mode="every"``:
+    every frame of each track whose number is a multiple of ``every`` (None: the request's
+    detection step; Selim's training crops, frame % 10 == 0; ``count`` is ignored).
+    ``mode="detections"``: one crop per detected face on every sampled frame, no tracks
+    needed (Selim's inference). Crops keep their native size; tracks with landmarks give
+    each crop its five points in crop pixels (:attr:`CropMeta.landmarks`). ``encode`` turns them into JPEG or PNG bytes inside the engine (JPEG on
     the GPU when there is one); ``None`` returns them as images padded into one
     ``(N, Hmax, Wmax, 3)`` tensor with each one's size in its :class:`CropMeta` (a model's
     letterbox is then one ``crop_resize`` call over that tensor).
@@ -57,8 +61,11 @@ class CropSpec:
     margin: float = 1 / 3
     encode: Optional[str] = "jpg"
     quality: int = 95
+    every: Optional[int] = None
 
     def __post_init__(self):
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"crop every must be >= 1 or None, got {self.every}")
         if self.mode not in CROP_MODES:
             raise ValueError(f"crop mode must be one of {CROP_MODES}, got {self.mode!r}")
         if self.encode not in ENCODINGS:
@@ -68,23 +75,89 @@ class CropSpec:
 
 
 @dataclass
+class DiffSpec:
+    """Selim's SSIM difference masks: for a FAKE video whose task carries its original's
+    crops (:attr:`VideoTask.original_crops`), each crop at the same track and frame gets
+    ``(1 - SSIM map) * 255`` in grey (:func:`dfdc_fast.crops.ssim.ssim_diff`), on the
+    device, returned in :attr:`VideoFaces.diff_data`."""
+
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"diff dtype must be float64 or float32, got {self.dtype!r}")
+
+
+@dataclass
+class PairSpec:
+    """NTechLab's aligned pair clips.
+
+    A REAL video (task ``pair_count`` > 0) gets ``pair_count`` windows per track that has at
+    least ``min_detections`` detections and ``length`` frames: each starts at a random
+    detected frame of the track (drawn from the video's id, so reruns agree) and keeps one
+    box, ``box_mult`` times the track's box ``length // every // 2`` detections later,
+    for all its frames. A FAKE video (task ``pair_windows``) tracks its own faces, pairs
+    them with its original's (:func:`dfdc_fast.track.pairs.align_tracks`: IoU >
+    ``iou_threshold`` on every common detection) and cuts the windows it was given with
+    the same boxes, where its paired track covers them. Clips keep the box's native
+    size (trimmed to even sides for 4:2:0 video)."""
+
+    length: int = 50
+    box_mult: float = 1.5
+    min_detections: int = 5
+    iou_threshold: float = 0.5
+
+    def __post_init__(self):
+        if self.length < 1 or self.box_mult <= 0 or self.min_detections < 1:
+            raise ValueError(f"bad pair spec: length {self.length}, box_mult {self.box_mult}, "
+                             f"min_detections {self.min_detections}")
+
+
+@dataclass
+class WindowSpec:
+    """NTechLab's inference samples: per track, windows of ``length`` consecutive sampled
+    frames starting every ``stride`` sampled frames, each cut with the box of its middle
+    frame grown ``box_mult`` times, resized so its shorter side is ``min_size`` and
+    centre-cropped to ``crop`` (height, width) in the same kernel call. ``length`` 7 and
+    ``stride`` 14 feed the sequence model; ``length`` 1 and ``stride`` 2 the frame models."""
+
+    length: int = 7
+    stride: int = 14
+    box_mult: float = 1.5
+    min_size: int = 224
+    crop: tuple = (224, 192)
+
+    def __post_init__(self):
+        if self.length < 1 or self.stride < 1 or self.min_size < 1:
+            raise ValueError(f"bad window spec: length {self.length}, stride {self.stride}, min_size {self.min_size}")
+        self.crop = tuple(int(v) for v in self.crop)
+
+
+@dataclass
 class FacesRequest:
     """Everything the per-video path does, the same for every video of a job."""
 
     #: Frames to decode: None for all, or a selector such as First(100).
     frames: SelectorLike = None
-    #: Detect faces on every n-th decoded frame.
+    #: Keep only every round(fps / sample_fps)-th decoded frame (NTechLab's 15 fps); None: all.
+    #: ``every`` and the windows then count in kept frames.
+    sample_fps: Optional[float] = None
+    #: Detect faces on every n-th decoded (or kept) frame.
     every: int = 10
     #: MTCNN preset name or config; its scale/long_side/size_rule sets the detector's input size.
     detector: Any = "medics_export"
     #: Videos with no face track are detected again with the detector's long side times
     #: this (the Medics' inference: 2, i.e. 960 px); None: no retry.
     retry_scale: Optional[float] = None
-    track: TrackConfig = field(default_factory=TrackConfig)
+    #: None: no tracking (only ``CropSpec(mode="detections")`` can then cut anything).
+    track: Optional[TrackConfig] = field(default_factory=TrackConfig)
     #: Relax the track's min_frames/min_detections for videos too short to meet them.
     relax_short: bool = False
     clips: Optional[ClipSpec] = None
     crops: Optional[CropSpec] = None
+    diffs: Optional[DiffSpec] = None
+    pairs: Optional[PairSpec] = None
+    windows: list = field(default_factory=list)  # WindowSpec, each cut into VideoFaces.windows
     #: A fake given its original's tracks uses them for: nothing, its 2D crops, or everything.
     reuse: str = "none"
     #: Copy clips and crops to host memory (one copy per video), or leave them on the device.
@@ -103,6 +176,13 @@ class FacesRequest:
             raise ValueError(f"reuse must be one of {REUSE}, got {self.reuse!r}")
         if self.retry_scale is not None and self.retry_scale <= 0:
             raise ValueError(f"retry_scale must be > 0, got {self.retry_scale}")
+        if self.sample_fps is not None and self.sample_fps <= 0:
+            raise ValueError(f"sample_fps must be > 0, got {self.sample_fps}")
+        if self.track is None and (self.clips is not None or self.pairs is not None or self.windows or (
+                self.crops is not None and self.crops.mode != "detections")):
+            raise ValueError("clips, pairs, windows and crops other than mode='detections' need tracks (track=None)")
+        if self.diffs is not None and (self.crops is None or self.crops.mode == "detections"):
+            raise ValueError("diffs compare a fake's crops with its original's: they need track crops")
 
     @property
     def detector_config(self) -> MTCNNConfig:
@@ -119,6 +199,16 @@ class VideoTask:
     original_tracks: Optional[list] = None
     #: Decode only the first n frames (a time budget's cheaper level); None: the request's.
     max_frames: Optional[int] = None
+    #: The original's crops, for ``FacesRequest.diffs``: ``(images, keys)`` with images
+    #: uint8 ``(N, H, W, 3)`` (crop i in the top-left ``keys[i][2:]``) and keys
+    #: ``(track, frame, height, width)``.
+    original_crops: Optional[tuple] = None
+    #: REAL video: windows to cut per eligible track for ``FacesRequest.pairs`` (its fakes).
+    pair_count: int = 0
+    #: FAKE video: its original's windows (``PairMeta.to_window()`` dicts) to cut from it.
+    pair_windows: Optional[list] = None
+    #: Text the REAL's window draws are seeded from (its output id): reruns draw the same.
+    seed_text: str = ""
 
 
 @dataclass
@@ -151,7 +241,47 @@ class CropMeta:
     offset: int
     length: int
     size: tuple  # (height, width) of the crop
+    #: The five detector points (x, y) in crop pixels, when the track has them.
+    landmarks: Optional[list] = None
+    #: Row of this crop's SSIM difference mask in ``VideoFaces.diff_data`` (-1: none).
+    diff: int = -1
+    #: The detection's score (mode "detections"), else the track's mean score.
+    score: float = 0.0
     person: Optional[int] = None  # FaceTrack.person
+
+
+@dataclass
+class PairMeta:
+    """One pair clip of a video: ``VideoFaces.pair_data[offset:offset + frames*h*w*3]`` as
+    ``(frames, h, w, 3)``. ``track`` is the REAL video's track the window was drawn from;
+    on a FAKE, ``fake_track`` is its own aligned track."""
+
+    track: int
+    window: int
+    start: int
+    stop: int
+    box: list  # integer x0, y0, x1, y1 (exclusive) in full-resolution pixels
+    offset: int = 0
+    fake_track: Optional[int] = None
+    span: Optional[list] = None  # the aligned span [start, stop) of the two tracks (FAKE)
+
+    @property
+    def size(self) -> tuple:
+        return self.box[3] - self.box[1], self.box[2] - self.box[0]
+
+    def to_window(self) -> dict:
+        return {"track": self.track, "window": self.window, "start": self.start, "stop": self.stop,
+                "box": list(self.box)}
+
+
+@dataclass
+class WindowMeta:
+    """One inference window: rows ``[offset, offset + length)`` of ``VideoFaces.windows[spec]``."""
+
+    track: int
+    index: int  # its place among the track's windows (NTechLab flipped even ones)
+    frames: list
+    offset: int
 
 
 @dataclass
@@ -172,6 +302,11 @@ class VideoFaces:
     clip_frames: Optional[torch.Tensor] = None  # uint8 (sum of clip lengths, S, S, 3)
     crops: list = field(default_factory=list)  # CropMeta
     crop_data: Optional[torch.Tensor] = None  # uint8 bytes (encoded) or (N, Hmax, Wmax, 3) images
+    diff_data: Optional[torch.Tensor] = None  # uint8 (M, Hmax, Wmax) SSIM difference masks (FacesRequest.diffs)
+    diff_error: Optional[str] = None  # why some crops of a fake got no difference mask
+    pairs: list = field(default_factory=list)  # PairMeta
+    pair_data: Optional[torch.Tensor] = None  # uint8, the pair clips packed flat
+    windows: list = field(default_factory=list)  # per WindowSpec: (metas, uint8 (rows, H, W, 3))
     thumbnail: Optional[torch.Tensor] = None  # uint8 (3, h, w) on the host
     thumbnail_boxes: Optional[torch.Tensor] = None  # (n, 4) in thumbnail pixels
     timings: dict = field(default_factory=dict)
@@ -186,19 +321,38 @@ class VideoFaces:
     def crop_bytes(self, meta: CropMeta) -> bytes:
         return self.crop_data[meta.offset:meta.offset + meta.length].numpy().tobytes()
 
+    def crop_image(self, meta: CropMeta) -> torch.Tensor:
+        """uint8 ``(h, w, 3)`` of a crop returned as an image (``CropSpec.encode=None``)."""
+        return self.crop_data[meta.offset, :meta.size[0], :meta.size[1]]
+
+    def diff_image(self, meta: CropMeta) -> Optional[torch.Tensor]:
+        """uint8 ``(h, w)`` SSIM difference mask of a crop, or None."""
+        if meta.diff < 0 or self.diff_data is None:
+            return None
+        return self.diff_data[meta.diff, :meta.size[0], :meta.size[1]]
+
+    def pair_clip(self, meta: PairMeta) -> torch.Tensor:
+        """uint8 ``(frames, h, w, 3)`` of a pair clip (a view)."""
+        h, w = meta.size
+        n = (meta.stop - meta.start) * h * w * 3
+        return self.pair_data[meta.offset:meta.offset + n].view(meta.stop - meta.start, h, w, 3)
+
     def __repr__(self) -> str:
         clips = "" if self.clip_frames is None else f", clip_frames=uint8{tuple(self.clip_frames.shape)}"
         return (f"VideoFaces({self.path!r}, status={self.status!r}, tracks={len(self.tracks)}, "
                 f"clips={len(self.clips)}, crops={len(self.crops)}{clips})")
 
 
-def track_json(t: FaceTrack) -> dict:
+def track_json(t: FaceTrack, landmarks: bool = False) -> dict:
     """A track as JSON (with its keyframe boxes at full float32 precision, so a fake that
-    reuses them gets identical boxes)."""
+    reuses them gets identical boxes; with ``landmarks``, its keyframe landmarks too)."""
     key_boxes = t.boxes[(t.keyframes - t.start)].tolist() if t.boxes.device.type == "cpu" else None
     if key_boxes is None:
         raise ValueError("track_json needs tracks with host boxes (the engine returns those)")
-    return {**t.to_dict(), "keyframes": t.keyframes.tolist(), "key_boxes": key_boxes}
+    out = {**t.to_dict(), "keyframes": t.keyframes.tolist(), "key_boxes": key_boxes}
+    if landmarks and t.landmarks is not None:
+        out["key_landmarks"] = t.landmarks[(t.keyframes - t.start)].reshape(-1, 10).tolist()
+    return out
 
 
 def tracks_from_json(items: list[dict]) -> list[FaceTrack]:
@@ -211,8 +365,13 @@ def tracks_from_json(items: list[dict]) -> list[FaceTrack]:
     for d in items:
         kf = np.asarray(d["keyframes"], dtype=np.int64)
         boxes = interpolate_boxes_np(kf, np.asarray(d["key_boxes"], dtype=np.float32), d["start"], d["stop"])
+        landmarks = None
+        if d.get("key_landmarks") is not None:
+            points = interpolate_boxes_np(kf, np.asarray(d["key_landmarks"], dtype=np.float32), d["start"], d["stop"],
+                                          width=10)
+            landmarks = torch.from_numpy(points.reshape(-1, 5, 2))
         tracks.append(FaceTrack(track_id=d["track_id"], chunk=d["chunk"], start=d["start"], stop=d["stop"],
                                 box=torch.tensor(d["box"], dtype=torch.float32), boxes=torch.from_numpy(boxes),
                                 score=d["score"], keyframes=torch.from_numpy(kf), too_short=d["too_short"],
-                                person=d.get("person")))
+                                landmarks=landmarks, person=d.get("person")))
     return tracks

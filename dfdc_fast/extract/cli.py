@@ -15,7 +15,7 @@ from typing import Optional
 
 from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
 from dfdc_fast.detect import PRESETS
-from dfdc_fast.extract.config import DEMO_DIR, REUSE, ExtractConfig
+from dfdc_fast.extract.config import DEMO_DIR, RECIPE_DEFAULTS, RECIPES, REUSE, ExtractConfig
 from dfdc_fast.extract.job import run_extraction
 from dfdc_fast.io import DECODERS
 from dfdc_fast.runtime import tune_host_allocator
@@ -33,28 +33,44 @@ def build_parser() -> argparse.ArgumentParser:
                     help="videos and/or dataset folders (DFDC parts, folder with metadata.json, plain folder); "
                          "default: the demo clips in the package")
     ap.add_argument("-o", "--out", default=d.out, help="output folder (default: %(default)s)")
+
+    def rec(name):
+        return "/".join(str(RECIPE_DEFAULTS[r][name]) for r in RECIPES)
+
+    ap.add_argument("--recipe", default=d.recipe, choices=RECIPES,
+                    help="what to prepare, for which seed's training: medics (face clips + crops), selim (PNG crops of "
+                         "every 10th frame with landmarks, SSIM diffs of fakes, folds: crops.csv) or ntech (aligned "
+                         "REAL/FAKE pair clips: pairs.csv); it sets the defaults marked medics/selim/ntech below "
+                         "(default: %(default)s)")
     g = ap.add_argument_group("detection and tracking")
-    g.add_argument("--every", type=int, default=d.every, help="detect faces on every n-th frame (default: %(default)s)")
-    g.add_argument("--detector", default=d.detector, choices=sorted(PRESETS),
-                   help="MTCNN settings (default: %(default)s: 0.5x, thresholds 0.6/0.7/0.7)")
-    g.add_argument("--track-method", default=d.track_method, choices=("mask", "iou"),
-                   help="mask: 3D connected components (the Medics); iou: IoU tracker (default: %(default)s)")
-    g.add_argument("--chunk-size", type=int, default=d.chunk_size,
-                   help="frames per clip chunk, each with its own box; 0 for whole tracks (default: %(default)s)")
+    g.add_argument("--every", type=int, default=None, help=f"detect faces on every n-th frame (default: {rec('every')})")
+    g.add_argument("--detector", default=None, choices=sorted(PRESETS),
+                   help=f"MTCNN settings (default: {rec('detector')})")
+    g.add_argument("--track-method", default=None, choices=("mask", "iou"),
+                   help=f"mask: 3D connected components (the Medics); iou: IoU tracker (default: {rec('track_method')})")
+    g.add_argument("--chunk-size", type=int, default=None,
+                   help=f"frames per clip chunk, each with its own box; 0 for whole tracks (default: {rec('chunk_size')})")
     g = ap.add_argument_group("outputs")
-    g.add_argument("--clip-size", type=int, default=d.clip_size, help="side of the square face clips (default: %(default)s)")
+    g.add_argument("--clip-size", type=int, default=None,
+                   help=f"side of the square face clips (medics) (default: {rec('clip_size')})")
     g.add_argument("--min-clip-frames", type=int, default=d.min_clip_frames,
                    help="shorter clips get status too_short (default: %(default)s)")
     g.add_argument("--clip-crf", type=int, default=d.clip_crf, help="x264 quality of the clips (default: %(default)s)")
     g.add_argument("--clip-keyint", type=int, default=d.clip_keyint,
                    help="frames between keyframes in the clips, so training decodes only near its window (default: %(default)s)")
-    g.add_argument("--crops-per-video", type=int, default=d.crops_per_video,
-                   help="2D crops at this many evenly spaced frames, 0 for none (default: %(default)s)")
+    g.add_argument("--crops-per-video", type=int, default=None,
+                   help=f"2D crops at this many evenly spaced frames, 0 for none (default: {rec('crops_per_video')})")
+    g.add_argument("--crop-every", type=int, default=d.crop_every,
+                   help="selim: crops at frames that are multiples of this (default: --every)")
     g.add_argument("--crop-margin", type=float, default=d.crop_margin,
                    help="margin around 2D crops, as a fraction of the box (default: 1/3)")
-    g.add_argument("--crop-format", default=d.crop_format, choices=("jpg", "png"), help="(default: %(default)s)")
-    g.add_argument("--reuse-original", default=d.reuse_original, choices=REUSE,
-                   help="fakes take their original's boxes for: none, 2d crops, or all outputs (default: %(default)s)")
+    g.add_argument("--crop-format", default=None, choices=("jpg", "png"), help=f"(default: {rec('crop_format')})")
+    g.add_argument("--reuse-original", default=None, choices=REUSE,
+                   help=f"fakes take their original's boxes for: none, 2d crops, or all outputs "
+                        f"(default: {rec('reuse_original')})")
+    g.add_argument("--pair-length", type=int, default=d.pair_length, help="ntech: frames per pair clip (default: %(default)s)")
+    g.add_argument("--pair-box-mult", type=float, default=d.pair_box_mult,
+                   help="ntech: pair clip box = this times the face box (default: %(default)s)")
     g.add_argument("--contact-sheet", type=int, default=d.contact_sheet,
                    help="videos shown in contact_sheet.png, 0 for none (default: %(default)s)")
     g = ap.add_argument_group("execution")
@@ -86,8 +102,7 @@ def main(argv: Optional[list] = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k != "debug"}
-    values["chunk_size"] = values["chunk_size"] or None
-    cfg = ExtractConfig(**{**values, "inputs": args.inputs or [DEMO_DIR]})
+    cfg = ExtractConfig(**{**values, "inputs": args.inputs or [DEMO_DIR]})  # chunk_size 0: whole tracks
     if not args.inputs:
         print(f"No input given: extracting the demo clips in {DEMO_DIR}", file=sys.stderr)
     print(f"Output folder: {os.path.abspath(cfg.out)}", file=sys.stderr)

@@ -12,11 +12,28 @@ from dfdc_fast.detect import PRESETS
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
 REUSE = ("none", "2d", "all")
+RECIPES = ("medics", "selim", "ntech")
+
+#: What each recipe prepares, as the settings it gives the fields left unset (None). The
+#: Medics' (the default) cuts 256x256 face clips per 150-frame chunk and 32 JPEG crops;
+#: Selim's cuts PNG crops of every 10th frame of every track with landmarks, SSIM diffs
+#: for fakes and folds (crops.csv); NTechLab's tracks faces with the IoU tracker on every
+#: 6th frame and cuts aligned 50-frame REAL/FAKE pair clips (pairs.csv).
+RECIPE_DEFAULTS = {
+    "medics": dict(every=10, detector="medics_export", track_method="mask", chunk_size=150, clip_size=256,
+                   crops_per_video=32, crop_format="jpg", reuse_original="2d"),
+    "selim": dict(every=10, detector="selim_export", track_method="mask", chunk_size=0, clip_size=256,
+                  crops_per_video=0, crop_format="png", reuse_original="2d"),
+    "ntech": dict(every=6, detector="ntech_export", track_method="iou", chunk_size=0, clip_size=256,
+                  crops_per_video=0, crop_format="jpg", reuse_original="none"),
+}
 
 #: Settings that change what the outputs contain. A rerun into a folder made with other
 #: values of these would mix two kinds of outputs, so it is refused (see SettingsMismatch).
 OUTPUT_SETTINGS = ("every", "detector", "track_method", "chunk_size", "clip_size", "min_clip_frames", "clip_crf",
                    "clip_keyint", "crops_per_video", "crop_margin", "crop_format", "reuse_original")
+#: Extra output-shaping settings of the recipes other than the Medics' (recorded only for them).
+RECIPE_SETTINGS = ("recipe", "pair_length", "pair_box_mult", "crop_every", "diff_dtype")
 
 
 @dataclass
@@ -25,24 +42,33 @@ class ExtractConfig:
 
     inputs: list = field(default_factory=lambda: [DEMO_DIR])
     out: str = "extract_out"
-    every: int = 10
+    #: What to prepare: "medics" (default), "selim" or "ntech"; it sets the fields left None below.
+    recipe: str = "medics"
+    every: Optional[int] = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     decoder: str = "auto"
     workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine / CPU core; 0: in-process
     threads: Optional[int] = None  # torch + decoder threads per worker; None: cores / workers
     encoders: Optional[int] = None  # encoder processes; None: the cores the workers leave, at least 2; 0: inline
     video_timeout: Optional[float] = 600.0
-    detector: str = "medics_export"
-    track_method: str = "mask"
-    chunk_size: Optional[int] = 150
-    clip_size: int = 256
+    detector: Optional[str] = None
+    track_method: Optional[str] = None
+    chunk_size: Optional[int] = None  # 0: whole tracks
+    clip_size: Optional[int] = None
     min_clip_frames: int = 64
     clip_crf: int = 18
     clip_keyint: int = 16
-    crops_per_video: int = 32
+    crops_per_video: Optional[int] = None
     crop_margin: float = 1 / 3
-    crop_format: str = "jpg"
-    reuse_original: str = "2d"
+    crop_format: Optional[str] = None
+    reuse_original: Optional[str] = None
+    #: selim: crops at frames that are multiples of this (None: ``every``, his frame % 10 == 0).
+    crop_every: Optional[int] = None
+    #: selim: floating point type of the SSIM formula (float64 as skimage).
+    diff_dtype: str = "float64"
+    #: ntech: frames per pair clip and the box growth (their 50 and 1.5).
+    pair_length: int = 50
+    pair_box_mult: float = 1.5
     max_pending: int = 4
     contact_sheet: int = 12
     shard: Optional[str] = None
@@ -51,6 +77,26 @@ class ExtractConfig:
     progress: bool = True
 
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        for name, value in RECIPE_DEFAULTS[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.chunk_size == 0:
+            self.chunk_size = None  # whole tracks
+        if self.recipe == "selim" and self.crop_format != "png":
+            raise ValueError("recipe selim stores PNG crops (lossless, as Selim did: the SSIM diffs of a resumed run "
+                             f"are computed against them), got crop_format {self.crop_format!r}")
+        if self.recipe == "selim" and self.reuse_original == "none":
+            raise ValueError("recipe selim needs fakes to reuse their original's boxes (reuse_original 2d or all): "
+                             "the SSIM diffs compare crops of the same box")
+        if self.recipe == "ntech" and self.track_method != "iou":
+            raise ValueError(f"recipe ntech pairs IoU-tracker tracks (track_method iou), got {self.track_method!r}")
+        if self.pair_length < 1 or self.pair_box_mult <= 0:
+            raise ValueError(f"pair_length must be >= 1 and pair_box_mult > 0, got {self.pair_length}, "
+                             f"{self.pair_box_mult}")
+        if self.crop_every is not None and self.crop_every < 1:
+            raise ValueError(f"crop_every must be >= 1, got {self.crop_every}")
         if self.every < 1:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.reuse_original not in REUSE:
@@ -69,7 +115,10 @@ class ExtractConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def output_settings(self) -> dict:
-        return {k: getattr(self, k) for k in OUTPUT_SETTINGS}
+        out = {k: getattr(self, k) for k in OUTPUT_SETTINGS}
+        if self.recipe != "medics":  # the Medics' folders keep the settings.json they always had
+            out.update({k: getattr(self, k) for k in RECIPE_SETTINGS})
+        return out
 
 
 class SettingsMismatch(ValueError):
@@ -86,6 +135,8 @@ def check_settings(cfg: ExtractConfig) -> None:
     if os.path.exists(path) and not cfg.overwrite:
         with open(path) as f:
             theirs = json.load(f)
+        theirs.setdefault("recipe", "medics")
+        mine.setdefault("recipe", "medics")
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
             what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
@@ -117,5 +168,5 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-__all__ = ["DEMO_DIR", "REUSE", "OUTPUT_SETTINGS", "ExtractConfig", "SettingsMismatch", "check_settings",
+__all__ = ["DEMO_DIR", "REUSE", "RECIPES", "RECIPE_DEFAULTS", "OUTPUT_SETTINGS", "ExtractConfig", "SettingsMismatch", "check_settings",
            "parse_shard", "resolve_device", "asdict"]

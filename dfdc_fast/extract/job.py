@@ -14,9 +14,12 @@ import torch
 from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
+from dfdc_fast.data.folds import check_folds, fold_of
 from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, default_workers, track_json
+from dfdc_fast.engine.request import DiffSpec, PairSpec
 from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
-from dfdc_fast.extract.report import index_rows, read_records, write_index
+from dfdc_fast.extract.report import (crop_rows, index_rows, pair_rows, read_records, write_crops_index, write_index,
+                                      write_pairs_index)
 from dfdc_fast.extract.writers import Writers, default_encoders
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
 from dfdc_fast.io import resolve_decoder
@@ -58,9 +61,11 @@ def _base_record(entry: VideoEntry, vid: VideoId) -> dict:
 
 class Schedule:
     """The order videos go to the engine: a REAL video before its fakes, which wait (while
-    other videos go ahead) until its tracks are known, so they can reuse its boxes."""
+    other videos go ahead) until its results are known: its tracks (the fakes reuse its
+    boxes), its crops (Selim's SSIM diffs) or its pair windows (NTechLab's pairs)."""
 
-    def __init__(self, todo: list, originals: dict, reuse: bool):
+    def __init__(self, todo: list, originals: dict, reuse: bool, fakes_of: Optional[dict] = None,
+                 load_crops=None, windows: Optional[dict] = None):
         self.fresh = collections.deque(todo)  # (position, dataset, entry)
         self.originals = originals  # (root, part, name) -> tracks of finished REAL videos
         self.reuse = reuse
@@ -68,6 +73,12 @@ class Schedule:
         self.held: dict = collections.defaultdict(list)  # original key -> fakes waiting for it
         self.ready: collections.deque = collections.deque()
         self.by_key: dict = {}
+        #: original key -> its fakes' names, sorted (pair windows go to them in that order)
+        self.fakes_of = fakes_of or {}
+        self.crops: dict = {}  # original key -> (images, keys), until its last fake is sent
+        self.load_crops = load_crops  # original key -> (images, keys) of a REAL finished earlier, or None
+        self.windows = windows if windows is not None else {}  # original key -> its pair windows
+        self.fakes_left = {k: len(v) for k, v in self.fakes_of.items()}
 
     @staticmethod
     def key(ds, entry, name=None) -> tuple:
@@ -93,19 +104,43 @@ class Schedule:
 
     def _task(self, item, original_tracks) -> VideoTask:
         position, ds, entry = item
+        task = VideoTask(key=position, path=entry.path, original_tracks=original_tracks)
+        key = self.key(ds, entry)
         if entry.label == "REAL":
-            self.in_flight.add(self.key(ds, entry))
+            self.in_flight.add(key)
+            task.pair_count = len(self.fakes_of.get(key, ()))
+            task.seed_text = f"{entry.part or ''}/{entry.name}"
+        elif original_tracks is not None and entry.original:
+            original = self.key(ds, entry, entry.original)
+            crops = self.crops.get(original)
+            if crops is None and self.load_crops is not None:
+                crops = self.load_crops(original)
+                if crops is not None and self.fakes_left.get(original, 0) > 1:
+                    self.crops[original] = crops
+            task.original_crops = crops
+            names = self.fakes_of.get(original, [])
+            if entry.name in names and original in self.windows:
+                k = names.index(entry.name)
+                task.pair_windows = [w for w in self.windows[original] if int(w["window"]) == k]
+            self.fakes_left[original] = self.fakes_left.get(original, 1) - 1
+            if self.fakes_left[original] <= 0:
+                self.crops.pop(original, None)
         self.by_key[position] = item
-        return VideoTask(key=position, path=entry.path, original_tracks=original_tracks)
+        return task
 
     def finished(self, res: VideoFaces) -> tuple:
         return self.by_key.pop(res.key)
 
-    def original_done(self, ds, entry, tracks: Optional[list]) -> None:
+    def original_done(self, ds, entry, tracks: Optional[list], crops: Optional[tuple] = None,
+                      windows: Optional[list] = None) -> None:
         key = self.key(ds, entry)
         self.in_flight.discard(key)
         if tracks is not None:
             self.originals[key] = tracks
+            if crops is not None and self.fakes_left.get(key, 0) > 0:
+                self.crops[key] = crops
+            if windows is not None:
+                self.windows[key] = windows
         for item in self.held.pop(key, []):
             self.ready.append((item, tracks))
 
@@ -117,14 +152,12 @@ class Extractor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.decoder = resolve_decoder(cfg.decoder, self.device)
-        self.request = FacesRequest(
-            every=cfg.every, detector=cfg.detector,
-            track=TrackConfig(method=cfg.track_method, chunk_size=cfg.chunk_size, min_clip_frames=cfg.min_clip_frames),
-            clips=ClipSpec(size=cfg.clip_size),
-            crops=CropSpec(count=cfg.crops_per_video, margin=cfg.crop_margin,
-                           encode=cfg.crop_format) if cfg.crops_per_video > 0 else None,
-            reuse=cfg.reuse_original, to_host=True)
+        self.request = recipe_request(cfg)
         self.ids: dict = {}
+
+    @property
+    def landmarks(self) -> bool:
+        return self.cfg.recipe == "selim"
 
     def json_path(self, ds: Dataset, entry: VideoEntry) -> str:
         return os.path.join(self.cfg.out, "videos", self.ids[(ds.root, entry.key)].path + ".json")
@@ -146,8 +179,12 @@ class Extractor:
             return record
         record["detections"] = {"sampled_frames": res.detections.get("sampled_frames"),
                                 "faces": res.detections.get("faces")}
-        record["tracks"] = [track_json(t) for t in res.tracks]
+        record["tracks"] = [track_json(t, landmarks=self.landmarks) for t in res.tracks]
         record["boxes_from"] = res.boxes_from
+        if cfg.recipe != "medics":
+            original = ds.original_of(entry) if entry.label == "FAKE" else None
+            record["fold"], record["fold_from"] = fold_of(original.part if original else entry.part or "", entry.name,
+                                                          entry.original)
         folder = entry.label if entry.label in ("REAL", "FAKE") else "_"
         record["clips"] = []
         for c in res.clips:
@@ -155,9 +192,29 @@ class Extractor:
             record["clips"].append({"track": c.track, "chunk": c.chunk, "start": c.start, "stop": c.stop,
                                     "person": c.person, "box": c.box, "score": c.score, "path": path,
                                     "frames": c.frames, "keyint": cfg.clip_keyint, "status": "too_short" if c.too_short else "ok"})
-        record["crops"] = [{"track": c.track, "person": c.person, "frame": c.frame, "box": c.box,
-                            "path": os.path.join("crops", vid.path, f"{c.track}_{c.frame}.{cfg.crop_format}")}
-                           for c in res.crops]
+        record["crops"] = []
+        for c in res.crops:
+            crop = {"track": c.track, "person": c.person, "frame": c.frame, "box": c.box,
+                    "path": os.path.join("crops", vid.path, f"{c.track}_{c.frame}.{cfg.crop_format}")}
+            if c.landmarks is not None and self.landmarks:
+                crop["landmarks"] = c.landmarks
+            if c.diff >= 0:
+                crop["diff"] = os.path.join("diffs", vid.path, f"{c.track}_{c.frame}_diff.png")
+            record["crops"].append(crop)
+        if res.diff_error:
+            record["diff_error"] = res.diff_error
+        if cfg.recipe == "ntech":
+            original = ds.original_of(entry) if entry.label == "FAKE" else None
+            real_id = self.ids[(ds.root, original.key)].path if original is not None else None
+            record["pairs"] = []
+            for p in res.pairs:
+                item = {**p.to_window(), "path": os.path.join("pairs", vid.path, f"{p.track}_{p.window}.mp4")}
+                if p.fake_track is not None:
+                    item.update(fake_track=p.fake_track, span=p.span,
+                                real_path=os.path.join("pairs", real_id, f"{p.track}_{p.window}.mp4"))
+                record["pairs"].append(item)
+            if "pairs_skipped" in res.detections:
+                record["pairs_skipped"] = res.detections["pairs_skipped"]
         record["status"], record["error"] = res.status, res.error
         return record
 
@@ -166,11 +223,38 @@ class Extractor:
         out = self.cfg.out
         fps = record.get("fps") or 30.0
         clips = [(os.path.join(out, c["path"]), res.clip(m), fps) for c, m in zip(record.get("clips", []), res.clips)]
-        crops = [(os.path.join(out, c["path"]), res.crop_bytes(m)) for c, m in zip(record.get("crops", []), res.crops)]
+        clips += [(os.path.join(out, p["path"]), res.pair_clip(m), fps) for p, m in zip(record.get("pairs", []), res.pairs)]
+        raw = self.request.crops is not None and self.request.crops.encode is None
+        crops = [(os.path.join(out, c["path"]), res.crop_image(m) if raw else res.crop_bytes(m))
+                 for c, m in zip(record.get("crops", []), res.crops)]
+        crops += [(os.path.join(out, c["diff"]), res.diff_image(m)) for c, m in zip(record.get("crops", []), res.crops)
+                  if "diff" in c]
         return clips, crops
 
-    def _load_originals(self, entries) -> dict:
-        """Tracks of REAL videos finished by an earlier run, for their fakes: {(root, part, name): tracks}."""
+    def _original_crops(self, res: VideoFaces) -> Optional[tuple]:
+        """A REAL result's crops as the fakes' diffs want them (selim): ``(images, keys)``."""
+        if self.request.diffs is None or res.crop_data is None or not res.crops:
+            return None
+        return res.crop_data, [(c.track, c.frame, c.size[0], c.size[1]) for c in res.crops]
+
+    def _load_crops(self, ds_entries: dict):
+        """For a resumed run: the PNG crops a finished REAL video wrote, as ``(images, keys)``."""
+        def load(key) -> Optional[tuple]:
+            found = ds_entries.get(key)
+            if found is None:
+                return None
+            try:
+                with open(self.json_path(*found)) as f:
+                    rec = json.load(f)
+                return load_crop_images(self.cfg.out, rec.get("crops", []))
+            except (OSError, ValueError) as exc:
+                log.warning("cannot reload the crops of %s for its fakes' diffs: %s", found[1].path, exc)
+                return None
+        return load
+
+    def _load_originals(self, entries, windows: Optional[dict] = None) -> dict:
+        """Tracks of REAL videos finished by an earlier run, for their fakes: {(root, part, name): tracks}
+        (and their pair windows into ``windows``)."""
         out = {}
         for ds, e in entries:
             if e.label == "REAL":
@@ -179,9 +263,23 @@ class Extractor:
                         rec = json.load(f)
                     if rec.get("tracks"):
                         out[Schedule.key(ds, e)] = rec["tracks"]
+                        if windows is not None and rec.get("pairs") is not None:
+                            windows[Schedule.key(ds, e)] = rec["pairs"]
                 except (OSError, ValueError):
                     pass
         return out
+
+    @staticmethod
+    def _fakes_of(entries) -> dict:
+        """{original key: sorted names of its fakes in this shard} for REAL videos in it."""
+        reals = {Schedule.key(ds, e) for ds, e in entries if e.label == "REAL"}
+        out: dict = {}
+        for ds, e in entries:
+            if e.label == "FAKE" and e.original:
+                key = Schedule.key(ds, e, e.original)
+                if key in reals:
+                    out.setdefault(key, []).append(e.name)
+        return {k: sorted(v) for k, v in out.items()}
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -209,11 +307,16 @@ class Extractor:
                    {**asdict(cfg), "decoder_resolved": self.decoder, "device_resolved": str(self.device)})
         done = {e.path for ds, e in entries if not cfg.overwrite and _is_done(self.json_path(ds, e))}
         todo = [(i, ds, e) for i, (ds, e) in enumerate(entries) if e.path not in done]
-        originals = self._load_originals(entries)
+        windows: dict = {}
+        originals = self._load_originals(entries, windows)
 
         t0 = time.perf_counter()
         bar = _progress(len(todo), cfg.progress)
-        schedule = Schedule(todo, originals, cfg.reuse_original != "none")
+        recipe_waits = cfg.recipe == "ntech"  # pairs: a fake needs its original's windows
+        schedule = Schedule(todo, originals, cfg.reuse_original != "none" or recipe_waits,
+                            fakes_of=self._fakes_of(entries) if cfg.recipe != "medics" else None,
+                            load_crops=self._load_crops({Schedule.key(ds, e): (ds, e) for ds, e in entries})
+                            if self.request.diffs is not None else None, windows=windows)
         busy: dict = collections.Counter()
         stopped: Optional[BaseException] = None
 
@@ -282,7 +385,10 @@ class Extractor:
         try:
             record = self._record(ds, entry, res)
             if entry.label == "REAL":
-                schedule.original_done(ds, entry, record.get("tracks") if res.status in ("ok", "no_face") else None)
+                good = res.status in ("ok", "no_face")
+                schedule.original_done(ds, entry, record.get("tracks") if good else None,
+                                       self._original_crops(res) if good else None,
+                                       record.get("pairs") if good and "pairs" in record else None)
             clips, crops = self._files(record, res)
         except Exception as exc:  # noqa: BLE001 - one bad video never stops the run
             log.exception("%s failed", entry.path)
@@ -305,6 +411,23 @@ class Extractor:
             rows += [{"video": n, "status": "error", "error": f"refused name: {why}"} for n, why in ds.rejected]
         index_path = os.path.join(cfg.out, f"index-{shard_i}.csv" if shard_n > 1 else "index.csv")
         write_index(index_path, rows)
+        extra = {}
+        suffix = f"-{shard_i}" if shard_n > 1 else ""
+        if cfg.recipe == "selim":
+            crops = [row for rec in records for row in crop_rows(rec)]
+            check_folds(crops)
+            extra["crops_index"] = os.path.abspath(os.path.join(cfg.out, f"crops{suffix}.csv"))
+            write_crops_index(extra["crops_index"], crops)
+            extra["crops_with_landmarks"] = sum(1 for r in crops if r.get("landmarks"))
+            extra["diffs"] = sum(1 for r in crops if r.get("diff"))
+        if cfg.recipe == "ntech":
+            pairs = [row for rec in records for row in pair_rows(rec)]
+            check_folds([{"video": p["real_video"], "label": "REAL", "part": p["part"], "fold": p["fold"]} for p in pairs]
+                        + [{"video": p["fake_video"], "label": "FAKE", "part": p["part"], "original": p["real_video"],
+                            "fold": p["fold"]} for p in pairs])
+            extra["pairs_index"] = os.path.abspath(os.path.join(cfg.out, f"pairs{suffix}.csv"))
+            write_pairs_index(extra["pairs_index"], pairs)
+            extra["pairs"] = len(pairs)
 
         statuses: dict = {}
         for r in records:
@@ -337,7 +460,51 @@ class Extractor:
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
             "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
+            **({"recipe": cfg.recipe, **extra} if cfg.recipe != "medics" else {}),
         }
+
+
+def recipe_request(cfg: ExtractConfig) -> FacesRequest:
+    """The engine request of a recipe: what is computed per video, in the one pass."""
+    track = TrackConfig(method=cfg.track_method, chunk_size=cfg.chunk_size, min_clip_frames=cfg.min_clip_frames)
+    if cfg.recipe == "medics":
+        return FacesRequest(
+            every=cfg.every, detector=cfg.detector, track=track, clips=ClipSpec(size=cfg.clip_size),
+            crops=CropSpec(count=cfg.crops_per_video, margin=cfg.crop_margin,
+                           encode=cfg.crop_format) if cfg.crops_per_video > 0 else None,
+            reuse=cfg.reuse_original, to_host=True)
+    if cfg.recipe == "selim":
+        # crops of every 10th frame of every track (his frame % 10 == 0), at native size, kept as
+        # images so the fakes' SSIM diffs use the exact pixels the PNG files hold
+        return FacesRequest(
+            every=cfg.every, detector=cfg.detector, track=track,
+            crops=CropSpec(count=1, mode="every", every=cfg.crop_every, margin=cfg.crop_margin, encode=None),
+            diffs=DiffSpec(cfg.diff_dtype), reuse=cfg.reuse_original, to_host=True)
+    # ntech: IoU tracks of >= 5 detections (their pairing rule), pair clips, nothing else
+    track = TrackConfig(method="iou", chunk_size=None, min_detections=5, min_frames=1, max_frames=10**9,
+                        min_clip_frames=cfg.pair_length)
+    return FacesRequest(every=cfg.every, detector=cfg.detector, track=track,
+                        pairs=PairSpec(length=cfg.pair_length, box_mult=cfg.pair_box_mult), reuse="none",
+                        to_host=True)
+
+
+def load_crop_images(out: str, crops: list) -> Optional[tuple]:
+    """PNG crops of a record as ``(images, keys)`` (uint8 ``(N, Hmax, Wmax, 3)``, keys
+    ``(track, frame, h, w)``), or None when it has none."""
+    import numpy as np
+    from PIL import Image
+
+    if not crops:
+        return None
+    images = []
+    for c in crops:
+        with Image.open(os.path.join(out, c["path"])) as im:
+            images.append(np.asarray(im.convert("RGB")))
+    hm, wm = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    canvas = np.zeros((len(images), hm, wm, 3), dtype=np.uint8)
+    for k, im in enumerate(images):
+        canvas[k, :im.shape[0], :im.shape[1]] = im
+    return torch.from_numpy(canvas), [(c["track"], c["frame"], im.shape[0], im.shape[1]) for c, im in zip(crops, images)]
 
 
 def _people(tracks: list) -> int:

@@ -35,12 +35,59 @@ def index_rows(rec: dict, json_rel: str) -> list[dict]:
     return rows
 
 
-def write_index(path: str, rows: list[dict]) -> None:
+#: crops.csv (recipe selim): one row per 2D crop, Selim's folds CSV plus landmarks and diffs.
+CROP_FIELDS = ["video", "part", "label", "original", "fold", "fold_from", "track", "frame", "path", "landmarks", "diff",
+               "json"]
+#: pairs.csv (recipe ntech): one row per aligned REAL/FAKE pair clip.
+PAIR_FIELDS = ["real_video", "fake_video", "part", "fold", "fold_from", "track", "window", "fake_track", "start", "stop",
+               "x0", "y0", "x1", "y1", "real_clip", "fake_clip", "span_start", "span_stop"]
+
+
+def crop_rows(rec: dict) -> list[dict]:
+    """crops.csv rows of a video record: landmarks as 10 numbers (x, y of eyes, nose, mouth
+    corners, crop pixels), ``diff`` the SSIM difference mask of a fake's crop."""
+    if rec.get("status") != "ok":
+        return []
+    base = {k: rec.get(k) for k in ("video", "part", "label", "original", "fold", "fold_from")}
+    base["json"] = os.path.join("videos", rec["id"] + ".json")
+    return [{**base, "track": c["track"], "frame": c["frame"], "path": c["path"],
+             "landmarks": " ".join(f"{v:g}" for v in c["landmarks"]) if c.get("landmarks") else None,
+             "diff": c.get("diff")} for c in rec.get("crops", [])]
+
+
+def pair_rows(rec: dict) -> list[dict]:
+    """pairs.csv rows of a FAKE video's record."""
+    if rec.get("label") != "FAKE" or rec.get("status") != "ok":
+        return []
+    rows = []
+    for p in rec.get("pairs", []):
+        x0, y0, x1, y1 = p["box"]
+        rows.append({"real_video": rec.get("original"), "fake_video": rec["video"], "part": rec.get("part"),
+                     "fold": rec.get("fold"), "fold_from": rec.get("fold_from"), "track": p["track"],
+                     "window": p["window"], "fake_track": p.get("fake_track"), "start": p["start"], "stop": p["stop"],
+                     "x0": x0, "y0": y0, "x1": x1, "y1": y1, "real_clip": p["real_path"], "fake_clip": p["path"],
+                     "span_start": p["span"][0], "span_stop": p["span"][1]})
+    return rows
+
+
+def _write_csv(path: str, fields: list, rows: list[dict]) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=INDEX_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def write_index(path: str, rows: list[dict]) -> None:
+    _write_csv(path, INDEX_FIELDS, rows)
+
+
+def write_crops_index(path: str, rows: list[dict]) -> None:
+    _write_csv(path, CROP_FIELDS, rows)
+
+
+def write_pairs_index(path: str, rows: list[dict]) -> None:
+    _write_csv(path, PAIR_FIELDS, rows)
 
 
 def read_records(out: str, ids: list) -> list[tuple[dict, str]]:

@@ -27,10 +27,26 @@ def encode_clip(path: str, frames: torch.Tensor, fps: float, crf: int, keyint: i
     return time.perf_counter() - t0
 
 
+def encode_png(image) -> bytes:
+    """PNG bytes of a uint8 ``(h, w, 3)`` RGB or ``(h, w)`` grey image (OpenCV's encoder and
+    defaults, as Selim's ``cv2.imwrite``)."""
+    import cv2
+    import numpy as np
+
+    arr = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr[..., ::-1]  # RGB -> BGR
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an image of shape {arr.shape}")
+    return buf.tobytes()
+
+
 def write_files(files: list) -> float:
+    """Write ``(path, data)`` files: bytes as they are, images (tensors/arrays) as PNG."""
     t0 = time.perf_counter()
     for path, data in files:
-        write_bytes(path, data, verify_image)
+        write_bytes(path, data if isinstance(data, (bytes, bytearray)) else encode_png(data), verify_image)
     return time.perf_counter() - t0
 
 

@@ -38,8 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-w", "--weights", action="append", default=[], metavar="FILE", help="a checkpoint (repeatable)")
     ap.add_argument("-c", "--config", metavar="YAML", help="options from a YAML file (flags override it)")
     ap.add_argument("-o", "--out", default=None, help="output folder (default: infer_out)")
+    ap.add_argument("--recipe", default=None, choices=["medics", "selim", "ntech"],
+                    help="whose inference: medics (first 100 frames, tracks, 3D clips + 2D crops), selim (32 frames "
+                         "evenly spaced, every face letterboxed, confident strategy) or ntech (15 fps, IoU tracks, "
+                         "7-frame windows, sharpening); it sets the defaults of the options below (default: medics)")
     ap.add_argument("--aggregator", default=None, choices=["medics", "selim", "ntech"],
-                    help="per-video rule (default: medics)")
+                    help="per-video rule (default: the recipe's)")
     ap.add_argument("--frames", type=int, default=None, help="first N frames per video (default: 100)")
     ap.add_argument("--detect-every", type=int, default=None, help="detect on every n-th frame (default: 10)")
     ap.add_argument("--max-faces", type=int, default=None, help="faces per video (default: 5)")
@@ -72,7 +76,7 @@ def config_from_args(args: argparse.Namespace):
         values["inputs"] = inputs
     if weights:
         values["checkpoints"] = weights
-    for key in ("out", "aggregator", "frames", "detect_every", "max_faces", "tta", "time_budget", "device", "decoder",
+    for key in ("out", "recipe", "aggregator", "frames", "detect_every", "max_faces", "tta", "time_budget", "device", "decoder",
                 "workers", "videos_per_batch", "amp", "compile", "progress", "limit"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)

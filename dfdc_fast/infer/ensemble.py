@@ -144,6 +144,41 @@ class Ensemble:
         return scores
 
     @torch.no_grad()
+    def score_each_crop(self, member: Member, canvas: torch.Tensor, sizes: np.ndarray) -> torch.Tensor:
+        """(n,) probabilities, one per crop (Selim's inference): each crop of ``canvas``
+        (uint8 ``(N, H, W, 3)``, crop ``i`` in its top-left ``sizes[i]``) resized
+        isotropically to the member's side (area down, bicubic up) and zero-padded centred,
+        all in one ``crop_resize`` call; no flip."""
+        s = member.input_size
+        n = len(sizes)
+        if n == 0:
+            return torch.zeros(0, device=self.device)
+        h, w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
+        scale = s / np.maximum(h, w)
+        nh = np.maximum(1, np.round(h * scale)).astype(np.int64)
+        nw = np.maximum(1, np.round(w * scale)).astype(np.int64)
+        rois = np.stack([np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64), w, h, np.zeros(n, np.int64),
+                         np.zeros(n, np.int64), w, h, nw, nh, (s - nw) // 2, (s - nh) // 2], 1).astype(np.int64)
+        images = crop_resize(canvas.contiguous(), to_device(rois, canvas.device), (s, s), up_mode="bicubic")
+        return self._forward(member, images.permute(0, 3, 1, 2).float().div_(255))
+
+    @torch.no_grad()
+    def score_windows(self, member: Member, windows: torch.Tensor, flip: np.ndarray) -> torch.Tensor:
+        """(n,) probabilities of uint8 windows ``(n, T, H, W, 3)`` already cut to the model's
+        input (NTechLab's 224 x 192): a 3D member takes each window as a clip, a 2D member
+        its frames (T = 1, or the mean over T); ``flip[i]`` flips window ``i``."""
+        n, t = windows.shape[:2]
+        if n == 0:
+            return torch.zeros(0, device=self.device)
+        x = windows.permute(0, 4, 1, 2, 3).float().div_(255)  # (n, 3, T, H, W)
+        flips = to_device(np.asarray(flip, dtype=bool), self.device)
+        x = torch.where(flips[:, None, None, None, None], x.flip(-1), x)
+        if member.spec.kind == "3d":
+            return self._forward(member, x)
+        frames = x.permute(0, 2, 1, 3, 4).reshape(n * t, *x.shape[1:2], *x.shape[3:])
+        return self._forward(member, frames).view(n, t).mean(1)
+
+    @torch.no_grad()
     def score_crops(self, member: Member, canvas: torch.Tensor, sizes: np.ndarray, face: np.ndarray,
                     rank: np.ndarray, n_faces: int) -> torch.Tensor:
         """(n_faces,) probabilities from 2D crops: per face the median over its crops.

@@ -47,6 +47,10 @@ class InferConfig:
     margin_2d: float = 0.1        # 2D crop = box grown by this on each side (the Medics: 1.2x box)
     tta: bool = True              # 3D: average the clip and its horizontal flip
     aggregator: str = "medics"    # medics | selim | ntech
+    #: medics (default) | selim (32 frames evenly, every face, confident strategy) | ntech (15 fps,
+    #: IoU tracks, 7-frame windows, sharpening); it sets the fields left at their defaults
+    #: (dfdc_fast.infer.recipes.RECIPE_DEFAULTS)
+    recipe: str = "medics"
     device: Optional[str] = None
     decoder: str = "auto"
     workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine / cores - 1; 0: in-process
@@ -61,9 +65,13 @@ class InferConfig:
     def from_dict(cls, values: dict) -> "InferConfig":
         """Options from a mapping (a YAML file, flags): unknown keys refused with a suggestion,
         values converted to the fields' types (a YAML ``1e-4`` read as a string becomes a float)."""
+        from dfdc_fast.infer.recipes import RECIPE_DEFAULTS
         from dfdc_fast.runtime import typed_dataclass
 
-        return typed_dataclass(cls, values)
+        recipe = values.get("recipe", "medics")
+        if recipe not in RECIPE_DEFAULTS:
+            raise ValueError(f"recipe must be one of {sorted(RECIPE_DEFAULTS)}, got {recipe!r}")
+        return typed_dataclass(cls, {**RECIPE_DEFAULTS[recipe], **values})
 
 
 @dataclass
@@ -216,7 +224,13 @@ def run_inference(config: InferConfig) -> dict:
         results = results[:config.limit]
     for name, reason in refused:
         log.warning("refused %s: %s (no row)", name, reason)
-    scorer = FaceScorer(config, device)  # models first: a bad checkpoint fails before any output is touched
+    if config.recipe == "medics":  # models first: a bad checkpoint fails before any output is touched
+        scorer = FaceScorer(config, device)
+    else:
+        from dfdc_fast.infer.recipes import RecipeScorer
+
+        scorer = RecipeScorer(config, device)
+        scorer.request()  # refuses members the recipe cannot score, before any output
     os.makedirs(config.out, exist_ok=True)
     lock = FolderLock(config.out, "infer").acquire()
     try:
@@ -255,7 +269,8 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     todo = [r for r in results if r.status == "pending"]
     bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not config.progress, dynamic_ncols=True)
     workers = default_workers(device) if config.workers is None else config.workers
-    request = faces_request(config, scorer.ensemble.kinds)
+    request = faces_request(config, scorer.ensemble.kinds) if config.recipe == "medics" else scorer.request()
+    count_faces = (lambda g: len(g.tracks)) if config.recipe == "medics" else scorer.faces
     level_of: dict = {}
     state = {"stopped": False}
     reserve_s = 3.0  # writing the last files and stopping the workers
@@ -323,17 +338,17 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                 scores = [{} for _ in scoreable]
             t2 = time.perf_counter()
             by_key = {g.key: s for g, s in zip(scoreable, scores)}
-            n_faces = sum(len(g.tracks) for g in scoreable) or 1
+            n_faces = sum(count_faces(g) for g in scoreable) or 1
             peaks += [g.peak_memory_mb for g in group if g.peak_memory_mb is not None]
             for g in group:
                 r = todo[g.key]
                 r.level = LEVELS[level_of[g.key]][0]
-                r.faces = len(g.tracks)
+                r.faces = count_faces(g)
                 r.timings = {k: round(v, 4) for k, v in g.timings.items()}
-                r.timings["models_s"] = round((t2 - t1) * len(g.tracks) / n_faces, 4)  # the group's, by faces
+                r.timings["models_s"] = round((t2 - t1) * r.faces / n_faces, 4)  # the group's, by faces
                 if g.status in ("decode_error", "error"):
                     r.status, r.error = g.status, g.error
-                elif g.status != "ok" or g.key not in by_key:
+                elif g.status != "ok" or not by_key.get(g.key):
                     r.status, r.error = "no_face", g.error
                 else:
                     r.scores = by_key[g.key]

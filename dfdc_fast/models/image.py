@@ -238,6 +238,14 @@ def efficientnet_b7_seq(*, num_classes: int = 1, drop_path_rate: float = 0.2, **
     return efficientnet_seq("tf_efficientnet_b7", num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
 
 
-__all__ = ["timm_model", "seresnext50_32x4d", "EFFICIENTNET_SIDES", "TemporalPointwiseConv", "ClipDropPath",
+@register_model("efficientnet_b0_seq", ModelSpec(
+    "efficientnet_b0_seq", "3d", 224, 7, "imagenet",
+    "EfficientNet-B0 with (3,1,1) temporal expansion convs: a small stand-in for efficientnet_b7_seq (CI, smoke runs)",
+    head="net.classifier"))
+def efficientnet_b0_seq(*, num_classes: int = 1, drop_path_rate: float = 0.0, **kwargs: Any) -> SequenceEfficientNet:
+    return efficientnet_seq("tf_efficientnet_b0", num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
+
+
+__all__ = ["timm_model", "efficientnet_b0_seq", "seresnext50_32x4d", "EFFICIENTNET_SIDES", "TemporalPointwiseConv", "ClipDropPath",
            "SequenceEfficientNet", "inflate_efficientnet", "inflate_pointwise_weight", "efficientnet_seq",
            "efficientnet_b7_seq"] + [f"efficientnet_{v}" for v in EFFICIENTNET_SIDES]

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 
-def interpolate_boxes_np(keyframes, key_boxes, start: int, stop: int) -> np.ndarray:
-    """float32 ``(stop - start, 4)`` boxes for every frame of ``[start, stop)`` from boxes at
+def interpolate_boxes_np(keyframes, key_boxes, start: int, stop: int, width: int = 4) -> np.ndarray:
+    """float32 ``(stop - start, width)`` boxes for every frame of ``[start, stop)`` from boxes at
     sorted ``keyframes`` (numpy): linear between keyframes, held before the first and after
-    the last."""
+    the last. ``width`` 10 interpolates five landmarks the same way."""
     kf = np.asarray(keyframes, dtype=np.float32).reshape(-1)
-    kb = np.asarray(key_boxes, dtype=np.float32).reshape(-1, 4)
+    kb = np.asarray(key_boxes, dtype=np.float32).reshape(-1, width)
     frames = np.arange(start, stop, dtype=np.float32)
     if kf.size == 1:
         return np.repeat(kb, frames.size, axis=0)

@@ -141,9 +141,11 @@ def track_faces(
     rows_of = {c: np.flatnonzero(chunk_of == c) for c in chunks}
 
     if cfg.method == "mask":
-        groups, boxes, scores = _mask_groups(detections, cfg, chunks, rows_of)
+        groups, boxes, scores, landmarks = _mask_groups(detections, cfg, chunks, rows_of)
     else:
-        boxes, scores, counts = fetch(detections.boxes, detections.scores, detections.counts)
+        extra = (detections.landmarks,) if detections.landmarks is not None else ()
+        boxes, scores, counts, *rest = fetch(detections.boxes, detections.scores, detections.counts, *extra)
+        landmarks = rest[0] if rest else None
         groups = {c: iou_tracks(boxes, scores, counts, rows_of[c].tolist(), cfg.iou, cfg.min_detections)
                   for c in chunks}
 
@@ -155,7 +157,7 @@ def track_faces(
         built = []
         for g in groups[c]:
             made = _build_track(g, c, fi, boxes, scores, position, step, min(chunk_end, num_frames), cfg,
-                                detections.frame_size, device)
+                                detections.frame_size, device, landmarks)
             if made is not None:
                 built.append(made[0])
                 ends[id(made[0])] = made[1]
@@ -267,7 +269,9 @@ def _mask_groups(detections: Detections, cfg: TrackConfig, chunks: list[int], ro
     det_label = labels[b_dev[:, None], s_dev[:, None], cells[..., 0], cells[..., 2]]
     det_label = torch.where(detections.valid, det_label, torch.zeros_like(det_label))
 
-    det_label, boxes, scores = fetch(det_label, detections.boxes, detections.scores)  # the one sync
+    extra = (detections.landmarks,) if detections.landmarks is not None else ()
+    det_label, boxes, scores, *rest = fetch(det_label, detections.boxes, detections.scores, *extra)  # the one sync
+    landmarks = rest[0] if rest else None
     groups = {}
     for c in chunks:
         rows = rows_of[c]
@@ -276,7 +280,7 @@ def _mask_groups(detections: Detections, cfg: TrackConfig, chunks: list[int], ro
         for r, k in zip(*np.nonzero(lab > 0)):  # row-major: time order within a component
             members.setdefault(int(lab[r, k]), []).append((int(rows[r]), int(k)))
         groups[c] = [members[l] for l in sorted(members)]  # label order = raster order of first voxel
-    return groups, boxes, scores
+    return groups, boxes, scores, landmarks
 
 
 def _build_track(
@@ -291,6 +295,7 @@ def _build_track(
     cfg: TrackConfig,
     frame_size: tuple[int, int],
     device: torch.device,
+    landmarks: Optional[np.ndarray] = None,
 ) -> Optional[tuple[FaceTrack, tuple[np.ndarray, np.ndarray]]]:
     """The track of one group of detections and its first and last detection boxes (host),
     or None when it is too short to keep."""
@@ -319,6 +324,11 @@ def _build_track(
         union = square_box(union, frame_size)
     union = clip_box(union, frame_size)
 
+    track_landmarks = None
+    if landmarks is not None:
+        key_points = np.stack([landmarks[r, best[r]] for r in rows]).astype(np.float32).reshape(-1, 10)
+        track_landmarks = to_device(interpolate_boxes_np(keyframes, key_points, start, stop, width=10).reshape(-1, 5, 2),
+                                    device)
     track = FaceTrack(
         track_id=-1,
         chunk=chunk,
@@ -329,5 +339,6 @@ def _build_track(
         score=float(np.mean(np.array([scores[r, k] for r, k in dets], dtype=np.float32))),
         keyframes=torch.from_numpy(np.ascontiguousarray(keyframes, dtype=np.int64)),
         too_short=stop - start < cfg.min_clip_frames,
+        landmarks=track_landmarks,
     )
     return track, (key_boxes[0], key_boxes[-1])

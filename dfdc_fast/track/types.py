@@ -22,6 +22,9 @@ class FaceTrack:
         score: mean detector score over the track's detections.
         keyframes: int64 ``(n,)`` on CPU: the sampled frames where the face was detected.
         too_short: True when the track has fewer frames than a 3D model trains on.
+        landmarks: float32 ``(stop - start, 5, 2)`` or None: the detector's five points
+            (eyes, nose, mouth corners as x, y in full-resolution pixels) of the keyframe
+            faces, interpolated between keyframes like ``boxes`` (exact on keyframes).
         person: the person this track shows, the same across chunks (0-based, in order of
             first appearance in the list ``track_faces`` returned); None when not linked.
             Chunking makes one person several tracks: count people with this.
@@ -36,6 +39,7 @@ class FaceTrack:
     score: float
     keyframes: torch.Tensor
     too_short: bool = False
+    landmarks: Optional[torch.Tensor] = None
     person: Optional[int] = None
 
     def __post_init__(self):
@@ -45,6 +49,8 @@ class FaceTrack:
             raise ValueError(f"box must be (4,), got {tuple(self.box.shape)}")
         if self.boxes.shape != (self.stop - self.start, 4):
             raise ValueError(f"boxes must be ({self.stop - self.start}, 4), got {tuple(self.boxes.shape)}")
+        if self.landmarks is not None and self.landmarks.shape != (self.stop - self.start, 5, 2):
+            raise ValueError(f"landmarks must be ({self.stop - self.start}, 5, 2), got {tuple(self.landmarks.shape)}")
 
     @property
     def num_frames(self) -> int:

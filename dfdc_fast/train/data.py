@@ -29,6 +29,23 @@ class Sample:
     group: str         # the REAL original's name: fakes and their original share it
     frames: int = 0    # frames in the clip (0 for images)
     keyint: int = 0    # the clip's maximum keyframe interval as extraction recorded it (0: unknown)
+    fold: int = -1     # Selim's fold (crops.csv / pairs.csv), -1 when unknown
+    frame: int = -1    # the video frame a crop shows (crops.csv)
+    landmarks: tuple | None = None  # ten numbers: x, y of eyes, nose, mouth corners in crop pixels
+    diff: str = ""     # SSIM difference mask of a fake's crop (absolute path), "" when none
+
+
+@dataclass(frozen=True)
+class PairSample:
+    """One of NTechLab's aligned pairs: the same face window cut from a REAL video and a FAKE."""
+
+    real: str          # absolute path of the REAL pair clip
+    fake: str          # ... and of the FAKE one
+    real_video: str
+    fake_video: str
+    part: str
+    group: str
+    fold: int = -1
 
 
 def _part_number(part: str) -> int | None:
@@ -77,6 +94,57 @@ def read_clip_index(root: str, kind: str = "3d") -> list[Sample]:
     return samples
 
 
+def read_crops_csv(root: str) -> list[Sample]:
+    """Samples of ``crops.csv`` (``extract --recipe selim``): one per crop, with its fold,
+    frame, landmarks and (for fakes) SSIM difference mask."""
+    import csv as _csv
+
+    path = os.path.join(root, "crops.csv")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `python -m dfdc_fast.extract ... --recipe selim -o {root}` first")
+    samples = []
+    with open(path, newline="") as f:
+        for row in _csv.DictReader(f):
+            label = LABEL_VALUES.get((row.get("label") or "").upper())
+            if label is None:
+                continue
+            group = f"{row.get('part') or ''}/{os.path.splitext(row.get('original') or row['video'])[0] if label else os.path.splitext(row['video'])[0]}"
+            landmarks = tuple(float(v) for v in row["landmarks"].split()) if row.get("landmarks") else None
+            if landmarks is not None and len(landmarks) != 10:
+                raise ValueError(f"{path}: a crop of {row['video']} has {len(landmarks)} landmark numbers, not 10")
+            samples.append(Sample(os.path.join(root, row["path"]), label, row["video"], row.get("part") or "", group,
+                                  fold=int(row["fold"]) if row.get("fold") not in (None, "") else -1,
+                                  frame=int(row["frame"]), landmarks=landmarks,
+                                  diff=os.path.join(root, row["diff"]) if row.get("diff") else ""))
+    if not samples:
+        raise ValueError(f"{path} lists no labelled crops")
+    return samples
+
+
+def read_pairs_csv(root: str) -> list[PairSample]:
+    """Pairs of ``pairs.csv`` (``extract --recipe ntech``)."""
+    import csv as _csv
+
+    path = os.path.join(root, "pairs.csv")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `python -m dfdc_fast.extract ... --recipe ntech -o {root}` first")
+    with open(path, newline="") as f:
+        pairs = [PairSample(os.path.join(root, r["real_clip"]), os.path.join(root, r["fake_clip"]), r["real_video"],
+                            r["fake_video"], r.get("part") or "",
+                            f"{r.get('part') or ''}/{os.path.splitext(r['real_video'])[0]}",
+                            int(r["fold"]) if r.get("fold") not in (None, "") else -1)
+                 for r in _csv.DictReader(f)]
+    if not pairs:
+        raise ValueError(f"{path} lists no pairs (no FAKE video had a track aligned with its original's)")
+    return pairs
+
+
+def split_by_fold(samples: Sequence, fold: int) -> tuple[list, list]:
+    """(train, val): the samples of ``fold`` are held out (Selim's fold 0 = DFDC parts 0-2).
+    Folds keep a fake with its original (extraction checks it), so no face leaks."""
+    return [s for s in samples if s.fold != fold], [s for s in samples if s.fold == fold]
+
+
 def _readable(path: str) -> bool:
     """A fast header check: an MP4 with a video track, or a JPEG/PNG that starts as one."""
     try:
@@ -93,20 +161,28 @@ def _readable(path: str) -> bool:
         return False
 
 
-def validate_samples(samples: Sequence[Sample], root: str) -> None:
-    """Raise before training when clips or crops the index lists are missing or unreadable
-    (a fast header check of every file), naming them and how to redo them."""
+def _sample_paths(s) -> tuple:
+    """The files a sample reads: its clip or crop (and SSIM diff), or a pair's two clips."""
+    if isinstance(s, PairSample):
+        return s.real, s.fake
+    return (s.path, s.diff) if s.diff else (s.path,)
+
+
+def validate_samples(samples: Sequence, root: str) -> None:
+    """Raise before training when clips or crops the index lists (index.csv, crops.csv or
+    pairs.csv) are missing or unreadable (a fast header check of every file), naming them
+    and how to redo them."""
     from concurrent.futures import ThreadPoolExecutor
 
     from dfdc_fast.errors import UserError
 
-    paths = sorted({s.path for s in samples})
+    paths = sorted({p for s in samples for p in _sample_paths(s)})
     with ThreadPoolExecutor(8) as pool:
         ok = list(pool.map(_readable, paths))
     bad = [p for p, good in zip(paths, ok) if not good]
     if bad:
         shown = ", ".join(os.path.relpath(p, root) for p in bad[:5])
-        raise UserError(f"{len(bad)} of {len(paths)} files that {os.path.join(root, 'index.csv')} lists are missing "
+        raise UserError(f"{len(bad)} of {len(paths)} files that the index in {root} lists are missing "
                         f"or unreadable (e.g. {shown}). Re-extract those videos: delete their videos/*.json in {root} "
                         "and rerun the extraction, which redoes exactly those")
 

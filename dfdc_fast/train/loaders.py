@@ -62,11 +62,28 @@ def sample_rng(seed: int, epoch: int, position: int, train: bool) -> random.Rand
 
 @dataclass(frozen=True)
 class Item:
-    """One position of an epoch: a clip and its window (``window`` None for a 2D image)."""
+    """One position of an epoch: a clip and its window (``window`` None for a 2D image).
+    A 2D image with ``diff`` not None also returns Selim's cut-out inputs (landmarks, the
+    kept diff pixels of each bit mask; ``diff`` "" when it has no mask)."""
 
     path: str
     label: float
     window: tuple | None = None
+    landmarks: tuple | None = None
+    diff: str | None = None
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """One of NTechLab's pairs: frames ``indices`` of the REAL and the FAKE clip, augmented
+    alike from ``seed`` (training) or centre-cropped (``train`` False)."""
+
+    real: str
+    fake: str
+    indices: tuple
+    seed: int
+    train: bool
+    label: float = 0.5  # the target is drawn in the step (mixup); kept for the plan's labels
 
 
 @dataclass
@@ -90,6 +107,8 @@ class EpochPlan:
 
     @property
     def kind(self) -> str:
+        if self.items and isinstance(self.items[0], PairItem):
+            return "pairs"
         return "2d" if self.items and self.items[0].window is None else "3d"
 
     def labels(self) -> torch.Tensor:
@@ -97,23 +116,41 @@ class EpochPlan:
 
 
 def plan_epoch(samples: Sequence[Sample], order: Sequence[int], *, frames: int, batch_size: int, train: bool,
-               seed: int, epoch: int, drop_last: bool = True) -> EpochPlan:
+               seed: int, epoch: int, drop_last: bool = True, cutout: bool = False) -> EpochPlan:
     """The :class:`EpochPlan` of ``samples[order]``: windows drawn from ``(seed, epoch, position)``
-    in training, starting at frame 0 in validation (``train=False``)."""
+    in training, starting at frame 0 in validation (``train=False``). ``cutout``: 2D items
+    also deliver Selim's cut-out inputs."""
     items = []
     for position, i in enumerate(order):
         s = samples[i]
         if s.frames == 0 and s.path.lower().endswith(IMAGE_SUFFIXES):
-            items.append(Item(s.path, float(s.label)))
+            items.append(Item(s.path, float(s.label), landmarks=s.landmarks, diff=s.diff or "") if cutout
+                         else Item(s.path, float(s.label)))
         else:
             rng = sample_rng(seed, epoch, position, train)
             items.append(Item(s.path, float(s.label), tuple(window_indices(s, frames, rng))))
     return EpochPlan(items, batch_size, drop_last)
 
 
-def read_item(item: Item, image_size: int | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, int | None, int, int]:
-    """Decode one item on the CPU: ``(frames, decoded, expected, seek_misses)``; a window
-    ``(T, H, W, 3)`` from the keyframe before it, or a letterboxed image (``decoded`` None)."""
+def plan_pairs(pairs: Sequence, order: Sequence[int], *, indices: Sequence[int], batch_size: int, train: bool,
+               seed: int, epoch: int, drop_last: bool = True) -> EpochPlan:
+    """The :class:`EpochPlan` of NTechLab's pairs ``pairs[order]``: each item's augmentation
+    (and re-encode) seed depends on ``(seed, epoch, position)`` only."""
+    items = []
+    for position, i in enumerate(order):
+        p = pairs[i]
+        rng = sample_rng(seed, epoch, position, True)
+        items.append(PairItem(p.real, p.fake, tuple(int(k) for k in indices), rng.getrandbits(62), train))
+    return EpochPlan(items, batch_size, drop_last)
+
+
+def read_item(item, image_size: int | None = None, out: np.ndarray | None = None,
+              pair_options: dict | None = None) -> tuple:
+    """Decode one item on the CPU: ``(frames, decoded, expected, seek_misses, extras)``; a window
+    ``(T, H, W, 3)`` from the keyframe before it, a letterboxed image (``decoded`` None), or a
+    pair ``(2, T, H, W, 3)``. ``extras`` is None or a dict of arrays (cut-out inputs)."""
+    if isinstance(item, PairItem):
+        return read_pair(item, pair_options or {}), None, 0, 0, None
     if item.window is None:
         from PIL import Image
 
@@ -121,10 +158,117 @@ def read_item(item: Item, image_size: int | None = None, out: np.ndarray | None 
 
         with Image.open(item.path) as im:
             image = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
+        h, w = image.shape[:2]
+        extras = None
+        if item.diff is not None:
+            extras = cutout_inputs(item, h, w, image_size)
         image = letterbox(image, image_size) if image_size else image
-        return image.numpy(), None, 0, 0
+        return image.numpy(), None, 0, 0, extras
     frames, decoded, misses = decode_window(item.path, item.window, out=out)
-    return frames, decoded, expected_decoded(packet_index(item.path), item.window), misses
+    return frames, decoded, expected_decoded(packet_index(item.path), item.window), misses, None
+
+
+def cutout_inputs(item: Item, h: int, w: int, size: int | None) -> dict:
+    """Selim's cut-out inputs of a crop, in its letterboxed pixels: landmarks, whether it has
+    them, the six bit masks' kept diff pixels (counted at native size), the bit masks' split
+    point and the letterbox scale."""
+    from dfdc_fast.augment.cutout import bit_mask_counts
+
+    if size:
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (size - nh) // 2, (size - nw) // 2
+        sx, sy = nw / w, nh / h
+    else:
+        scale, top, left, sx, sy = 1.0, 0, 0, 1.0, 1.0
+    diff = None
+    if item.diff:
+        from PIL import Image
+
+        with Image.open(item.diff) as im:
+            diff = np.asarray(im.convert("L"))
+    has = item.landmarks is not None
+    points = np.asarray(item.landmarks if has else [0.0] * 10, dtype=np.float32).reshape(5, 2)
+    points = (points + 0.5) * np.array([sx, sy], np.float32) + np.array([left, top], np.float32)  # pixel centres
+    mid = w // 2  # his split, width for both axes
+    return {"landmarks": points, "has_landmarks": np.bool_(has), "diff_counts": bit_mask_counts(diff, h, w),
+            "bit_mid": np.array([left + mid * sx, top + mid * sy], np.float32), "scale": np.float32(scale)}
+
+
+_AUTOAUGMENT: dict = {}
+
+
+def _autoaugment(crop: tuple):
+    """timm's AutoAugment ``original-mstd0.5`` as NTechLab built it (translate 45% of the
+    shorter crop side, ImageNet mean fill); one per process."""
+    key = tuple(crop)
+    if key not in _AUTOAUGMENT:
+        from timm.data.auto_augment import auto_augment_transform
+
+        mean = (0.485, 0.456, 0.406)
+        _AUTOAUGMENT[key] = auto_augment_transform(
+            "original-mstd0.5", {"translate_const": int(min(crop) * 0.45), "img_mean": tuple(round(255 * x) for x in mean)})
+    return _AUTOAUGMENT[key]
+
+
+def read_pair(item: PairItem, options: dict) -> np.ndarray:
+    """uint8 ``(2, T, ch, cw, 3)``: the REAL and FAKE frames of a pair after NTechLab's
+    training pipeline (re-encode with p 0.5, shorter side to ``min_size``, flip, random
+    ``crop``, AutoAugment), one random state for both clips; validation: resize and centre
+    crop only. ``options``: crop, min_size, reencode (Reencode kwargs), autoaugment, same_aug."""
+    import random
+
+    import cv2
+
+    from dfdc_fast.augment.reencode import Reencode, map_indices, reencode
+
+    rng = random.Random(item.seed)
+    crop = tuple(int(v) for v in options.get("crop", (224, 192)))
+    min_size = int(options.get("min_size", 224))
+    index = packet_index(item.real)
+    n, h, w = index.num_frames, index.height, index.width
+    params = None
+    if item.train and options.get("reencode"):
+        params = Reencode(**options["reencode"]).sample(rng, 30.0, h, w)  # their clips: 30 fps
+    clips = []
+    for path in (item.real, item.fake):
+        if params is None:
+            frames, _, _ = decode_window(path, list(item.indices))
+        else:
+            whole, _, _ = decode_window(path, list(range(n)))
+            coded = reencode(whole, 30.0, params)
+            frames = coded[map_indices(item.indices, n, len(coded))]
+        clips.append(frames)
+    if clips[0].shape != clips[1].shape:
+        raise ValueError(f"pair clips differ in shape: {item.real} {clips[0].shape}, {item.fake} {clips[1].shape}")
+    t, fh, fw = clips[0].shape[:3]
+    scale = min_size / min(fh, fw)
+    nh, nw = max(crop[0], round(fh * scale)), max(crop[1], round(fw * scale))
+    same = bool(options.get("same_aug", True))
+    p_aa = float(options.get("autoaugment", 0.0)) if item.train else 0.0
+
+    def draw():
+        if not item.train:
+            return False, (nh - crop[0]) // 2, (nw - crop[1]) // 2, False, 0
+        return (rng.random() < 0.5, rng.randint(0, nh - crop[0]), rng.randint(0, nw - crop[1]), rng.random() < p_aa,
+                rng.getrandbits(62))
+
+    states = [draw()] * t if same else [draw() for _ in range(t)]
+    out = np.empty((2, t, crop[0], crop[1], 3), dtype=np.uint8)
+    for c, frames in enumerate(clips):
+        for i in range(t):
+            flip, y0, x0, aa, aa_seed = states[i]
+            img = cv2.resize(frames[i], (nw, nh), interpolation=cv2.INTER_LINEAR)  # albumentations' SmallestMaxSize
+            if flip:
+                img = img[:, ::-1]
+            img = np.ascontiguousarray(img[y0:y0 + crop[0], x0:x0 + crop[1]])
+            if aa:
+                from PIL import Image
+
+                random.seed(aa_seed)  # timm's AutoAugment draws from `random`: the same ops on every frame
+                img = np.asarray(_autoaugment(crop)(Image.fromarray(img)))
+            out[c, i] = img
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,12 +278,13 @@ def read_item(item: Item, image_size: int | None = None, out: np.ndarray | None 
 class _ItemDataset(torch.utils.data.Dataset):
     """Decodes the :class:`Item` it is indexed with (the batch sampler hands out items)."""
 
-    def __init__(self, image_size: int | None):
+    def __init__(self, image_size: int | None, pair_options: dict | None = None):
         self.image_size = image_size
+        self.pair_options = pair_options or {}
 
     def __getitem__(self, item: Item):
-        frames, decoded, expected, misses = read_item(item, self.image_size)
-        return torch.from_numpy(frames), item.label, decoded, expected, misses
+        frames, decoded, expected, misses, extras = read_item(item, self.image_size, pair_options=self.pair_options)
+        return torch.from_numpy(frames), item.label, decoded, expected, misses, extras
 
 
 class _PlanBatches:
@@ -157,8 +302,11 @@ class _PlanBatches:
 
 
 def _collate(batch):
-    frames, labels, decoded, expected, misses = zip(*batch)
-    return torch.stack(frames), torch.tensor(labels, dtype=torch.float32), (list(decoded), list(expected), list(misses))
+    frames, labels, decoded, expected, misses, extras = zip(*batch)
+    stats = (list(decoded), list(expected), list(misses))
+    if extras[0] is not None:
+        stats += ({k: torch.from_numpy(np.stack([e[k] for e in extras])) for k in extras[0]},)
+    return torch.stack(frames), torch.tensor(labels, dtype=torch.float32), stats
 
 
 class DevicePrefetcher:
@@ -177,6 +325,8 @@ class DevicePrefetcher:
         for host_batch in batches:
             frames, labels, extra = host_batch
             with torch.cuda.stream(stream):
+                if len(extra) > 3:  # cut-out inputs travel with the batch
+                    extra = extra[:3] + ({k: v.to(self.device, non_blocking=True) for k, v in extra[3].items()},)
                 ahead.append((frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), extra))
             if len(ahead) > self.depth:
                 yield self._hand_over(stream, ahead.pop(0))
@@ -189,6 +339,8 @@ class DevicePrefetcher:
         frames, labels, extra = batch
         frames.record_stream(current)
         labels.record_stream(current)
+        for v in (extra[3].values() if len(extra) > 3 else ()):
+            v.record_stream(current)
         return frames, labels, extra
 
 
@@ -199,12 +351,13 @@ class PyavLoader:
 
     name = "pyav"
 
-    def __init__(self, device: torch.device, workers: int = 2, prefetch: int = 2, image_size: int | None = None):
+    def __init__(self, device: torch.device, workers: int = 2, prefetch: int = 2, image_size: int | None = None,
+                 pair_options: dict | None = None):
         self.device = torch.device(device)
         self.stats = DecodeStats()
         self._sampler = _PlanBatches()
         self._loader = torch.utils.data.DataLoader(
-            _ItemDataset(image_size), batch_sampler=self._sampler, num_workers=workers, collate_fn=_collate,
+            _ItemDataset(image_size, pair_options), batch_sampler=self._sampler, num_workers=workers, collate_fn=_collate,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=prefetch if workers else None,
         )
@@ -214,11 +367,11 @@ class PyavLoader:
         if len(plan) == 0:
             return
         self._sampler.plan = plan
-        for frames, labels, (decoded, expected, misses) in self._prefetch(iter(self._loader)):
+        for frames, labels, (decoded, expected, misses, *extras) in self._prefetch(iter(self._loader)):
             for d, e, m in zip(decoded, expected, misses):
                 if d is not None:
                     self.stats.add(d, frames.shape[1], e, m)
-            yield frames, labels
+            yield (frames, labels, extras[0]) if extras else (frames, labels)
 
     def close(self) -> None:
         it = getattr(self._loader, "_iterator", None)
@@ -606,12 +759,16 @@ def resolve_loader(name: str, device: torch.device, kind: str) -> str:
                       "(`pip install pynvvideocodec`); or pass loader='pyav' to decode on the CPU")
 
 
-def make_loader(name: str, device: torch.device, workers: int, prefetch: int = 2, image_size: int | None = None):
+def make_loader(name: str, device: torch.device, workers: int, prefetch: int = 2, image_size: int | None = None,
+                pair_options: dict | None = None):
     """Build the loader ``name`` (already resolved); it serves every epoch of a run.
-    ``image_size`` letterboxes 2D crops (PyAV loader only)."""
+    ``image_size`` letterboxes 2D crops, ``pair_options`` prepares NTechLab's pairs (PyAV
+    loader only: both decode and augment in its CPU worker processes)."""
     device = torch.device(device)
+    if pair_options is not None and name != "pyav":
+        raise ValueError(f"NTechLab's pairs are re-encoded and augmented in CPU workers: use loader='pyav', got {name!r}")
     if name == "pyav":
-        return PyavLoader(device, workers, prefetch, image_size)
+        return PyavLoader(device, workers, prefetch, image_size, pair_options)
     if name == "nvdec":
         return NvdecLoader(device, max(1, workers), prefetch)
     if name == "dali":

@@ -24,8 +24,9 @@ import torch
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.errors import ConfigError, UserError
-from dfdc_fast.train.data import balanced_epoch, read_clip_index, split_samples, validate_samples
-from dfdc_fast.train.loaders import make_loader, plan_epoch, resolve_loader
+from dfdc_fast.train.data import (balanced_epoch, read_clip_index, read_crops_csv, read_pairs_csv, split_by_fold,
+                                  split_samples, validate_samples)
+from dfdc_fast.train.loaders import make_loader, plan_epoch, plan_pairs, resolve_loader
 from dfdc_fast.train.metrics import append_metrics, plot_metrics, validation_problem, video_log_loss
 from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
 
@@ -65,15 +66,19 @@ def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.o
 
 
 def make_schedule(config: TrainConfig, optimizer, total_steps: int):
-    """OneCycle (the Medics, stepped per batch), poly 0.9 (Selim) or constant."""
+    """OneCycle (the Medics, stepped per batch), poly 0.9 (Selim), linear decay to 0 over the
+    steps after the head-only warm-up (NTechLab: lr (1 - it / 100k)) or constant."""
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(1, total_steps),
                                                    pct_start=config.pct_start)
     if config.schedule == "poly":
         return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, total_steps), power=0.9)
+    if config.schedule == "linear":
+        span = max(1, total_steps - config.warmup_head_steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1.0 - it / span))
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    raise ValueError(f"schedule must be onecycle, poly or constant, got {config.schedule!r}")
+    raise ValueError(f"schedule must be onecycle, poly, linear or constant, got {config.schedule!r}")
 
 
 def make_augment(config: TrainConfig, kind: str, size: int, device: torch.device):
@@ -133,6 +138,74 @@ def epoch_order(samples, epoch: int, items: int, *, seed: int, mode: str) -> lis
         order += balanced_epoch(samples, epoch * 1000 + k, seed=seed, mode=mode)
         k += 1
     return order[:items]
+
+
+def pair_epoch_order(count: int, epoch: int, items: int, *, seed: int) -> list[int]:
+    """``items`` pair indices for one epoch: shuffles of all pairs drawn from ``(seed, epoch)``."""
+    import random
+
+    if count < 1:
+        return []
+    order: list[int] = []
+    k = 0
+    while len(order) < items:
+        idx = list(range(count))
+        random.Random(seed * 100_003 + epoch * 1000 + k).shuffle(idx)
+        order += idx
+        k += 1
+    return order[:items]
+
+
+def read_training_data(config: TrainConfig, kind: str) -> list:
+    """The samples ``config.dataset`` names: index.csv clips or crops, Selim's crops.csv or
+    NTechLab's pairs.csv."""
+    if config.dataset == "pairs":
+        return read_pairs_csv(config.data)
+    if config.dataset == "crops_csv":
+        if kind != "2d":
+            raise ValueError(f"dataset crops_csv holds 2D crops, but {config.model} is a {kind} model")
+        return read_crops_csv(config.data)
+    return read_clip_index(config.data, kind)
+
+
+def split_training_data(config: TrainConfig, samples: list) -> tuple[list, list]:
+    """(train, val): fold ``val_fold`` held out (Selim's 0), else DFDC parts / a fraction of
+    the original-video groups; validation keeps crops of frames that are multiples of
+    ``val_frame_every`` (Selim: 20)."""
+    if config.val_fold is not None:
+        train, val = split_by_fold(samples, config.val_fold)
+    else:
+        train, val = split_samples(samples, val_parts=config.val_parts, val_fraction=config.val_fraction,
+                                   seed=config.seed)
+    if config.val_frame_every:
+        val = [s for s in val if getattr(s, "frame", -1) >= 0 and s.frame % config.val_frame_every == 0]
+    return train, val
+
+
+@torch.no_grad()
+def predict_pairs(model, pairs, *, spec, indices, loader, batch_size: int, device: torch.device, dtype):
+    """``(videos, labels, probs)``: each pair's REAL and FAKE clip scored apart (centre crop,
+    no mixup; a frame model's frames averaged), labels 0 and 1."""
+    from dfdc_fast.models import normalize
+
+    model.eval()
+    plan = plan_pairs(pairs, range(len(pairs)), indices=indices, batch_size=batch_size, train=False, seed=0, epoch=0,
+                      drop_last=False)
+    probs: list[torch.Tensor] = []
+    for batch, *_ in loader.iterate(plan):
+        b, two, t, h, w, _ = batch.shape
+        x = batch.reshape(b * two, t, h, w, 3).permute(0, 4, 1, 2, 3).float().div_(255.0)  # (2B, 3, T, H, W)
+        if spec.kind == "2d":
+            x = x.permute(0, 2, 1, 3, 4).reshape(b * two * t, 3, h, w)
+        x = normalize(x, spec)
+        with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+            logits = model(x)
+        p = torch.sigmoid(logits.float().reshape(len(x), -1)[:, 0])
+        probs.append(p.reshape(b * two, -1).mean(1) if spec.kind == "2d" else p)
+    flat = torch.cat(probs).tolist() if probs else []
+    videos = [v for p in pairs for v in (p.real_video, p.fake_video)]
+    labels = [y for _ in pairs for y in (0, 1)]
+    return videos, labels, flat
 
 
 def latest_checkpoint(out: str) -> str | None:
@@ -198,7 +271,15 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
     optimizer = make_optimizer(config, model.parameters(), device)
     schedule = make_schedule(config, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    train_tf, eval_tf = make_augment(config, spec.kind, size, device)
+    if config.dataset == "pairs":  # NTechLab's pairs are augmented in the loader's workers
+        train_tf, eval_tf = None, None
+    else:
+        train_tf, eval_tf = make_augment(config, spec.kind, size, device)
+    cutout = None
+    if config.cutout:
+        from dfdc_fast.augment.cutout import SelimCutout
+
+        cutout = SelimCutout(**config.cutout).to(device)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -206,7 +287,9 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
         net = torch.compile(net)
     step = TrainStep(net, model, optimizer, schedule, scaler, spec=spec, train_tf=train_tf, device=device, dtype=dtype,
                      cutmix=config.cutmix, accumulate=config.accumulate, grad_clip=config.grad_clip,
-                     channels_last=config.channels_last, world=world)
+                     channels_last=config.channels_last, world=world, loss=config.loss,
+                     label_smoothing=config.label_smoothing, cutout=cutout, pair_mixup=config.pair_mixup,
+                     warmup_head_steps=config.warmup_head_steps)
     return step, eval_tf
 
 
@@ -223,34 +306,42 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     main = rank == 0
     spec = model_spec(config.model)
     kind = spec.kind
-    frames = config.frames or spec.frames
+    pairs = config.dataset == "pairs"
+    frames = len(config.pair_frames) if pairs else (config.frames or spec.frames)
     size = config.input_size or spec.input_size
     dtype = amp_dtype(config.amp, device)
-    loader_name = resolve_loader(config.loader, device, kind)
+    if pairs and config.loader not in ("auto", "pyav"):
+        raise ValueError(f"NTechLab's pairs are re-encoded and augmented in CPU workers: loader pyav, got {config.loader!r}")
+    loader_name = "pyav" if pairs else resolve_loader(config.loader, device, kind)
     if config.log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {config.log_every}")
     if main:
         log.info("model %s (%s), %d frames at %d px, loader %s, amp %s, device %s, %d process(es)",
                  config.model, kind, frames, size, loader_name, dtype, device, world)
 
-    samples = read_clip_index(config.data, kind)
+    samples = read_training_data(config, kind)
     validate_samples(samples, config.data)
-    train_samples, val_samples = split_samples(samples, val_parts=config.val_parts, val_fraction=config.val_fraction,
-                                               seed=config.seed)
+    train_samples, val_samples = split_training_data(config, samples)
     if not train_samples:
         raise ValueError("no training samples left after the hold-out split")
     if main:
-        problem = validation_problem([s.video for s in val_samples], [s.label for s in val_samples])
+        if pairs:  # a pair scores its REAL clip (0) and its FAKE clip (1)
+            val_videos = [v for p in val_samples for v in (p.real_video, p.fake_video)]
+            val_labels = [y for _ in val_samples for y in (0, 1)]
+        else:
+            val_videos, val_labels = [s.video for s in val_samples], [s.label for s in val_samples]
+        problem = validation_problem(val_videos, val_labels)
         if problem:  # once per run, not once per epoch
             log.warning("validation: %s", problem)
         elif not val_samples:
-            log.info("no validation set (val_fraction 0, no val_parts): the val_* metrics stay empty")
+            log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty")
     os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
     if main:
         save_config(config, os.path.join(config.out, "config.yaml"))
 
     per_step = config.batch_size * config.accumulate * world
-    epoch_items = len(balanced_epoch(train_samples, 0, seed=config.seed, mode=config.balance))
+    epoch_items = len(train_samples) if pairs else len(balanced_epoch(train_samples, 0, seed=config.seed,
+                                                                      mode=config.balance))
     steps_per_epoch = epoch_items // per_step
     if config.max_steps_per_epoch:  # a fixed number of steps, cycling through the data if it is short
         steps_per_epoch = config.max_steps_per_epoch
@@ -285,12 +376,21 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     model_kwargs = dict(num_classes=1, **config.model_kwargs)
     last = resume_from
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
-    loader = make_loader(loader_name, device, config.workers, config.prefetch, image_size=size if kind == "2d" else None)
+    pair_options = dict(crop=config.pair_crop, min_size=config.pair_min_size, reencode=config.pair_reencode,
+                        autoaugment=config.pair_autoaugment, same_aug=config.pair_same_aug) if pairs else None
+    loader = make_loader(loader_name, device, config.workers, config.prefetch,
+                         image_size=size if kind == "2d" and not pairs else None, pair_options=pair_options)
     try:
         for epoch in range(start_epoch, end_epoch):
-            order = epoch_order(train_samples, epoch, steps_per_epoch * per_step, seed=config.seed, mode=config.balance)
-            plan = plan_epoch(train_samples, order[rank::world], frames=frames, batch_size=config.batch_size,
-                              train=True, seed=config.seed, epoch=epoch)
+            if pairs:
+                order = pair_epoch_order(len(train_samples), epoch, steps_per_epoch * per_step, seed=config.seed)
+                plan = plan_pairs(train_samples, order[rank::world], indices=config.pair_frames,
+                                  batch_size=config.batch_size, train=True, seed=config.seed, epoch=epoch)
+            else:
+                order = epoch_order(train_samples, epoch, steps_per_epoch * per_step, seed=config.seed,
+                                    mode=config.balance)
+                plan = plan_epoch(train_samples, order[rank::world], frames=frames, batch_size=config.batch_size,
+                                  train=True, seed=config.seed, epoch=epoch, cutout=bool(config.cutout))
             step.net.train()
             step.begin_epoch(config.seed, epoch, rank)
             decoded_before = loader.stats.to_dict()
@@ -298,8 +398,8 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
             first_done = None
             seen = seen_first = 0
             bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", config.progress and main)
-            for i, (batch, labels) in enumerate(loader.iterate(plan)):
-                step(batch, labels)
+            for i, (batch, labels, *extras) in enumerate(loader.iterate(plan)):
+                step(batch, labels, extras[0] if extras else None)
                 seen += len(batch)
                 if first_done is None:  # time the first step apart: loader start-up, cuDNN autotuning
                     if device.type == "cuda":
@@ -323,9 +423,16 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
                    "steady_clips_per_s": round((seen - seen_first) * world / steady, 2) if steady > 0 else "",
                    "decoded_per_delivered": _epoch_ratio(decoded_before, loader.stats.to_dict())}
             if main and val_samples:
-                probs = predict_samples(unwrap(step.net), val_samples, spec=spec, frames=frames, eval_tf=eval_tf,
-                                        loader=loader, batch_size=config.batch_size, device=device, dtype=dtype)
-                ll, bll, n = video_log_loss([s.video for s in val_samples], [s.label for s in val_samples], probs)
+                if pairs:
+                    videos, labels, probs = predict_pairs(unwrap(step.net), val_samples, spec=spec,
+                                                          indices=config.pair_frames, loader=loader,
+                                                          batch_size=config.batch_size, device=device, dtype=dtype)
+                else:
+                    probs = predict_samples(unwrap(step.net), val_samples, spec=spec, frames=frames, eval_tf=eval_tf,
+                                            loader=loader, batch_size=config.batch_size, device=device, dtype=dtype)
+                    videos, labels = [s.video for s in val_samples], [s.label for s in val_samples]
+                # val_balanced_log_loss is Selim's metric: (log loss on fakes + log loss on reals) / 2
+                ll, bll, n = video_log_loss(videos, labels, probs)
                 row.update(val_log_loss=round(ll, 6), val_balanced_log_loss=round(bll, 6), val_videos=n)
             if main:
                 last = os.path.join(config.out, "checkpoints", f"epoch_{epoch + 1:03d}.pth")

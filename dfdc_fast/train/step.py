@@ -60,11 +60,18 @@ class TrainStep:
 
     def __init__(self, net, model, optimizer, schedule, scaler, *, spec, train_tf, device: torch.device,
                  dtype=None, cutmix: float = 0.0, accumulate: int = 1, grad_clip: float | None = None,
-                 channels_last: bool = True, world: int = 1):
+                 channels_last: bool = True, world: int = 1, loss: str = "bce", label_smoothing: float = 0.0,
+                 cutout=None, pair_mixup: bool = True, warmup_head_steps: int = 0):
         self.net, self.model, self.optimizer, self.schedule, self.scaler = net, model, optimizer, schedule, scaler
         self.spec, self.train_tf, self.device, self.dtype = spec, train_tf, torch.device(device), dtype
         self.cutmix, self.accumulate, self.grad_clip = float(cutmix), int(accumulate), grad_clip
         self.channels_last, self.world = channels_last, world
+        if loss not in ("bce", "balanced_bce"):
+            raise ValueError(f"loss must be bce or balanced_bce, got {loss!r}")
+        self.loss, self.label_smoothing, self.cutout = loss, float(label_smoothing), cutout
+        self.pair_mixup, self.warmup_head_steps = bool(pair_mixup), int(warmup_head_steps)
+        self._head = model.get_submodule(spec.head) if self.warmup_head_steps else None
+        self._warm = False
         self.memory_format = torch.channels_last_3d if spec.kind == "3d" else torch.channels_last
         self.steps = 0           # optimiser steps taken, over the whole run
         self._loss_sum = torch.zeros((), device=self.device)
@@ -82,12 +89,74 @@ class TrainStep:
         self._micro = 0
         self.optimizer.zero_grad(set_to_none=True)
 
-    def __call__(self, batch: torch.Tensor, labels: torch.Tensor) -> bool:
-        """Train on one uint8 batch; True when the optimiser stepped (every ``accumulate`` calls)."""
+    def _phase(self) -> None:
+        """NTechLab's warm-up: the first ``warmup_head_steps`` steps train only the head, with
+        the backbone in eval mode; then everything trains, with a fresh optimiser state."""
+        warm = self.steps < self.warmup_head_steps
+        if warm:
+            self.model.eval()
+            self._head.train()
+            if not self._warm:
+                head = {id(p) for p in self._head.parameters()}
+                for p in self.model.parameters():
+                    p.requires_grad_(id(p) in head)
+        elif self._warm:
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+            self.model.train()
+            self.optimizer.state.clear()  # they switched to a new optimiser over all parameters
+        self._warm = warm
+
+    def _pairs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NTechLab's pair mixup: uint8 ``(B, 2, T, H, W, 3)`` REAL/FAKE frames -> the model's
+        input ``(1 - t) real + t fake`` and target ``t``, t ~ Beta(0.5, 0.5) per pair (t = 0 and
+        1 for the two halves of a doubled batch without mixup)."""
+        from dfdc_fast.augment._common import Sampler
+
+        b, _, t, h, w, _ = batch.shape
+        x = batch.permute(0, 1, 5, 2, 3, 4).float().div_(255.0)  # (B, 2, 3, T, H, W)
+        if self.pair_mixup:
+            target = Sampler(self.generator, self.device).beta(0.5, 0.5, b).to(x.dtype)
+            weight = target.view(b, 1, 1, 1, 1)
+            x = (1.0 - weight) * x[:, 0] + weight * x[:, 1]
+        else:
+            x = torch.cat([x[:, 0], x[:, 1]])
+            target = torch.cat([torch.zeros(b, device=x.device), torch.ones(b, device=x.device)])
+        if self.spec.kind == "2d":  # frame models: every frame is an image with the pair's target
+            n = x.shape[0]
+            x = x.permute(0, 2, 1, 3, 4).reshape(n * t, 3, h, w)
+            target = target.repeat_interleave(t)
+        return x, target
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.label_smoothing:
+            labels = labels.clamp(self.label_smoothing, 1.0 - self.label_smoothing)
+        if self.loss == "bce":
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        # Selim: BCE over the batch's fakes and over its reals, averaged (a class that is absent adds 0)
+        each = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        fake = (labels > 0.5).to(each.dtype)
+        real = 1.0 - fake
+        return ((each * fake).sum() / fake.sum().clamp_min(1.0) + (each * real).sum() / real.sum().clamp_min(1.0)) / 2
+
+    def __call__(self, batch: torch.Tensor, labels: torch.Tensor, extras: dict | None = None) -> bool:
+        """Train on one uint8 batch; True when the optimiser stepped (every ``accumulate`` calls).
+        ``extras``: Selim's cut-out inputs of a 2D batch (see :class:`dfdc_fast.augment.SelimCutout`)."""
         from dfdc_fast.augment import cutmix3d, mixed_bce_loss
         from dfdc_fast.models import normalize
 
-        x = self.train_tf(to_unit_float(batch), generator=self.generator)
+        if self.warmup_head_steps:
+            self._phase()
+        if batch.dim() == 6:  # NTechLab's pairs: augmented in the loader, mixed here
+            x, labels = self._pairs(batch)
+        else:
+            x = to_unit_float(batch)
+            if self.cutout is not None:
+                if extras is None:
+                    raise ValueError("cutout needs the loader's cut-out inputs (dataset crops_csv)")
+                x, _ = self.cutout(x, extras["landmarks"], extras["has_landmarks"], labels, extras["diff_counts"],
+                                   extras["bit_mid"], extras["scale"], generator=self.generator)
+            x = self.train_tf(x, generator=self.generator)
         x = normalize(x, self.spec)
         mixed = None
         if self.cutmix and self.spec.kind == "3d" and self._mix_rng.random() < self.cutmix:
@@ -101,8 +170,7 @@ class TrainStep:
             with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext():
                 logits = self.net(x)
             logits = logits.float().reshape(len(x), -1)[:, 0]
-            loss = mixed_bce_loss(logits, mixed) if mixed is not None else \
-                F.binary_cross_entropy_with_logits(logits, labels)
+            loss = mixed_bce_loss(logits, mixed) if mixed is not None else self._loss(logits, labels)
             self.scaler.scale(loss / self.accumulate).backward()
         self._loss_sum.add_(loss.detach())
         self._items += 1
@@ -114,8 +182,9 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.step()
         self.steps += 1
+        if self.steps > self.warmup_head_steps:  # NTechLab's schedule starts after the warm-up
+            self.schedule.step()
         return True
 
     def read(self) -> float:
