@@ -193,25 +193,13 @@ def _pad_cat(parts: list) -> torch.Tensor:
 
 
 def default_workers(device: torch.device) -> int:
-    """Engine workers for inference: one per NVDEC engine on a GPU; on a CPU, a quarter of
-    the cores (at least one): the models, in this process, cost about five times what
-    decoding and detection do (benchmarks/infer.py's stage seconds), so they keep the rest."""
+    """Engine workers for inference: one per NVDEC engine on a GPU; on a CPU, the cores the
+    models (in this process) leave, at least one."""
     from dfdc_fast.engine import default_workers as engine_workers
 
     if device.type == "cuda":
         return engine_workers(device)
-    return max(1, engine_workers("cpu") // 4)
-
-
-def cpu_thread_split(workers: int) -> tuple[int, int]:
-    """(threads per engine worker, threads for the models here) on a CPU: one each per
-    worker, the models the rest, so that together they use each core once. Two pools of
-    OpenMP threads spinning on the same cores (the default: every process takes them all)
-    made inference 0.8x the sequential stock recipe on two cores."""
-    from dfdc_fast.engine import default_workers as engine_workers
-
-    cores = engine_workers("cpu")
-    return 1, max(1, cores - max(0, workers))
+    return max(1, engine_workers("cpu") - 1)
 
 
 def run_inference(config: InferConfig) -> dict:
@@ -320,13 +308,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     if out_of_time(1):  # not even the workers' start fits: nothing to score
         state["stopped"] = True
     t_engine = time.perf_counter()
-    engine_threads, model_threads = cpu_thread_split(workers) if device.type == "cpu" and workers > 0 else (None, None)
-    threads_before = torch.get_num_threads()
-    if model_threads:
-        torch.set_num_threads(model_threads)
-        log.info("CPU threads: %d engine worker(s) x %d, models %d", workers, engine_threads, model_threads)
-    engine = Engine(request, device, workers=0 if state["stopped"] else workers, decoder=config.decoder,
-                    threads=engine_threads).__enter__()
+    engine = Engine(request, device, workers=0 if state["stopped"] else workers, decoder=config.decoder).__enter__()
     try:
         stage_s["engine_start_s"] = time.perf_counter() - t_engine
         stream = engine.run(tasks(), heartbeat=deadline is not None)
@@ -381,7 +363,6 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             bar.set_postfix(scored=done)
     finally:
         engine.close(kill=state["stopped"])
-        torch.set_num_threads(threads_before)
         bar.close()
     if state["stopped"]:
         left = [r for r in todo if r.status == "pending"]
