@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--decoder", default=None, choices=["auto", "nvdec", "dali", "pyav"])
     ap.add_argument("--workers", type=int, default=None,
                     help="engine worker processes decoding and cutting faces (default: one per NVDEC engine on a "
-                         "GPU, cores - 1 on a CPU; 0: in this process)")
+                         "GPU; on a CPU none: faces are made in this process, between model calls)")
     ap.add_argument("--videos-per-batch", type=int, default=None, help="videos whose faces are scored together (default: 16)")
     ap.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "none"])
     ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the models, with fixed batch shapes")

@@ -53,7 +53,7 @@ class InferConfig:
     recipe: str = "medics"
     device: Optional[str] = None
     decoder: str = "auto"
-    workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine / cores - 1; 0: in-process
+    workers: Optional[int] = None  # engine worker processes; None: one per NVDEC engine on a GPU, 0 (in-process) on a CPU
     videos_per_batch: int = 16    # videos whose faces are scored together
     amp: str = "auto"             # auto (bf16 on GPUs with it) | bf16 | fp16 | none
     compile: bool = False         # torch.compile the members (fixed batch shapes)
@@ -193,13 +193,17 @@ def _pad_cat(parts: list) -> torch.Tensor:
 
 
 def default_workers(device: torch.device) -> int:
-    """Engine workers for inference: one per NVDEC engine on a GPU; on a CPU, the cores the
-    models (in this process) leave, at least one."""
+    """Engine workers for inference: one per NVDEC engine on a GPU; none on a CPU, where the
+    faces are made in this process between model calls. There the models cost about five
+    times what decoding and detection do, and a worker process beside them only takes
+    cores from them: measured on two cores (benchmarks/infer.py), a worker with its own
+    threads made the run 0.80x the sequential stock recipe, a worker with one thread and
+    the models the other 0.54x."""
     from dfdc_fast.engine import default_workers as engine_workers
 
     if device.type == "cuda":
         return engine_workers(device)
-    return max(1, engine_workers("cpu") - 1)
+    return 0
 
 
 def run_inference(config: InferConfig) -> dict:
