@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
+    ap.add_argument("--out-dir", "--out", dest="out", default=None, help="results folder (default: benchmarks/results)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     results = {"iou": bench_iou(args.repeats), "align": bench_align(args.repeats),

@@ -28,7 +28,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 FAIL_WITHOUT_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} FORCE_CUDA=1
 PY=${PY:-python3}
 PHASES=${PHASES:-install build tests bench}
-STAGES=${STAGES:-track detect decode extract infer train}
+STAGES=${STAGES:-track detect decode extract infer train recipes}
 LOG="$OUT/session.log"
 log() { echo "[gpu_session $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 
@@ -72,8 +72,9 @@ declare -A ARGS=(
   [extract]="--videos 60 --workers 1,7"
   [infer]="--videos 100"
   [train]="--steps 20 --repeats 1"
+  [recipes]="--repeats 3"
 )
-declare -A LIMIT=([track]=40 [detect]=60 [decode]=60 [extract]=110 [infer]=110 [train]=90)
+declare -A LIMIT=([track]=40 [detect]=60 [decode]=60 [extract]=110 [infer]=110 [train]=90 [recipes]=40)
 if [[ " $PHASES " == *" bench "* ]]; then
   for stage in $STAGES; do
     log "benchmark $stage ${ARGS[$stage]:-} (limit ${LIMIT[$stage]:-120} s)"
