@@ -59,11 +59,11 @@ $PY -c "from dfdc_fast import extension as e; print('cuda_version', e.cuda_versi
 
 if [[ " $PHASES " == *" tests "* ]]; then
   log "CUDA tests"
-  timeout 240 $PY -m pytest -q -n 0 -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
+  timeout 120 $PY -m pytest -q -n 0 -m cuda -p no:cacheprovider -x --timeout=120 ${TESTS:-tests} 2>&1 \
     | tee "$OUT/tests_cuda.log" | tail -40
 fi
 
-# Sizes that fit one session (about 6 minutes for all stages); each stage has a time limit,
+# Sizes that fit one session (at most 6 minutes for all stages, 8 with build and tests); each stage has a time limit,
 # and every benchmark writes its JSON after each implementation, so a cut run keeps its rows.
 declare -A ARGS=(
   [track]="--repeats 3"
@@ -74,7 +74,7 @@ declare -A ARGS=(
   [train]="--steps 20 --repeats 1"
   [recipes]="--repeats 3"
 )
-declare -A LIMIT=([track]=40 [detect]=60 [decode]=60 [extract]=110 [infer]=110 [train]=90 [recipes]=40)
+declare -A LIMIT=([track]=25 [detect]=45 [decode]=35 [extract]=75 [infer]=75 [train]=55 [recipes]=20)
 if [[ " $PHASES " == *" bench "* ]]; then
   for stage in $STAGES; do
     log "benchmark $stage ${ARGS[$stage]:-} (limit ${LIMIT[$stage]:-120} s)"
