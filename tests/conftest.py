@@ -21,7 +21,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
+# files with minutes of work go first, so that the two test processes end together
+# (whole files are scheduled in collection order; a long one collected last is a long tail)
+LONG_FILES = ("test_kaggle.py", "test_train.py", "test_extract.py", "test_readme.py", "test_recipes.py",
+              "test_infer.py", "test_detect.py", "test_track_real.py", "test_engine.py", "test_bench.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
     if torch.cuda.is_available() or os.environ.get("FAIL_WITHOUT_CUDA") == "1":
         return
     skip = pytest.mark.skip(reason="no CUDA GPU (set FAIL_WITHOUT_CUDA=1 to fail instead)")

@@ -120,7 +120,10 @@ def test_frames_already_at_detector_scale(full_frames):
         torch.testing.assert_close(a.boxes, b.boxes, rtol=0, atol=0)
         torch.testing.assert_close(a.landmarks, b.landmarks, rtol=0, atol=0)
     one = det.detect(small[0], frame_size=sizes[0])
-    torch.testing.assert_close(one.boxes, ref[0].boxes, rtol=0, atol=0)
+    # alone, the video's frames meet other batch sizes in the convolutions: equal up to float
+    # summation order (seen: 6e-5 px with one thread), never other faces
+    assert torch.equal(one.counts, ref[0].counts)
+    torch.testing.assert_close(one.boxes, ref[0].boxes, rtol=0, atol=1e-3)
     with pytest.raises(ValueError, match="detector size 270x480"):
         det.detect_many([videos[0]], frame_sizes=[sizes[0]])
     with pytest.raises(ValueError, match="frame sizes"):
