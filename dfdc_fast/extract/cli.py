@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder", default=d.decoder, choices=DECODERS, help="video decoder (default: %(default)s)")
     g.add_argument("--workers", type=int, default=d.workers,
                    help="worker processes running decode/detect/track/cut (default: one per NVDEC engine on a GPU, "
-                        "one per core on a CPU; 0: in this process)")
+                        "one per core on a CPU of more than 2 cores, none on 2 or fewer; 0: in this process)")
     g.add_argument("--threads", type=int, default=d.threads, help="torch and decoder threads per worker (default: cores / workers)")
     g.add_argument("--encoders", type=int, default=d.encoders,
                    help="processes encoding the clips (default: the cores the workers leave, at least 2; 0: inline)")

@@ -331,6 +331,13 @@ class Extractor:
             encoders = 0 if encoders is None else encoders
             log.info("%d videos to do on the CPU: decoding and encoding in this process (--workers to change)",
                      len(todo))
+        elif workers is None and self.device.type == "cpu" and default_workers("cpu") <= 2:
+            # On two cores, worker processes only contend with the encoders and each other:
+            # on 8 sample clips ours ran at 0.83x the stock pipeline's speed with one 2-thread
+            # worker, 0.98x with two 1-thread workers, 1.08x in-process
+            # (benchmarks/results/extract-amd-epyc-20261130-203615.json and -203951.json).
+            workers = 0
+            log.info("2 CPU cores: faces are made in this process, clips encoded by a pool (--workers to change)")
         encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
         startup, replaced = 0.0, 0
         try:
