@@ -41,6 +41,21 @@ class Member:
     input_size: int
 
 
+def letterbox_crops(canvas: torch.Tensor, sizes: np.ndarray, side: int) -> torch.Tensor:
+    """uint8 ``(N, side, side, 3)``: crop ``i`` of ``canvas`` (its top-left ``sizes[i]`` =
+    (height, width)) resized isotropically to ``side`` (area down, bicubic up) and
+    zero-padded centred, all in one ``crop_resize`` call."""
+    n = len(sizes)
+    h, w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
+    scale = side / np.maximum(h, w)
+    nh = np.maximum(1, np.round(h * scale)).astype(np.int64)
+    nw = np.maximum(1, np.round(w * scale)).astype(np.int64)
+    zero = np.zeros(n, np.int64)
+    rois = np.stack([np.arange(n), zero, zero, w, h, zero, zero, w, h, nw, nh, (side - nw) // 2, (side - nh) // 2],
+                    1).astype(np.int64)
+    return crop_resize(canvas.contiguous(), to_device(rois, canvas.device), (side, side), up_mode="bicubic")
+
+
 def member_names(paths: list[str], model_names: list[str] | None = None) -> list[str]:
     """Short unique names: ``<architecture>/<run folder or file stem>``, numbered on clashes.
 
@@ -153,13 +168,7 @@ class Ensemble:
         n = len(sizes)
         if n == 0:
             return torch.zeros(0, device=self.device)
-        h, w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
-        scale = s / np.maximum(h, w)
-        nh = np.maximum(1, np.round(h * scale)).astype(np.int64)
-        nw = np.maximum(1, np.round(w * scale)).astype(np.int64)
-        rois = np.stack([np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64), w, h, np.zeros(n, np.int64),
-                         np.zeros(n, np.int64), w, h, nw, nh, (s - nw) // 2, (s - nh) // 2], 1).astype(np.int64)
-        images = crop_resize(canvas.contiguous(), to_device(rois, canvas.device), (s, s), up_mode="bicubic")
+        images = letterbox_crops(canvas, sizes, s)
         return self._forward(member, images.permute(0, 3, 1, 2).float().div_(255))
 
     @torch.no_grad()
@@ -191,13 +200,7 @@ class Ensemble:
         n = len(sizes)
         if n == 0:
             return torch.full((n_faces,), 0.5, device=self.device)
-        h, w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
-        scale = s / np.maximum(h, w)
-        nh = np.maximum(1, np.round(h * scale)).astype(np.int64)
-        nw = np.maximum(1, np.round(w * scale)).astype(np.int64)
-        rois = np.stack([np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64), w, h, np.zeros(n, np.int64),
-                         np.zeros(n, np.int64), w, h, nw, nh, (s - nw) // 2, (s - nh) // 2], 1).astype(np.int64)
-        images = crop_resize(canvas.contiguous(), to_device(rois, canvas.device), (s, s), up_mode="bicubic")
+        images = letterbox_crops(canvas, sizes, s)
         flip = to_device((rank % 2 == 1), self.device)
         images = torch.where(flip[:, None, None, None], images.flip(2), images)
         p = self._forward(member, images.permute(0, 3, 1, 2).float().div_(255))
