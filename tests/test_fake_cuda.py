@@ -142,3 +142,17 @@ def test_fixture_gives_the_block(fake_gpu):
     with fake_gpu() as fc:
         torch.ones(2, device="cuda") * 3
     assert fc.counter.kernels == 2
+
+
+def test_torch_load_reads_real_host_tensors(tmp_path):
+    """A checkpoint is host data: loaded inside the block it is real (a fake mode alone makes it fake)."""
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.arange(3.0)}, path)
+    net = torch.nn.Linear(3, 1)
+    with fake_cuda() as fc:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        on_device = torch.load(path, map_location="cuda", weights_only=True)
+        fc.module(net).load_state_dict({"weight": torch.ones(1, 3), "bias": torch.zeros(1)}, strict=True)
+    assert state["w"].tolist() == [0.0, 1.0, 2.0] and not isinstance(state["w"], FakeTensor)
+    assert isinstance(on_device["w"], FakeTensor) and on_device["w"].device.type == "cuda"
+    assert net.weight.device.type == "cuda"

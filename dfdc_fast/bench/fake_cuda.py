@@ -39,7 +39,7 @@ import torch
 from torch._subclasses.fake_tensor import (DataDependentOutputException, DynamicOutputShapeException, FakeTensor,
                                            FakeTensorMode)
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map_only
 
 from dfdc_fast import runtime
 from dfdc_fast.bench.counting import SYNC_OPS, OpCounter, _has_bool_index, _patched
@@ -186,6 +186,7 @@ class FakeCuda:
             (cuda, "default_stream", lambda device=None: _Stream(self)),
             (cuda, "stream", lambda stream: contextlib.nullcontext(stream)),
             (cuda, "device", lambda device: contextlib.nullcontext(device)),
+            (torch, "load", _real_load(torch.load, self)),
             (torch.Tensor, "record_stream", _record_stream),
             (torch.Tensor, "numpy", _guarded_numpy(torch.Tensor.numpy)),
             (torch.Tensor, "pin_memory", _pin_memory(self)),
@@ -250,6 +251,7 @@ class _Stream:
 
     def __init__(self, fc: FakeCuda, device=None, priority: int = 0):
         self.fc, self.device = fc, torch.device("cuda", 0)
+        self.cuda_stream = 0  # the raw handle a decoder library would be given
 
     @staticmethod
     def factory(fc: FakeCuda):
@@ -293,6 +295,20 @@ class _Event:
 
     def elapsed_time(self, other) -> float:
         return 0.0
+
+
+def _real_load(original, fc: FakeCuda):
+    """``torch.load`` as outside the block (a fake mode would make every loaded tensor fake):
+    a checkpoint is host data; one mapped to CUDA comes out as fake CUDA tensors."""
+    def load(f, map_location=None, *a, **k):
+        to_cuda = map_location is not None and not callable(map_location) and not isinstance(map_location, dict) \
+            and torch.device(map_location).type == "cuda"
+        with _disable_current_modes():
+            out = original(f, *a, map_location="cpu" if to_cuda else map_location, **k)
+        if not to_cuda:
+            return out
+        return tree_map_only(torch.Tensor, lambda t: t.to(map_location), out)
+    return load
 
 
 def _record_stream(t: torch.Tensor, stream) -> None:
