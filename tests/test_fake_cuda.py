@@ -156,3 +156,48 @@ def test_torch_load_reads_real_host_tensors(tmp_path):
     assert state["w"].tolist() == [0.0, 1.0, 2.0] and not isinstance(state["w"], FakeTensor)
     assert isinstance(on_device["w"], FakeTensor) and on_device["w"].device.type == "cuda"
     assert net.weight.device.type == "cuda"
+
+
+def test_a_module_on_the_device_converts_again():
+    """model.to(device), then .to(memory_format=...) or .half(), as the ensemble does on a GPU."""
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4))
+    with fake_cuda() as fc:
+        fc.module(net)
+        net.to(memory_format=torch.channels_last_3d)
+        y = net(torch.zeros(2, 3, 5, 8, 8, device="cuda").contiguous(memory_format=torch.channels_last_3d))
+        net.half()
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d) and net[0].weight.dtype == torch.float16
+    assert y.shape == (2, 4, 3, 6, 6) and net[1].running_mean.device.type == "cuda"
+
+
+def test_generators_must_be_on_the_device_they_draw_for():
+    with fake_cuda():
+        on_device = torch.Generator(device="cuda").manual_seed(1)
+        host = torch.Generator().manual_seed(1)
+        assert on_device.device.type == "cuda"
+        torch.randn(3, generator=on_device, device="cuda")
+        torch.rand(3, generator=host)
+        with pytest.raises(RuntimeError, match="cpu generator draws for a cuda"):
+            torch.randn(3, generator=host, device="cuda")
+        with pytest.raises(RuntimeError, match="cuda generator draws for a cpu"):
+            torch.rand(3, generator=on_device)
+        with pytest.raises(RuntimeError, match="cpu generator draws for a cuda"):
+            torch.zeros(3, device="cuda").uniform_(generator=host)
+    assert torch.Generator is not type(on_device)
+
+
+def test_fused_sgd_steps_on_the_device():
+    """torch has no fake kernel of the fused SGD step; ours checks it as the CUDA kernel does."""
+    net = torch.nn.Linear(4, 2)
+    with fake_cuda() as fc:
+        fc.module(net)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        opt.step()
+        with pytest.raises(RuntimeError, match="gradient differ"):
+            torch.ops.aten._fused_sgd_([net.weight], [torch.zeros(3, device="cuda")], [], weight_decay=0.0,
+                                       momentum=0.0, lr=0.1, dampening=0.0, nesterov=False, maximize=False,
+                                       is_first_step=False)
+    assert fc.counter.ops["_fused_sgd_"] == 2

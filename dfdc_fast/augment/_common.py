@@ -52,6 +52,11 @@ class Sampler:
     def randperm(self, n: int) -> torch.Tensor:
         return self._out(torch.randperm(n, generator=self.generator, device=self.draw_device))
 
+    def host_uniform(self, lo: float, hi: float, *shape: int) -> torch.Tensor:
+        """:meth:`uniform` kept on the host (the same draws), for values a library reads there."""
+        t = lo + (hi - lo) * torch.rand(shape, generator=self.generator, device=self.draw_device)
+        return t if t.device.type == "cpu" else t.cpu()
+
     def seed(self) -> torch.Tensor:
         """A seed for per-pixel randomness drawn later in ``apply``; kept on the CPU so that
         seeding a device generator from it needs no device-to-host copy."""

@@ -149,7 +149,9 @@ class SelimImageAugment(Augment):
             p["cutout_box"] = torch.cat([pos, pos + frac], dim=1)  # normalised x0, y0, x1, y1
         if self.jpeg_p > 0:
             p["jpeg"] = s.bernoulli(self.jpeg_p, b)
-            p["jpeg_quality"] = s.uniform(self.jpeg_quality[0], self.jpeg_quality[1], b)
+            # on the host: kornia reads the qualities' range there (two syncs per batch on a GPU
+            # for a device tensor), then copies them to the images' device without waiting
+            p["jpeg_quality"] = s.host_uniform(self.jpeg_quality[0], self.jpeg_quality[1], b)
         if self.noise_p > 0:
             p["noise"] = s.bernoulli(self.noise_p, b)
             p["noise_std"] = torch.sqrt(s.uniform(self.noise_var[0], self.noise_var[1], b)) / 255.0

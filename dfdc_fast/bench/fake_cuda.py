@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import (DataDependentOutputException, DynamicOutputShapeException, FakeTensor,
                                            FakeTensorMode)
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_leaves, tree_map_only
 
@@ -45,6 +46,27 @@ from dfdc_fast import runtime
 from dfdc_fast.bench.counting import SYNC_OPS, OpCounter, _has_bool_index, _patched
 
 aten = torch.ops.aten
+
+def _fused_sgd_meta(params, grads, momentum_buffers, *, weight_decay, momentum, lr, dampening, nesterov, maximize,
+                    is_first_step, grad_scale=None, found_inf=None):
+    """torch has no fake kernel for the fused SGD step (it has one for fused Adam/AdamW): the
+    checks of its CUDA kernel, in place, nothing returned."""
+    torch._check(len(params) == len(grads), lambda: "_fused_sgd_: as many gradients as parameters")
+    torch._check(not momentum or len(momentum_buffers) == len(params),
+                 lambda: "_fused_sgd_: as many momentum buffers as parameters")
+    for i, (p, g) in enumerate(zip(params, grads)):
+        torch._check(p.device == g.device and p.shape == g.shape and p.dtype == g.dtype,
+                     lambda: f"_fused_sgd_: parameter {i} and its gradient differ: {p.device} {p.dtype} "
+                             f"{tuple(p.shape)} and {g.device} {g.dtype} {tuple(g.shape)}")
+        if momentum_buffers:
+            b = momentum_buffers[i]
+            torch._check(b.device == p.device and b.shape == p.shape,
+                         lambda: f"_fused_sgd_: momentum buffer {i} is not like its parameter")
+
+
+_FUSED_SGD_LIB = torch.library.Library("aten", "IMPL")
+_FUSED_SGD_LIB.impl("_fused_sgd_", _fused_sgd_meta, "Meta")
+_FUSED_SGD_LIB.impl("_fused_sgd_.tensor_lr", _fused_sgd_meta, "Meta")
 
 __all__ = ["FakeCuda", "HostReadError", "ReplayError", "fake_cuda", "record_fetches"]
 
@@ -136,6 +158,7 @@ class FakeCuda:
         stack.enter_context(self.mode)
         stack.enter_context(_Router(self))
         stack.enter_context(self.counter)
+        stack.enter_context(_GeneratorCheck())
         for owner, name, value in self._runtime_stand_ins():
             stack.enter_context(_patched(owner, name, value))
         runtime.FETCH_HOOKS.append(self._fetch)
@@ -143,7 +166,10 @@ class FakeCuda:
         return self
 
     def __exit__(self, *exc):
-        return self._stack.__exit__(*exc)
+        try:
+            return self._stack.__exit__(*exc)
+        finally:
+            _drop_fake_cache_entries()
 
     def _fetch(self, tensors) -> list:
         self.host_reads += 1
@@ -187,6 +213,11 @@ class FakeCuda:
             (cuda, "stream", lambda stream: contextlib.nullcontext(stream)),
             (cuda, "device", lambda device: contextlib.nullcontext(device)),
             (torch, "load", _real_load(torch.load, self)),
+            (torch, "Generator", _Generator),
+            # Module._apply swaps a fake parameter's tensor (which the fake mode's weak references
+            # forbid) where it sets .data of a real one: model.to(device) then
+            # model.to(memory_format=...) must work as on a GPU
+            (torch.utils, "swap_tensors", _swap_or_set_data(torch.utils.swap_tensors)),
             (torch.Tensor, "record_stream", _record_stream),
             (torch.Tensor, "numpy", _guarded_numpy(torch.Tensor.numpy)),
             (torch.Tensor, "pin_memory", _pin_memory(self)),
@@ -246,6 +277,40 @@ class _Router(TorchDispatchMode):
             return host.zero_()
 
 
+_REAL_GENERATOR = torch.Generator
+
+
+class _Generator(_REAL_GENERATOR):
+    """``torch.Generator`` in the block: a CUDA one is a CPU generator that says it is on CUDA
+    (fake ops take any generator; the router checks that its device is the op's)."""
+
+    def __new__(cls, device="cpu"):
+        self = _REAL_GENERATOR.__new__(cls, "cpu")
+        self._device = torch.device(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+
+class _GeneratorCheck(TorchFunctionMode):
+    """A generator must be on the device it draws for (torch refuses the mix on a GPU); the
+    dispatcher sees a fake CUDA generator as the CPU one it is, so this is checked here."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        g = kwargs.get("generator")
+        if g is not None:
+            device = kwargs.get("device")
+            if device is None:
+                device = next((t.device for t in tree_leaves(args) if isinstance(t, torch.Tensor)), "cpu")
+            if torch.device(device).type != g.device.type:
+                raise RuntimeError(f"{getattr(func, '__name__', func)}: a {g.device.type} generator draws for a "
+                                   f"{torch.device(device).type} tensor (torch refuses this on a GPU)")
+        return func(*args, **kwargs)
+
+
 class _Stream:
     """Stand-in for ``torch.cuda.Stream``: ordering is what a fake cannot check; waits are counted."""
 
@@ -297,6 +362,18 @@ class _Event:
         return 0.0
 
 
+def _drop_fake_cache_entries() -> None:
+    """Libraries cache device tensors by (dtype, device) (kornia's JPEG tables and DCT basis):
+    fakes left there would meet the next block's fake mode, or real code."""
+    import sys
+
+    jpeg = sys.modules.get("kornia.enhance.jpeg")
+    for cache in (getattr(jpeg, "_DEFAULT_QT_CACHE", None), getattr(jpeg, "_DCT8_CACHE", None)):
+        if isinstance(cache, dict):
+            for key in [k for k, v in cache.items() if any(isinstance(t, FakeTensor) for t in tree_leaves(v))]:
+                del cache[key]
+
+
 def _real_load(original, fc: FakeCuda):
     """``torch.load`` as outside the block (a fake mode would make every loaded tensor fake):
     a checkpoint is host data; one mapped to CUDA comes out as fake CUDA tensors."""
@@ -309,6 +386,16 @@ def _real_load(original, fc: FakeCuda):
             return out
         return tree_map_only(torch.Tensor, lambda t: t.to(map_location), out)
     return load
+
+
+def _swap_or_set_data(original):
+    def swap_tensors(t1, t2):
+        if isinstance(t1, FakeTensor) and isinstance(t2, FakeTensor):
+            with torch.no_grad():
+                t1.data = t2.detach()
+            return
+        original(t1, t2)
+    return swap_tensors
 
 
 def _record_stream(t: torch.Tensor, stream) -> None:

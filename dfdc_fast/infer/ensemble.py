@@ -85,7 +85,7 @@ class Ensemble:
 
     def __init__(self, checkpoints: list[str], device: torch.device, dtype: torch.dtype | None = None,
                  max_batch: int = 16, compile: bool = False, static_batch: bool | None = None):
-        from dfdc_fast.models import load_model, model_spec
+        from dfdc_fast.models import load_model, model_spec, to_channels_last
 
         if not checkpoints:
             raise ValueError("inference needs at least one checkpoint (--checkpoints)")
@@ -105,7 +105,7 @@ class Ensemble:
             spec = model_spec(ckpt.model_name)
             size = int((ckpt.config or {}).get("input_size") or spec.input_size)
             if self.channels_last:
-                model = model.to(memory_format=torch.channels_last_3d if spec.kind == "3d" else torch.channels_last)
+                model = to_channels_last(model)  # per tensor: the *_seq clip models hold 4-D weights
             model = model.eval()
             self.members.append(Member(name, path, model, spec, size))
         self.compile_s = 0.0

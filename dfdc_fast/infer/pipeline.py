@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.infer.budget import LEVELS, Budget
+from dfdc_fast.runtime import fetch
 
 log = logging.getLogger("dfdc_fast.infer")
 FALLBACK = 0.5
@@ -175,7 +176,7 @@ class FaceScorer:
             else:
                 outputs.append(self.ensemble.score_crops(m, canvas, np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
                                                          np.asarray(face_of), np.asarray(rank_of), len(owner)))
-        table = torch.stack(outputs).float().cpu().numpy()  # the group's one transfer
+        (table,) = fetch(torch.stack(outputs).float())  # the group's one transfer
         owner = np.asarray(owner)
         for mi, m in enumerate(members):
             for vi in range(len(faces)):

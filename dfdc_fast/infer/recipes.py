@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dfdc_fast.runtime import fetch
+
 #: What each recipe sets, for the InferConfig fields a user leaves at their default.
 RECIPE_DEFAULTS = {
     "medics": {},
@@ -115,7 +117,7 @@ class RecipeScorer:
             return per_video
         canvas = _pad_cat(parts)
         sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
-        table = torch.stack([self.ensemble.score_each_crop(m, canvas, sizes) for m in members]).float().cpu().numpy()
+        (table,) = fetch(torch.stack([self.ensemble.score_each_crop(m, canvas, sizes) for m in members]).float())
         owner = np.asarray(owner)
         for mi, m in enumerate(members):
             for vi in range(len(faces)):
@@ -125,6 +127,7 @@ class RecipeScorer:
 
     def _ntech(self, faces: list, members: list) -> list[dict]:
         per_video = [dict() for _ in faces]
+        scored = []  # (member, owners, device scores): read back together, one transfer per group
         for m in members:
             k = self.window_kinds.index(m.spec.kind)
             samples, owner, flip = [], [], []
@@ -141,8 +144,8 @@ class RecipeScorer:
             if not samples:
                 continue
             x = torch.stack(samples).to(self.device, non_blocking=True)  # (n, T, H, W, 3)
-            p = self.ensemble.score_windows(m, x, np.asarray(flip)).float().cpu().numpy()
-            owner = np.asarray(owner)
+            scored.append((m, np.asarray(owner), self.ensemble.score_windows(m, x, np.asarray(flip)).float()))
+        for (m, owner, _), p in zip(scored, fetch(*(s for _, _, s in scored))):
             for vi in range(len(faces)):
                 if (owner == vi).any():
                     per_video[vi][m.name] = p[owner == vi].tolist()

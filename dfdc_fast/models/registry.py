@@ -241,3 +241,19 @@ def normalize(x: torch.Tensor, spec_or_name: ModelSpec | str) -> torch.Tensor:
         return x * 255
     mean, std = _imagenet_constants(x.device, x.dtype, x.dim())
     return (x - mean) / std
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its 5-D tensors channels-last-3d and its 4-D ones channels-last (cuDNN's
+    fast layouts), in place.
+
+    ``model.to(memory_format=channels_last_3d)`` raises on a 4-D weight, and the ``*_seq``
+    clip models mix both (2D convolutions over frames, a temporal 3D one), so each tensor
+    gets the format of its rank.
+    """
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 5:
+            return t.contiguous(memory_format=torch.channels_last_3d)
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+    return model._apply(convert)

@@ -258,7 +258,7 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
     """The model, its optimiser, schedule, scaler, augmentations and the :class:`TrainStep`
     that ties them, as :func:`train` builds them: ``(step, eval_tf)``. ``model`` and ``net``
     are ``step.model`` / ``step.net``."""
-    from dfdc_fast.models import create_model, model_spec
+    from dfdc_fast.models import create_model, model_spec, to_channels_last
 
     spec = model_spec(config.model)
     size = config.input_size or spec.input_size
@@ -267,7 +267,7 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
     model_kwargs = dict(num_classes=1, **config.model_kwargs)
     model = create_model(config.model, pretrained=config.pretrained if pretrained else None, **model_kwargs).to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d if spec.kind == "3d" else torch.channels_last)
+        model = to_channels_last(model)  # per tensor: the *_seq clip models hold 4-D weights
     optimizer = make_optimizer(config, model.parameters(), device)
     schedule = make_schedule(config, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
