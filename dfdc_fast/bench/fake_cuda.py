@@ -64,6 +64,32 @@ def _fused_sgd_meta(params, grads, momentum_buffers, *, weight_decay, momentum, 
                          lambda: f"_fused_sgd_: momentum buffer {i} is not like its parameter")
 
 
+def _register_nvjpeg_fake() -> None:
+    """torchvision's nvJPEG encoder has no fake kernel. Its outputs' sizes depend on the pixels,
+    so on a GPU it waits for the device (the router counts it as a sync); here each image gets
+    a tenth of its raw size, which is about what JPEG at quality 90 makes of a face."""
+    try:
+        import torchvision.io  # noqa: F401  (registers torch.ops.image)
+        op = torch.ops.image.encode_jpegs_cuda
+    except (ImportError, AttributeError, RuntimeError):
+        return
+    if getattr(_register_nvjpeg_fake, "done", False):
+        return
+
+    @torch.library.register_fake("image::encode_jpegs_cuda")
+    def _encode_jpegs_cuda(images, quality):
+        for im in images:
+            torch._check(im.dtype == torch.uint8 and im.dim() == 3 and im.shape[0] in (1, 3),
+                         lambda: f"encode_jpegs_cuda: expected uint8 (C, H, W) images, got {im.dtype} {tuple(im.shape)}")
+            torch._check(im.device.type == "cuda", lambda: "encode_jpegs_cuda: images must be on a CUDA device")
+        return [im.new_empty((max(1, im.numel() // 10),)) for im in images]
+
+    _register_nvjpeg_fake.done = op is not None
+
+
+#: Library ops whose outputs' sizes the host learns from the device: each call is a host sync.
+_SIZE_SYNC_OPS = {"image::encode_jpegs_cuda"}
+
 _FUSED_SGD_LIB = torch.library.Library("aten", "IMPL")
 _FUSED_SGD_LIB.impl("_fused_sgd_", _fused_sgd_meta, "Meta")
 _FUSED_SGD_LIB.impl("_fused_sgd_.tensor_lr", _fused_sgd_meta, "Meta")
@@ -149,6 +175,7 @@ class FakeCuda:
         return contextlib.nullcontext() if self._active else self
 
     def __enter__(self) -> "FakeCuda":
+        _register_nvjpeg_fake()
         self._next, self._active = 0, True
         stack = self._stack
         stack.callback(setattr, self, "_active", False)
@@ -254,6 +281,8 @@ class _Router(TorchDispatchMode):
                 self.fc._pinned.add(out.untyped_storage().data_ptr())
             return out
         name = str(func.overloadpacket.__name__)
+        if func.name().split(".")[0] in _SIZE_SYNC_OPS:
+            self.fc.counter._sync(name)
         if func is aten.copy_.default and isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu" \
                 and args[1].device.type == "cuda":
             return self._bulk_read(args[0])

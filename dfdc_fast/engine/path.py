@@ -501,13 +501,28 @@ class FacePath:
         if spec.encode == "jpg":
             encoded = encode_jpeg(chw, quality=spec.quality)
         else:
-            encoded = [encode_png(c.cpu()) for c in chw]  # torchvision encodes PNG on the CPU only
+            encoded = [encode_png(c) for c in self._host_images(chw)]  # torchvision encodes PNG on the CPU only
         offset = 0
         for m, e in zip(metas, encoded):
             m.offset, m.length = offset, int(e.shape[0])
             offset += m.length
         result.crops = metas
         result.crop_data = torch.cat([e.to(encoded[0].device) for e in encoded]) if encoded else None
+
+    def _host_images(self, images: list) -> list:
+        """``images`` on the host, in one copy into pinned memory and one wait (a ``.cpu()``
+        per image would make the host wait once per crop)."""
+        if self.device.type != "cuda" or not images:
+            return images
+        flat = torch.cat([im.reshape(-1) for im in images])
+        host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        out, pos = [], 0
+        for im in images:
+            out.append(host[pos:pos + im.numel()].view(im.shape))
+            pos += im.numel()
+        return out
 
     def _thumbnail(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces) -> None:
         first = tracks[0]
@@ -529,8 +544,9 @@ class FacePath:
         parts = [("faces", result.detections["faces"])]
         if self.request.to_host:
             for name in ("clip_frames", "crop_data", "diff_data", "pair_data", "thumbnail"):
-                if getattr(result, name) is not None:
-                    parts.append((name, getattr(result, name)))
+                value = getattr(result, name)
+                if value is not None and value.device.type != "cpu":  # PNG crops are made on the host
+                    parts.append((name, value))
         if self.device.type != "cuda":
             return
         flat = torch.cat([p.reshape(-1).view(torch.uint8) if p.dtype != torch.uint8 else p.reshape(-1)
