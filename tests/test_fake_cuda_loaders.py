@@ -91,7 +91,7 @@ class _InlineContext:
         pass
 
     def __init__(self):
-        self.procs = []
+        self.procs, self.in_worker = [], False
 
     def Queue(self):  # noqa: N802 - the multiprocessing API
         return _InlineQueue(self)
@@ -104,7 +104,7 @@ class _InlineContext:
         return proc
 
     def run_workers(self):
-        threads = torch.get_num_threads()
+        threads, self.in_worker = torch.get_num_threads(), True
         try:
             for proc in self.procs:
                 try:
@@ -112,6 +112,7 @@ class _InlineContext:
                 except self._Done:
                     pass
         finally:
+            self.in_worker = False
             torch.set_num_threads(threads)  # a worker sets its own process to one thread
 
 
@@ -126,7 +127,7 @@ class _InlineQueue:
         try:
             return self.items.get_nowait()
         except queue.Empty:
-            if self is self.ctx.procs[0].args[5]:  # a worker's task queue ran dry: back to the loader
+            if self.ctx.in_worker:  # a worker found no task: back to the loader
                 raise _InlineContext._Done from None
             self.ctx.run_workers()  # the loader waits for results: let the workers run
             return self.items.get_nowait()
