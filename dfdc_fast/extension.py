@@ -42,10 +42,11 @@ def cuda_version() -> int:
     return int(_load()[0].cuda_version())
 
 
-def _assert_cuda_kernels(device) -> None:
-    """Raise a clear error when a CUDA tensor meets a CPU-only build of the extension."""
+def _assert_cuda_kernels(device, fake: bool = False) -> None:
+    """Raise a clear error when a CUDA tensor meets a CPU-only build of the extension
+    (``fake``: the tensor is a fake one, which only needs the fake kernel)."""
     _assert_has_ops()
-    if getattr(device, "type", str(device).split(":")[0]) == "cuda" and cuda_version() < 0:
+    if not fake and getattr(device, "type", str(device).split(":")[0]) == "cuda" and cuda_version() < 0:
         raise RuntimeError(
             "dfdc_fast._C was built without CUDA kernels. Rebuild on a machine with CUDA "
             "(or with FORCE_CUDA=1): `FORCE_CUDA=1 bash scripts/setup.sh`."

@@ -1,14 +1,16 @@
 """Python wrappers of the native ops in ``csrc/`` (one schema, CPU and CUDA kernels).
 
 The ops live in ``torch.ops.dfdc_fast``; the wrappers here normalise inputs, document
-the contract and register fake (meta) implementations so the ops trace under
-``torch.compile``.
+the contract; ``dfdc_fast.fake_kernels`` registers their fake (meta) implementations so
+the ops trace under ``torch.compile`` and run on fake CUDA tensors (``bench.fake_cuda``).
 """
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from dfdc_fast.extension import _assert_cuda_kernels, _has_ops
+from dfdc_fast.runtime import fetch
 
 __all__ = ["CONNECTIVITIES", "LAYOUTS", "NMS_MODES", "ROI_FIELDS", "label3d", "component_stats", "crop_resize", "nms_padded"]
 
@@ -19,6 +21,13 @@ CONNECTIVITIES = (6, 18, 26)
 #: Overlap measures ``nms_padded`` accepts: intersection over union ("iou", torchvision's
 #: ``nms``) and intersection over the smaller area with +1 pixel sizes ("min", MTCNN's last stage).
 NMS_MODES = ("iou", "min")
+
+
+def _assert_kernels_for(t: torch.Tensor) -> None:
+    """The extension must be built, with CUDA kernels for a real CUDA tensor. A fake tensor
+    (``torch.compile``'s tracing, ``bench.fake_cuda``) never reaches a kernel: its fake
+    kernel is enough, whatever the build."""
+    _assert_cuda_kernels(t.device, fake=is_fake(t) or t.device.type == "meta")
 
 
 def _as_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -49,7 +58,7 @@ def label3d(mask: torch.Tensor, connectivity: int = 26) -> tuple[torch.Tensor, t
         raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
     if mask.dim() not in (3, 4):
         raise ValueError(f"mask must be (T, H, W) or (B, T, H, W), got shape {tuple(mask.shape)}")
-    _assert_cuda_kernels(mask.device)
+    _assert_kernels_for(mask)
     batched = mask.dim() == 4
     m = _as_mask(mask if batched else mask.unsqueeze(0))
     labels, num = torch.ops.dfdc_fast.label3d(m, connectivity)
@@ -79,11 +88,11 @@ def component_stats(
         raise ValueError(f"labels must be (T, H, W) or (B, T, H, W), got shape {tuple(labels.shape)}")
     if labels.dtype != torch.int32:
         raise ValueError(f"labels must be int32 (as label3d returns them), got {labels.dtype}")
-    _assert_cuda_kernels(labels.device)
+    _assert_kernels_for(labels)
     if num_labels is None:
-        num_labels = int(labels.max()) if labels.numel() else 0
-    elif isinstance(num_labels, torch.Tensor):
-        num_labels = int(num_labels.max()) if num_labels.numel() else 0
+        num_labels = labels
+    if isinstance(num_labels, torch.Tensor):  # the one read, through fetch (so fake CUDA can answer it)
+        num_labels = int(fetch(num_labels.max())[0]) if num_labels.numel() else 0
     batched = labels.dim() == 4
     lab = labels if batched else labels.unsqueeze(0)
     boxes, counts = torch.ops.dfdc_fast.component_stats(lab, int(num_labels))
@@ -144,7 +153,7 @@ def crop_resize(
         raise ValueError(f"up_mode must be one of {sorted(UP_MODES)}, got {up_mode!r}")
     if rotation % 90:
         raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
-    _assert_cuda_kernels(frames.device)
+    _assert_kernels_for(frames)
     h, w = (int(v) for v in out_size)
     return torch.ops.dfdc_fast.crop_resize(frames, LAYOUTS[layout], rois, h, w, MATRICES[matrix], bool(full_range),
                                            (int(rotation) // 90) % 4, UP_MODES[up_mode])
@@ -179,31 +188,10 @@ def nms_padded(boxes: torch.Tensor, valid: torch.Tensor, threshold: float, mode:
         raise ValueError(f"boxes must be (B, K, 4), got shape {tuple(boxes.shape)}")
     if valid.dtype != torch.bool or valid.shape != boxes.shape[:2]:
         raise ValueError(f"valid must be bool {tuple(boxes.shape[:2])}, got {valid.dtype} {tuple(valid.shape)}")
-    _assert_cuda_kernels(boxes.device)
+    _assert_kernels_for(boxes)
     return torch.ops.dfdc_fast.nms_padded(boxes, valid, float(threshold), mode)
 
 
-if _has_ops():  # shape propagation for torch.compile and meta tensors
 
-    @torch.library.register_fake("dfdc_fast::label3d")
-    def _label3d_fake(mask, connectivity=26):
-        return (
-            torch.empty(mask.shape, dtype=torch.int32, device=mask.device),
-            torch.empty((mask.shape[0],), dtype=torch.int64, device=mask.device),
-        )
-
-    @torch.library.register_fake("dfdc_fast::component_stats")
-    def _component_stats_fake(labels, num_labels):
-        b = labels.shape[0]
-        return (
-            torch.empty((b, num_labels, 6), dtype=torch.int64, device=labels.device),
-            torch.empty((b, num_labels), dtype=torch.int64, device=labels.device),
-        )
-
-    @torch.library.register_fake("dfdc_fast::crop_resize")
-    def _crop_resize_fake(frames, layout, rois, out_h, out_w, matrix=0, full_range=False, rotation=0, up_mode=0):
-        return torch.empty((rois.shape[0], out_h, out_w, 3), dtype=torch.uint8, device=frames.device)
-
-    @torch.library.register_fake("dfdc_fast::nms_padded")
-    def _nms_padded_fake(boxes, valid, threshold, mode="iou"):
-        return torch.empty(valid.shape, dtype=torch.bool, device=valid.device)
+if _has_ops():  # shape propagation (and the real kernels' checks) for torch.compile and fake tensors
+    from dfdc_fast import fake_kernels  # noqa: F401

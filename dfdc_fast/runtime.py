@@ -37,18 +37,35 @@ _NUMPY_DTYPES = {torch.bool: "bool", torch.uint8: "uint8", torch.int8: "int8", t
                  torch.float32: "float32", torch.float64: "float64"}
 
 
+#: Hooks that answer :func:`fetch` instead of the device, innermost last: ``bench.fake_cuda``
+#: replays a recorded CPU run's reads there, and ``record_fetches`` records them.
+FETCH_HOOKS: list = []
+
+
 def fetch(*tensors: torch.Tensor) -> list:
     """Copy several small device tensors to the host with one transfer (one host sync).
 
     Each ``.cpu()`` of a CUDA tensor waits for the GPU; results read back together cost
     one wait. Returns numpy arrays with the tensors' shapes and dtypes (values travel as
-    float64, exact for integers below 2**53 and for float32).
+    float64, exact for integers below 2**53 and for float32). Every deliberate
+    device-to-host read of the GPU path goes through here, so that a rehearsal on fake
+    CUDA tensors (``dfdc_fast.bench.fake_cuda``) can answer it and count it.
     """
-    import numpy as np
-
     if not tensors:
         return []
-    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+    if FETCH_HOOKS:
+        return FETCH_HOOKS[-1](tensors)
+    return read_to_host(tensors)
+
+
+def pack_for_fetch(tensors) -> torch.Tensor:
+    """The one flat float64 device tensor :func:`fetch` copies to the host."""
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+
+
+def read_to_host(tensors) -> list:
+    """:func:`fetch` itself, without the hooks."""
+    flat = pack_for_fetch(tensors)
     host = flat.cpu().numpy()
     out, pos = [], 0
     for t in tensors:

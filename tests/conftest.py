@@ -54,3 +54,18 @@ def _restore_rng():
     state = torch.get_rng_state()
     yield
     torch.set_rng_state(state)
+
+
+@pytest.fixture
+def fake_gpu():
+    """``dfdc_fast.bench.fake_cuda.fake_cuda`` for a test, checked to leave nothing patched behind.
+
+    Use ``with fake_gpu(replay=reads) as fc:`` (reads from ``record_fetches`` on a CPU run).
+    """
+    from dfdc_fast import runtime
+    from dfdc_fast.bench.fake_cuda import fake_cuda
+
+    available = torch.cuda.is_available
+    yield fake_cuda
+    assert runtime.FETCH_HOOKS == [], "a fetch hook was left installed"
+    assert torch.cuda.is_available is available, "torch.cuda stand-ins were left installed"

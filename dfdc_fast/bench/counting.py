@@ -25,6 +25,7 @@ from typing import Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 aten = torch.ops.aten
 
@@ -88,8 +89,11 @@ class OpCounter(TorchDispatchMode):
         ops / sync_ops: ``Counter`` by op name, for reports and failing tests.
     """
 
-    def __init__(self):
+    def __init__(self, device_type: str | None = None):
         super().__init__()
+        #: count only ops with a tensor on this device type ("cuda" under ``fake_cuda``,
+        #: where host-side bookkeeping runs on real CPU tensors); None counts every op
+        self.device_type = device_type
         self.kernels = 0
         self.syncs = 0
         self.host_to_device = 0
@@ -107,12 +111,18 @@ class OpCounter(TorchDispatchMode):
             sync = _has_bool_index(args)
         if func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is not None:
             sync = False
-        if sync:
+        if sync and self._on_device((args, kwargs)):
             self._sync(name)
-        if func not in _FREE_OPS and not func.is_view:
+        out = func(*args, **kwargs)
+        if func not in _FREE_OPS and not func.is_view and self._on_device((args, kwargs, out)):
             self.kernels += 1
             self.ops[name] += 1
-        return func(*args, **kwargs)
+        return out
+
+    def _on_device(self, tree) -> bool:
+        if self.device_type is None:
+            return True
+        return any(isinstance(t, torch.Tensor) and t.device.type == self.device_type for t in tree_leaves(tree))
 
     def _sync(self, name: str) -> None:
         self.syncs += 1
@@ -124,7 +134,8 @@ class OpCounter(TorchDispatchMode):
             original = getattr(torch.Tensor, method)
 
             def wrapped(t, *a, __original=original, __name=method, **k):
-                counter._sync(f"Tensor.{__name}")
+                if counter.device_type is None or t.device.type == counter.device_type:
+                    counter._sync(f"Tensor.{__name}")
                 return __original(t, *a, **k)
 
             self._patches.enter_context(_patched(torch.Tensor, method, wrapped))
