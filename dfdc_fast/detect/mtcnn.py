@@ -49,7 +49,7 @@ from dfdc_fast.detect.nms import nms_padded_reference
 from dfdc_fast.detect.pyramid import PyramidLayout, pyramid_layout
 from dfdc_fast.detect.resample import crop_resize_area_nhwc, integral_image
 from dfdc_fast.detect.types import Detections
-from dfdc_fast.runtime import to_device
+from dfdc_fast.runtime import fetch, to_device
 
 log = logging.getLogger(__name__)
 
@@ -616,10 +616,19 @@ class MTCNN:
         return outs, ok, flat
 
     def _read(self, counts: torch.Tensor) -> np.ndarray:
-        """The pass's allowed host sync: candidates (or faces) per frame, to size the next stage."""
+        """The pass's allowed host sync: candidates (or faces) per frame, to size the next stage.
+
+        It goes through :func:`dfdc_fast.runtime.fetch`, the one door of the GPU path's
+        deliberate reads, so that a rehearsal on fake CUDA tensors (``bench.fake_cuda``)
+        answers it from a CPU run of the same frames. Replaying these few reads, rather
+        than running the segments between them as separate units, keeps the detector's
+        code whole: the fake run takes every branch and chooses every padded width from
+        the real counts, as a GPU run of those frames would.
+        """
         self.host_reads += 1
         with _sync_allowed(counts.device):
-            return np.asarray(counts.tolist(), dtype=np.int64)
+            (host,) = fetch(counts)
+        return host.astype(np.int64)
 
 
 # ---- padded layout helpers ------------------------------------------------------------
@@ -772,11 +781,12 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 
 
 def _native_nms(device: torch.device):
-    """``dfdc_fast.ops.nms_padded`` when the extension has kernels for ``device``; otherwise
-    the pure-torch reference, which syncs per set (with a warning saying how to build)."""
+    """``dfdc_fast.ops.nms_padded`` when the extension has kernels for ``device`` (or, under
+    a fake-tensor mode, its fake kernel); otherwise the pure-torch reference, which syncs
+    per set (with a warning saying how to build)."""
     from dfdc_fast.extension import _has_ops, cuda_version
 
-    if _has_ops() and (device.type != "cuda" or cuda_version() >= 0):
+    if _has_ops() and (device.type != "cuda" or cuda_version() >= 0 or detect_fake_mode() is not None):
         from dfdc_fast.ops import nms_padded
 
         return nms_padded
