@@ -23,7 +23,11 @@ Implementations (on --device; CPU rows come from a CPU run):
 Reports frames/s from the median of --repeats timed runs (after one warm-up), the ratio
 to facenet-pytorch in the same case, how often both found the same number of faces, and,
 from a separate untimed run under dfdc_fast.bench.counting.OpCounter, kernel-launching
-ops per frame and host syncs per call. Writes JSON to benchmarks/results/.
+ops per frame and host syncs per call. On a CPU, ``ours`` also gets
+``fake_cuda_gpu_config``: the same calls in the configuration a GPU runs (256 frames per
+P-Net chunk, 8192 crops per forward, padded widths), on fake CUDA tensors with the host
+reads replayed from the CPU run: its ops on CUDA tensors per frame (about one kernel launch
+each) and host syncs per call. Writes JSON to benchmarks/results/.
 
     .venv/bin/python benchmarks/detect.py                   # CPU: 120 frames per case
     python benchmarks/detect.py --device cuda               # GPU: 120, 960, 3000 frames
@@ -40,6 +44,7 @@ import torch.nn.functional as F
 
 from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, time_runs, write_result
 from dfdc_fast.bench.counting import OpCounter
+from dfdc_fast.bench.fake_cuda import fake_cuda, record_fetches
 from dfdc_fast.detect import MTCNN
 from dfdc_fast.io import read_video
 
@@ -116,6 +121,21 @@ def count_ops(fn, n_frames: int, n_calls: int) -> dict:
             "calls": n_calls, **c.summary()}
 
 
+def fake_cuda_ops(make_detector, videos, per_call: int, reads: list, n_frames: int, n_calls: int) -> dict:
+    """The same calls in the configuration a GPU runs (its chunk sizes, padded widths and
+    layout), on fake CUDA tensors, the host reads answered from the CPU run's ``reads``:
+    ops on CUDA tensors (about one kernel launch each) and host syncs, without a GPU."""
+    with fake_cuda(replay=reads) as fc:
+        detector = make_detector("cuda")
+        fakes = [fc.tensor(v) for v in videos]
+        before = fc.counter.kernels
+        ours_detect(detector, fakes, per_call, read=False)
+    kernels = fc.counter.kernels - before
+    return {"kernels_per_frame": round(kernels / n_frames, 2), "syncs_per_call": round(fc.counter.syncs / n_calls, 2),
+            "host_reads_per_call": round(fc.host_reads / n_calls, 2), "kernels": kernels,
+            "ops": dict(fc.counter.ops.most_common(12))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of clips (default: ../shared/data/dfdc_samples)")
@@ -155,7 +175,10 @@ def main(argv=None) -> int:
         videos = [v.to(device) for v in host]
         n_frames = sum(len(v) for v in videos)
         n_calls = -(-len(videos) // per_call)
-        ours = MTCNN(device, thresholds=thresholds, **resize)
+        def make_ours(dev, thresholds=thresholds, resize=resize):
+            return MTCNN(dev, thresholds=thresholds, **resize)
+
+        ours = make_ours(device)
         peer = facenet(thresholds)
         resize_to = ours.config.detector_size if resize else None
         impls = {  # timed function, face counts, calls, the detector's work alone (counted)
@@ -181,7 +204,10 @@ def main(argv=None) -> int:
             try:
                 counts[impl] = count(fn())  # warm-up, and the faces to compare
                 t = time_runs(fn, repeats=args.repeats, warmup=0, device=device)
-                ops = count_ops(work, n_frames, calls)
+                with record_fetches() as reads:
+                    ops = count_ops(work, n_frames, calls)
+                if impl == "ours" and not gpu:  # the GPU configuration's launches, counted on fake CUDA
+                    ops["fake_cuda_gpu_config"] = fake_cuda_ops(make_ours, videos, per_call, reads, n_frames, calls)
             except Exception as exc:  # a broken implementation is reported, the others still run
                 results[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}",
                                  "traceback": traceback.format_exc(limit=3)}
@@ -191,6 +217,9 @@ def main(argv=None) -> int:
                              "frames_per_s": round(n_frames / t.median_s, 2), "faces": sum(counts[impl]), **ops}
             print(f"{name:>40}: median {t.median_s:8.3f} s {n_frames / t.median_s:9.1f} frames/s  "
                   f"{ops['kernels_per_frame']:7.1f} kernels/frame  {ops['syncs_per_call']:7.1f} syncs/call", flush=True)
+            if "fake_cuda_gpu_config" in ops:
+                print(f"{name:>40}: GPU configuration on fake CUDA: "
+                      f"{ops['fake_cuda_gpu_config']['kernels_per_frame']:.1f} kernels/frame", flush=True)
         peer_name = f"{case}/facenet_{dev}"
         for impl in counts:
             name = f"{case}/{impl if impl.endswith('from_host') else f'{impl}_{dev}'}"

@@ -155,6 +155,7 @@ def test_max_faces_and_fallback(sample_frames):
 def test_out_of_memory_shrinks_the_batch(sample_frames, ours_cpu, monkeypatch, caplog):
     frames = sample_frames["ccfoszqabv.mp4"][:6]
     expected = ours_cpu.detect(frames)
+    ours_cpu = MTCNN("cpu", thresholds=THRESHOLDS, frame_batch=6)
     real = ours_cpu._detect_batch
     sizes = []
 

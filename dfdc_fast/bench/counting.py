@@ -63,6 +63,8 @@ _FREE_OPS = {
     aten.is_same_size.default,
     aten.set_.source_Storage_storage_offset,
     aten.resize_.default,
+    torch.ops.prim.device.default,  # ``t.device`` of a tensor subclass (fake tensors) dispatches this
+    torch.ops.prim.layout.default,
 }
 
 #: Host reads that dispatch no op. ``.numpy()`` is not among them: it fails on a CUDA

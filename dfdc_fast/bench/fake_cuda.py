@@ -280,6 +280,11 @@ class _Router(TorchDispatchMode):
             if pinned and isinstance(out, torch.Tensor):
                 self.fc._pinned.add(out.untyped_storage().data_ptr())
             return out
+        if func is aten.to.dtype_layout and not fakes:
+            # Under inference_mode a host tensor's .to("cuda") arrives as aten.to itself, which the
+            # fake mode would constant-fold into a real copy to the missing GPU: make it the
+            # _to_copy the fake mode knows to keep fake.
+            func, kwargs = aten._to_copy.default, {k: v for k, v in kwargs.items() if k != "copy"}
         name = str(func.overloadpacket.__name__)
         if func.name().split(".")[0] in _SIZE_SYNC_OPS:
             self.fc.counter._sync(name)

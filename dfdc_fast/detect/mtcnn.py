@@ -12,9 +12,10 @@ changes is how:
   ``F.interpolate(mode="area")`` of a channels-last float copy, as facenet-pytorch does
   it; R-Net and O-Net crops of all boxes come out of one gather from summed-area tables
   (``resample.py``), bit-identical to facenet-pytorch's per-box ``interpolate``.
-* P-Net runs once per pyramid scale on all frames (in chunks of ``frame_batch``). Its
-  candidates stay padded: a fixed top-k per frame and scale (``max_candidates``), ranked
-  by score and then raster position, with a validity mask. NMS per frame and scale, the
+* Every pyramid scale of a frame is pasted into one canvas (``pyramid.py``), and P-Net
+  runs once on the canvases of all frames (in chunks of ``frame_batch``), not once per
+  scale. Its candidates stay padded: a fixed top-k per frame and scale
+  (``max_candidates``), ranked by score and then raster position, with a validity mask. NMS per frame and scale, the
   merge of the scales and NMS per frame are all on padded ``(frames, K)`` tensors with the
   native ``nms_padded`` op (one thread block per set on a GPU), so this stage never syncs.
 * At each stage boundary the host reads one small tensor, the number of candidates per
@@ -45,9 +46,10 @@ from torch._guards import detect_fake_mode
 
 from dfdc_fast.detect.nets import load_nets
 from dfdc_fast.detect.nms import nms_padded_reference
+from dfdc_fast.detect.pyramid import PyramidLayout, pyramid_layout
 from dfdc_fast.detect.resample import crop_resize_area_nhwc, integral_image
 from dfdc_fast.detect.types import Detections
-from dfdc_fast.runtime import fetch
+from dfdc_fast.runtime import fetch, to_device
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,10 @@ class MTCNNConfig:
     max_candidates: int = 5000
     #: Frames per P-Net chunk (the pass itself covers all frames of a call); halved and
     #: retried when the device runs out of memory. Host syncs do not depend on it. None:
-    #: 256 on a GPU; on a CPU about 4 megapixels (8 frames of 960x540, 32 of 480x270),
-    #: where P-Net per frame was about 2x faster in chunks of 4-8 frames of 960x540 than
-    #: of 32 (the activations stay in cache), and smaller chunks only add overhead.
+    #: 256 on a GPU; on a CPU, P-Net canvases of about 250k pixels (1 frame of 960x540, 2
+    #: of 480x270: the packed pyramid of one 960x540 frame is 442x987), where P-Net per
+    #: frame was 1.3-1.6x faster than in chunks of 8 (its activations stay in cache), and
+    #: R-Net/O-Net crops from about 4 megapixels of frames at a time.
     frame_batch: Optional[int] = None
     #: Crops per R-Net / O-Net forward. None: 8192 on a GPU, 512 on a CPU (fastest there).
     net_batch: Optional[int] = None
@@ -234,6 +237,7 @@ class MTCNN:
         gpu = self.device.type == "cuda"
         self.net_batch = self.config.net_batch or (8192 if gpu else 512)
         self.host_reads = 0
+        self._layouts: dict = {}
 
     def __repr__(self) -> str:
         return f"MTCNN(device={self.device}, config={self.config})"
@@ -333,9 +337,11 @@ class MTCNN:
         when the size divides by whole blocks (summed as integers, bit-identical)."""
         n, fh, fw, _ = frames.shape
         out = torch.empty((n, h, w, 3), dtype=torch.uint8, device=self.device)
-        chunk = max(1, (64 << 20) // (fh * fw * 3 * 4))
         ky, kx = fh // h, fw // w
         blocks = fh == h * ky and fw == w * kx and kx <= 128  # e.g. 1080p to 0.5x or to a longer side of 480
+        # about 64 MB of temporaries per chunk: a float copy of the frames, or the block sums'
+        # int16 column sums (fewer, larger chunks: 5 launches a frame fewer on a GPU at 1080p)
+        chunk = max(1, (64 << 20) // (fh * (fw // kx * 2 if blocks else fw * 4) * 3))
         mode = "area" if h <= fh and w <= fw else "bilinear"
         extra = {"align_corners": False} if mode == "bilinear" else {}
         for a in range(0, n, chunk):
@@ -458,51 +464,57 @@ class MTCNN:
     def _detect_batch(self, images: torch.Tensor, threshold: float):
         """Stage 1 on a chunk of frames of one size (uint8 ``(n, h, w, 3)`` at detector scale).
 
-        Returns squared, regressed boxes ``(n, W, 4)`` and the candidates among them
-        ``(n, W)``, by decreasing score (facenet-pytorch's order for ties). W depends only
-        on the frame size, so chunks concatenate.
+        Every pyramid scale goes into one canvas (``pyramid.py``) and P-Net runs once on
+        it; the candidates of all scales are then ranked, suppressed per scale and merged
+        as ``(n, scales, k)`` tensors, so the kernels of this stage do not grow with the
+        number of scales. Returns squared, regressed boxes ``(n, W, 4)`` and the
+        candidates among them ``(n, W)``, by decreasing score (facenet-pytorch's order for
+        ties). W depends only on the frame size, so chunks concatenate.
         """
         n, h, w, _ = images.shape
+        layout = pyramid_layout(h, w, float(self.config.min_face_size), float(self.config.factor))
+        if layout is None:
+            empty = torch.zeros((n, 0), dtype=torch.bool, device=self.device)
+            return torch.zeros((n, 0, 4), device=self.device), empty
+        dev = self.device
+        cells, live, spill, scale, cols = self._layout_tensors(layout)
         frames = images.permute(0, 3, 1, 2).float()  # channels-last in memory
         if not self.channels_last:
             frames = frames.contiguous()
-        scales = _pyramid(h, w, self.config.min_face_size, self.config.factor)
-        cap = self.config.max_candidates
-        cand_boxes, cand_regs, cand_scores, cand_keep = [], [], [], []
-        for s in scales:
-            x = F.interpolate(frames, size=(int(h * s + 1), int(w * s + 1)), mode="area")
-            reg, prob = self._pnet((x - 127.5) * 0.0078125)
-            hs, ws = prob.shape[1], prob.shape[2]
-            k = min(cap, hs * ws)
-            # Top k by score, ties by raster position (facenet-pytorch's candidate order):
-            # one int64 key per cell, the score's bits above the reversed position.
-            shift = max(1, (hs * ws - 1).bit_length())
-            prob = prob.reshape(n, hs * ws)
-            key = (prob.view(torch.int32).to(torch.int64) << shift) | (
-                (1 << shift) - 1 - torch.arange(hs * ws, device=self.device))
-            top = key.topk(k, dim=1).values
-            pos = (1 << shift) - 1 - (top & ((1 << shift) - 1))
-            score = (top >> shift).to(torch.int32).view(torch.float32)
-            xy = torch.stack([pos % ws, pos // ws], dim=-1).to(torch.float32)  # (n, k, 2) column, row
-            q1 = ((2 * xy + 1) / s).floor()
-            q2 = ((2 * xy + 12) / s).floor()
-            boxes = torch.cat([q1, q2], dim=-1)
-            cand_boxes.append(boxes)
-            cand_regs.append(reg.reshape(n, 4, hs * ws).gather(2, pos[:, None, :].expand(n, 4, k)).transpose(1, 2))
-            cand_scores.append(score)
-            cand_keep.append(self._nms(boxes, score >= threshold, 0.5, "iou"))  # per frame and scale
-        if not scales:
-            empty = torch.zeros((n, 0), dtype=torch.bool, device=self.device)
-            return torch.zeros((n, 0, 4), device=self.device), empty
-        boxes, regs = torch.cat(cand_boxes, 1), torch.cat(cand_regs, 1)
-        scores, keep = torch.cat(cand_scores, 1), torch.cat(cand_keep, 1)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        canvas = torch.empty((n, 3, *layout.canvas), device=dev, memory_format=fmt).zero_()
+        for (hs, ws), (y, x) in zip(layout.sizes, layout.offsets):
+            canvas[:, :, y:y + hs, x:x + ws] = F.interpolate(frames, size=(hs, ws), mode="area")
+        reg, prob = self._pnet(canvas.sub_(127.5).mul_(0.0078125), spill)
+        s_count, width = cells.shape
+        k = min(self.config.max_candidates, width)
+        # Top k per frame and scale by score, ties by raster position (facenet-pytorch's
+        # candidate order): one int64 key per cell, the score's bits above the reversed
+        # position; padding entries get -1 and rank last.
+        shift = max(1, (width - 1).bit_length())
+        low = (1 << shift) - 1
+        p = prob.reshape(n, -1).index_select(1, cells.view(-1)).view(n, s_count, width)
+        key = (p.view(torch.int32).to(torch.int64) << shift) | (low - torch.arange(width, device=dev))
+        top = key.masked_fill_(~live, -1).topk(k, dim=2).values  # (n, S, k)
+        real = top >= 0
+        pos = low - (top & low)
+        score = (top >> shift).to(torch.int32).view(torch.float32)
+        xy = torch.stack([pos % cols, pos // cols], dim=-1).to(torch.float32)  # (n, S, k, 2) column, row
+        q1 = ((2 * xy + 1) / scale).floor()
+        q2 = ((2 * xy + 12) / scale).floor()
+        boxes = torch.cat([q1, q2], dim=-1).view(n, s_count * k, 4)
+        at = cells.expand(n, s_count, width).gather(2, pos).view(n, 1, s_count * k)
+        regs = reg.reshape(n, 4, -1).gather(2, at.expand(n, 4, s_count * k)).transpose(1, 2)
+        passed = (real & (score >= threshold)).view(n * s_count, k)
+        keep = self._nms(boxes.view(n * s_count, k, 4), passed, 0.5, "iou").view(n, s_count * k)  # per frame and scale
+        scores = score.view(n, s_count * k)
         # Per frame across scales: kept candidates by score, ties by scale and rank in it.
-        total = boxes.shape[1]
-        width = min(total, cap)
+        total = s_count * k
+        width = min(total, self.config.max_candidates)
         shift = max(1, (total - 1).bit_length())
         key = (scores.view(torch.int32).to(torch.int64) << shift) | (
-            (1 << shift) - 1 - torch.arange(total, device=self.device))
-        top, order = key.masked_fill(~keep, -1).topk(width, dim=1)
+            (1 << shift) - 1 - torch.arange(total, device=dev))
+        top, order = key.masked_fill_(~keep, -1).topk(width, dim=1)
         valid = top >= 0
         boxes = boxes.gather(1, order[..., None].expand(n, width, 4))
         regs = regs.gather(1, order[..., None].expand(n, width, 4))
@@ -510,21 +522,42 @@ class MTCNN:
         wh = (boxes[..., 2:] - boxes[..., :2]).repeat(1, 1, 2)
         return _square(boxes + regs * wh), keep
 
-    def _frame_batch(self, g: _Group) -> int:
-        """Frames per chunk for the frames of ``g`` (``MTCNNConfig.frame_batch``)."""
+    def _layout_tensors(self, layout: PyramidLayout):
+        """The layout's index tensors on the device: each scale's cells in the canvas output
+        ``(S, W)``, which are cells ``(S, W)``, the pool's spill mask, the scales ``(S, 1, 1)``
+        and each scale's output columns ``(S, 1)``. Kept per layout (a few MB), except
+        under a fake-tensor mode, whose tensors must not outlive it."""
+        tensors = self._layouts.get(layout)
+        if tensors is None:
+            index, live = layout.cells()
+            spill = layout.spill()
+            tensors = (to_device(index, self.device), to_device(live, self.device), to_device(spill, self.device),
+                       to_device(np.array(layout.scales, dtype=np.float32).reshape(-1, 1, 1), self.device),
+                       to_device(np.array([c for _, c in layout.cells_shape], dtype=np.int64).reshape(-1, 1), self.device))
+            if detect_fake_mode() is None:
+                self._layouts[layout] = tensors
+        return tensors
+
+    def _frame_batch(self, g: _Group, canvas: bool = True) -> int:
+        """Frames per chunk for the frames of ``g`` (``MTCNNConfig.frame_batch``): of P-Net's
+        canvases, or (``canvas=False``) of the summed-area tables the crops come from."""
         if self.config.frame_batch:
             return self.config.frame_batch
         if self.device.type == "cuda":
             return 256
-        return max(1, 4_000_000 // (g.size[0] * g.size[1]))
+        if not canvas:
+            return max(1, 4_000_000 // (g.size[0] * g.size[1]))
+        layout = pyramid_layout(*g.size, float(self.config.min_face_size), float(self.config.factor))
+        area = layout.canvas[0] * layout.canvas[1] if layout is not None else g.size[0] * g.size[1]
+        return max(1, 250_000 // area)
 
-    def _pnet(self, x: torch.Tensor):
+    def _pnet(self, x: torch.Tensor, spill: torch.Tensor):
         if not self.channels_last:
             x = x.contiguous()
         if self._pnet_dtype != torch.float32:
-            reg, prob = self._pnet_run(x.to(self._pnet_dtype))
+            reg, prob = self._pnet_run(x.to(self._pnet_dtype), spill)
             return reg.float(), prob.float()
-        return self._pnet_run(x)
+        return self._pnet_run(x, spill)
 
     def _net_on_crops(self, net, groups: list[_Group], boxes: torch.Tensor, valid: torch.Tensor,
                       counts_host: np.ndarray, size: int):
@@ -559,7 +592,7 @@ class MTCNN:
         outs = []
         cached = sum(t.numel() * 4 for g in groups for t in g.tables.values())
         for g in groups:
-            step = self._frame_batch(g)
+            step = self._frame_batch(g, canvas=False)
             for a in range(0, g.n, step):
                 b = min(a + step, g.n)
                 lo, hi = int(offsets[g.start + a]), int(offsets[g.start + b])
@@ -727,17 +760,6 @@ def _block_sums(x: torch.Tensor, ky: int, kx: int) -> torch.Tensor:
 
 
 # ---- box arithmetic as facenet-pytorch does it ----------------------------------------
-
-
-def _pyramid(h: int, w: int, min_face_size: float, factor: float) -> list[float]:
-    m = 12.0 / min_face_size
-    side = min(h, w) * m
-    scales, s = [], m
-    while side >= 12:
-        scales.append(s)
-        s *= factor
-        side *= factor
-    return scales
 
 
 def _square(boxes: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,9 @@ def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
 class PNet(nn.Module):
     """Proposal net: fully convolutional, a 12x12 window every 2 pixels.
 
-    Returns box offsets ``(N, 4, h, w)`` and face probabilities ``(N, h, w)``.
+    Returns box offsets ``(N, 4, h, w)`` and face probabilities ``(N, h, w)``. ``spill``
+    (bool, the first conv's output size) marks positions set to ``-inf`` before the pool:
+    see ``pyramid.py``, which packs every pyramid scale into one input.
     """
 
     def __init__(self):
@@ -35,8 +37,11 @@ class PNet(nn.Module):
         self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not face
         self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets
 
-    def forward(self, x):
-        x = self.pool1(self.prelu1(self.conv1(x)))
+    def forward(self, x, spill=None):
+        x = self.prelu1(self.conv1(x))
+        if spill is not None:
+            x = x.masked_fill_(spill, float("-inf"))  # in place: keeps channels-last
+        x = self.pool1(x)
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)[:, 1]
 
