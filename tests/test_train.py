@@ -78,8 +78,9 @@ def test_run_writes_checkpoints_resumes_exactly_and_lowers_loss(demo_faces, tmp_
     assert len(straight.metrics) == 6
     losses = [m["train_loss"] for m in straight.metrics]
     assert losses[-1] < 0.8 * losses[0], losses
-    for e in range(1, 7):
-        assert os.path.exists(tmp_path / "straight" / "checkpoints" / f"epoch_{e:03d}.pth")
+    # retention (checkpoint_keep 3): the newest three epochs, last.pth and best.pth
+    assert sorted(os.listdir(tmp_path / "straight" / "checkpoints")) == [
+        "best.pth", "epoch_004.pth", "epoch_005.pth", "epoch_006.pth", "last.pth"]
     assert os.path.getsize(tmp_path / "straight" / "metrics.png") > 1000
     assert [int(r["epoch"]) for r in read_metrics(str(tmp_path / "straight" / "metrics.csv"))] == [1, 2, 3, 4, 5, 6]
 

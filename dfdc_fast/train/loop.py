@@ -12,7 +12,6 @@ run resumed from a checkpoint continues exactly as if it had not stopped.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import time
@@ -22,6 +21,10 @@ from dataclasses import dataclass, field
 import torch
 
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
+from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
+from dfdc_fast.models.checkpoint import BEST
+from dfdc_fast.train.checkpoints import (CheckpointKeeper, changed_settings, checkpoint_dir, clear_run, epoch_path,
+                                         refuse_changes, resume_source)
 from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.errors import ConfigError, UserError
 from dfdc_fast.train.data import (balanced_epoch, read_clip_index, read_crops_csv, read_pairs_csv, split_by_fold,
@@ -44,6 +47,7 @@ class TrainResult:
     step: int = 0
     epoch: int = 0
     decode: dict = field(default_factory=dict)   # the loader's DecodeStats over this invocation
+    nothing_to_do: str = ""                      # why this invocation trained nothing (a finished run)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -209,8 +213,8 @@ def predict_pairs(model, pairs, *, spec, indices, loader, batch_size: int, devic
 
 
 def latest_checkpoint(out: str) -> str | None:
-    paths = sorted(glob.glob(os.path.join(out, "checkpoints", "epoch_*.pth")))
-    return paths[-1] if paths else None
+    """The checkpoint a rerun in ``out`` resumes from (see :func:`resume_source`)."""
+    return resume_source(out)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -257,17 +261,25 @@ def predict_samples(model, samples, *, spec, frames: int, eval_tf, loader, batch
 def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, world: int = 1, pretrained=True):
     """The model, its optimiser, schedule, scaler, augmentations and the :class:`TrainStep`
     that ties them, as :func:`train` builds them: ``(step, eval_tf)``. ``model`` and ``net``
-    are ``step.model`` / ``step.net``."""
-    from dfdc_fast.models import create_model, model_spec
+    are ``step.model`` / ``step.net``. With ``pretrained`` the starting weights
+    (``config.pretrained`` or ``config.resume_from``) are loaded and stated in one log line;
+    without, the model keeps its initialisation (a resumed run loads its checkpoint)."""
+    from dfdc_fast.models import create_model, model_spec, to_channels_last
 
     spec = model_spec(config.model)
     size = config.input_size or spec.input_size
     dtype = amp_dtype(config.amp, device)
     torch.manual_seed(config.seed)
     model_kwargs = dict(num_classes=1, **config.model_kwargs)
-    model = create_model(config.model, pretrained=config.pretrained if pretrained else None, **model_kwargs).to(device)
+    try:
+        model = create_model(config.model, **model_kwargs)
+    except TypeError as exc:  # a model_kwargs key the builder does not take
+        raise ConfigError(f"model_kwargs {config.model_kwargs} do not fit {config.model}: {exc}") from None
+    if pretrained:
+        log.info("weights: %s", load_start_weights(model, config, spec))
+    model = model.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d if spec.kind == "3d" else torch.channels_last)
+        model = to_channels_last(model)
     optimizer = make_optimizer(config, model.parameters(), device)
     schedule = make_schedule(config, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -293,14 +305,36 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
     return step, eval_tf
 
 
+
+def load_start_weights(model, config: TrainConfig, spec) -> str:
+    """Load the weights a new run starts from into ``model``; what was loaded, in words."""
+    from dfdc_fast.models import load_checkpoint, load_pretrained, load_weights
+
+    total = len(model.state_dict())
+    if config.resume_from:
+        ckpt = load_checkpoint(config.resume_from)
+        if ckpt.model_name != config.model:
+            raise ConfigError(f"--resume-from {config.resume_from} holds a {ckpt.model_name} model, not {config.model}")
+        load_weights(model, ckpt.state_dict, head=None, source=config.resume_from)
+        where = f", epoch {ckpt.state['epoch']} of its run" if isinstance(ckpt.state.get("epoch"), int) else ""
+        return f"{config.resume_from}{where}: all {total} tensors (a new run: fresh optimiser and schedule)"
+    if config.pretrained:
+        skipped = load_pretrained(model, config.pretrained, head=spec.head)
+        if skipped:
+            return (f"{config.pretrained}: {total - len(skipped)} of {total} tensors; classifier "
+                    f"{', '.join(skipped)} at its initialisation")
+        return f"{config.pretrained}: all {total} tensors"
+    return f"random init (seed {config.seed}; no --pretrained file)"
+
+
 def train(config: TrainConfig, device: torch.device | str | None = None, stop_after_epochs: int | None = None) -> TrainResult:
-    """Run (or resume) the training described by ``config`` on ``device``.
+    """Run (or resume, or extend) the training described by ``config`` on ``device``.
 
     ``stop_after_epochs`` ends this invocation early (after that many epochs of it); the
     schedule still spans ``config.epochs``, so a later call resumes where this one stopped.
+    A folder holding a run resumes it when the settings agree (see
+    :mod:`dfdc_fast.train.checkpoints`), and a finished one has nothing to do.
     """
-    from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world, device = setup_distributed(device)
     main = rank == 0
@@ -310,11 +344,7 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     frames = len(config.pair_frames) if pairs else (config.frames or spec.frames)
     size = config.input_size or spec.input_size
     dtype = amp_dtype(config.amp, device)
-    if pairs and config.loader not in ("auto", "pyav"):
-        raise ValueError(f"NTechLab's pairs are re-encoded and augmented in CPU workers: loader pyav, got {config.loader!r}")
     loader_name = "pyav" if pairs else resolve_loader(config.loader, device, kind)
-    if config.log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {config.log_every}")
     if main:
         log.info("model %s (%s), %d frames at %d px, loader %s, amp %s, device %s, %d process(es)",
                  config.model, kind, frames, size, loader_name, dtype, device, world)
@@ -334,10 +364,8 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
         if problem:  # once per run, not once per epoch
             log.warning("validation: %s", problem)
         elif not val_samples:
-            log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty")
-    os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
-    if main:
-        save_config(config, os.path.join(config.out, "config.yaml"))
+            log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty "
+                     "and best.pth is the last epoch")
 
     per_step = config.batch_size * config.accumulate * world
     epoch_items = len(train_samples) if pairs else len(balanced_epoch(train_samples, 0, seed=config.seed,
@@ -349,11 +377,10 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
         raise ValueError(f"an epoch holds {epoch_items} training items, fewer than one step of {per_step} "
                          f"(batch {config.batch_size} x accumulate {config.accumulate} x {world} process(es)); "
                          "lower --batch-size or extract more clips")
-    step, eval_tf = build_step(config, device, total_steps=config.epochs * steps_per_epoch, world=world)
-    model, optimizer, schedule, scaler = step.model, step.optimizer, step.schedule, step.scaler
 
-    start_epoch, metrics = 0, []
-    resume_from = latest_checkpoint(config.out) if config.resume else None
+    # what the folder holds decides before anything is written: resume, extend, refuse, or nothing to do
+    resume_from = resume_source(config.out) if config.resume else None
+    ckpt = None
     if resume_from:
         try:
             ckpt = load_checkpoint(resume_from)
@@ -361,17 +388,58 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
                 if key not in ckpt.state:
                     raise ValueError(f"it holds no {key!r} state")
         except (ValueError, RuntimeError, EOFError, OSError) as exc:
-            raise UserError(f"cannot resume from {resume_from}: {exc}. Delete that file to resume from the "
-                            "checkpoint before it, or rerun with --no-resume to start over") from exc
+            raise UserError(f"cannot resume from {resume_from}: {exc}. Rerun with --overwrite (--no-resume) to start "
+                            "over, or --resume-from FILE to start a new run from a checkpoint's weights") from exc
+        refuse_changes(changed_settings(ckpt.config, config), config.out)
+        done_epoch, done_steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
+        if done_epoch > config.epochs:
+            raise ConfigError(f"{config.out} holds a run that has finished {done_epoch} epochs: epochs {config.epochs} "
+                              f"would end before it (raise --epochs to extend it, or --overwrite to start over)")
+        if done_epoch == config.epochs:
+            best = os.path.join(checkpoint_dir(config.out), BEST)
+            message = (f"nothing to do: {config.out} has finished its {done_epoch} epochs"
+                       + (f" (best: {best})" if os.path.exists(best) else "")
+                       + "; raise --epochs to extend it, or --overwrite to start over")
+            if main:
+                log.info(message)
+            return TrainResult(config.out, resume_from, [], done_steps, done_epoch, {}, nothing_to_do=message)
+    total_steps = config.epochs * steps_per_epoch
+    if ckpt is not None:  # the steps done, then the epochs left at this run's epoch length
+        total_steps = done_steps + (config.epochs - done_epoch) * steps_per_epoch
+    os.makedirs(checkpoint_dir(config.out), exist_ok=True)
+    if main and not config.resume:
+        removed = clear_run(config.out)
+        if removed:
+            log.info("overwrite: removed %d files of the run that was in %s", removed, config.out)
+    if main:
+        save_config(config, os.path.join(config.out, "config.yaml"))
+
+    step, eval_tf = build_step(config, device, total_steps=total_steps, world=world, pretrained=ckpt is None)
+    model, optimizer, schedule, scaler = step.model, step.optimizer, step.schedule, step.scaler
+
+    start_epoch, metrics = 0, []
+    keeper = CheckpointKeeper(config.out, config.checkpoint_keep)
+    if ckpt is not None:
         model.load_state_dict(ckpt.state_dict, strict=True)
         optimizer.load_state_dict(ckpt.state["optimizer"])
         schedule.load_state_dict(ckpt.state["schedule"])
         if ckpt.state.get("scaler"):
             scaler.load_state_dict(ckpt.state["scaler"])
         _set_rng_state(ckpt.state["rng"], device)
-        start_epoch, step.steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
+        start_epoch, step.steps = done_epoch, done_steps
+        keeper = CheckpointKeeper(config.out, config.checkpoint_keep, full=done_epoch, best=ckpt.state.get("best"))
         if main:
             log.info("resumed from %s: epoch %d, step %d", resume_from, start_epoch, step.steps)
+            log.info("weights: resumed from %s", resume_from)
+        recorded_total = int(ckpt.state.get("total_steps") or _recorded_total(ckpt.config, steps_per_epoch))
+        if recorded_total != total_steps:
+            before = schedule.get_last_lr()[0]
+            step.schedule = schedule = rebuild_schedule(config, optimizer, total_steps, step.steps)
+            if main:
+                log.info("extending %s: %d -> %d steps (epochs %s, %d steps per epoch from here); the %s schedule is "
+                         "rebuilt for %d steps and continues at step %d (lr %.3g -> %.3g)", config.out, recorded_total,
+                         total_steps, config.epochs, steps_per_epoch, config.schedule, total_steps, step.steps, before,
+                         schedule.get_last_lr()[0])
 
     model_kwargs = dict(num_classes=1, **config.model_kwargs)
     last = resume_from
@@ -435,13 +503,15 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
                 ll, bll, n = video_log_loss(videos, labels, probs)
                 row.update(val_log_loss=round(ll, 6), val_balanced_log_loss=round(bll, 6), val_videos=n)
             if main:
-                last = os.path.join(config.out, "checkpoints", f"epoch_{epoch + 1:03d}.pth")
-                save_checkpoint(last, unwrap(step.net), model_name=config.model, model_kwargs=model_kwargs,
-                                config=config.to_dict(),
+                best = keeper.update_best(row)
+                save_checkpoint(epoch_path(config.out, epoch + 1), unwrap(step.net), model_name=config.model,
+                                model_kwargs=model_kwargs, config=config.to_dict(),
                                 state={"epoch": epoch + 1, "step": step.steps, "optimizer": optimizer.state_dict(),
                                        "schedule": schedule.state_dict(),
                                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                                       "rng": _rng_state(device), "metrics": row})
+                                       "rng": _rng_state(device), "metrics": row, "best": best,
+                                       "total_steps": total_steps})
+                last = keeper.commit(epoch + 1)
                 append_metrics(os.path.join(config.out, "metrics.csv"), row)
                 _plot(config)
                 log.info("epoch %d: %s", epoch + 1, row)
@@ -450,6 +520,30 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     finally:
         loader.close()
     return TrainResult(config.out, last, metrics, step.steps, end_epoch, loader.stats.to_dict())
+
+
+def _recorded_total(recorded: dict, steps_per_epoch: int) -> int:
+    """The schedule length of a run whose checkpoints predate ``total_steps`` in their state."""
+    epochs = int(recorded.get("epochs") or 0)
+    per_epoch = recorded.get("max_steps_per_epoch") or steps_per_epoch
+    return epochs * int(per_epoch)
+
+
+def rebuild_schedule(config: TrainConfig, optimizer, total_steps: int, steps_done: int):
+    """A schedule for ``total_steps``, advanced to where a run of ``steps_done`` optimiser
+    steps is (the head-only warm-up steps leave it where it is), as timm recomputes its
+    schedule from the epoch when a run is extended."""
+    import warnings
+
+    for group in optimizer.param_groups:  # the rates a new schedule starts from, not the decayed ones
+        if "initial_lr" in group:
+            group["lr"] = group["initial_lr"]
+    schedule = make_schedule(config, optimizer, total_steps)
+    with warnings.catch_warnings():  # stepping without optimiser steps is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(max(0, steps_done - config.warmup_head_steps)):
+            schedule.step()
+    return schedule
 
 
 def _plot(config: TrainConfig) -> None:
