@@ -29,7 +29,8 @@ from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.errors import ConfigError, UserError
 from dfdc_fast.train.data import (balanced_epoch, read_clip_index, read_crops_csv, read_pairs_csv, split_by_fold,
                                   split_samples, validate_samples)
-from dfdc_fast.train.loaders import make_loader, plan_epoch, plan_pairs, resolve_loader
+from dfdc_fast.train.loaders import make_loader, resolve_loader
+from dfdc_fast.train.plan import epoch_order, pair_epoch_order, plan_epoch, plan_pairs  # noqa: F401 (re-exported)
 from dfdc_fast.train.metrics import append_metrics, plot_metrics, validation_problem, video_log_loss
 from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
 
@@ -133,33 +134,6 @@ def _options_for(cls, options: dict, kind: str, config: TrainConfig) -> dict:
     return {k: v for k, v in options.items() if k in known}
 
 
-def epoch_order(samples, epoch: int, items: int, *, seed: int, mode: str) -> list[int]:
-    """``items`` sample indices for one epoch: balanced draws, repeated with fresh shuffles
-    when the data holds fewer items than the steps ask for."""
-    order: list[int] = []
-    k = 0
-    while len(order) < items:
-        order += balanced_epoch(samples, epoch * 1000 + k, seed=seed, mode=mode)
-        k += 1
-    return order[:items]
-
-
-def pair_epoch_order(count: int, epoch: int, items: int, *, seed: int) -> list[int]:
-    """``items`` pair indices for one epoch: shuffles of all pairs drawn from ``(seed, epoch)``."""
-    import random
-
-    if count < 1:
-        return []
-    order: list[int] = []
-    k = 0
-    while len(order) < items:
-        idx = list(range(count))
-        random.Random(seed * 100_003 + epoch * 1000 + k).shuffle(idx)
-        order += idx
-        k += 1
-    return order[:items]
-
-
 def read_training_data(config: TrainConfig, kind: str) -> list:
     """The samples ``config.dataset`` names: index.csv clips or crops, Selim's crops.csv or
     NTechLab's pairs.csv."""
@@ -196,7 +170,8 @@ def predict_pairs(model, pairs, *, spec, indices, loader, batch_size: int, devic
     plan = plan_pairs(pairs, range(len(pairs)), indices=indices, batch_size=batch_size, train=False, seed=0, epoch=0,
                       drop_last=False)
     probs: list[torch.Tensor] = []
-    for batch, *_ in loader.iterate(plan):
+    for batch in loader.iterate(plan):
+        batch = batch.frames
         b, two, t, h, w, _ = batch.shape
         x = batch.reshape(b * two, t, h, w, 3).permute(0, 4, 1, 2, 3).float().div_(255.0)  # (2B, 3, T, H, W)
         if spec.kind == "2d":
@@ -466,8 +441,8 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
             first_done = None
             seen = seen_first = 0
             bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", config.progress and main)
-            for i, (batch, labels, *extras) in enumerate(loader.iterate(plan)):
-                step(batch, labels, extras[0] if extras else None)
+            for i, batch in enumerate(loader.iterate(plan)):
+                step(batch.frames, batch.labels, batch.extras)
                 seen += len(batch)
                 if first_done is None:  # time the first step apart: loader start-up, cuDNN autotuning
                     if device.type == "cuda":
