@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from dfdc_fast.errors import ConfigError
+from dfdc_fast.models import list_models, model_spec
 from dfdc_fast.runtime import AMP_MODES
 
 DATASETS = ("auto", "crops_csv", "pairs")
@@ -135,6 +136,9 @@ class TrainConfig:
         need(len(self.pair_crop) == 2 and all(int(v) >= 1 for v in self.pair_crop),
              f"pair_crop is (height, width), got {self.pair_crop}")
         need(self.pair_min_size >= 1, f"pair_min_size must be >= 1, got {self.pair_min_size}")
+        need(self.model in list_models(), f"unknown model {self.model!r}; registered: {', '.join(list_models())}")
+        need(self.dataset != "crops_csv" or model_spec(self.model).kind == "2d",
+             f"dataset crops_csv holds 2D crops, but {self.model} is a {model_spec(self.model).kind} model")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -242,8 +246,6 @@ def recipe_of(config: TrainConfig) -> str:
 def describe_configs() -> list[dict]:
     """One row per shipped config: name, model, input size x frames, epochs, the extraction
     recipe it needs and the first line of its comment."""
-    from dfdc_fast.models import model_spec
-
     rows = []
     for name in list_configs():
         config = load_config(name)

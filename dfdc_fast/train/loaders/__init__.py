@@ -55,7 +55,7 @@ def resolve_loader(name: str, device: torch.device, kind: str) -> str:
 
 
 def make_loader(name: str, device: torch.device, workers: int, prefetch: int = 2, image_size: int | None = None,
-                pair_options: dict | None = None):
+                pair_options: PairOptions | dict | None = None):
     """Build the loader ``name`` (already resolved); it serves every epoch of a run.
     ``image_size`` letterboxes 2D crops, ``pair_options`` prepares NTechLab's pairs (PyAV
     loader only: both decode and augment in its CPU worker processes)."""
@@ -74,4 +74,5 @@ def make_loader(name: str, device: torch.device, workers: int, prefetch: int = 2
 __all__ = ["Batch", "DaliLoader", "DevicePrefetcher", "EpochPlan", "IMAGE_SUFFIXES", "Item", "LOADERS", "NvdecLoader",
            "NvdecWindowDecoder", "PairAugment", "PairItem", "PairOptions", "PyavLoader", "WindowCounts", "cutout_inputs",
            "epoch_order", "make_loader", "pair_epoch_order", "plan_epoch", "plan_pairs", "read_item", "read_pair",
-           "resolve_loader", "sample_rng", "window_indices"]
+           "resolve_loader", "sample_rng", "window_indices", "DecodeStats", "decode_window", "expected_decoded",
+           "packet_index"]
