@@ -105,6 +105,15 @@ def test_every_shipped_config_trains_one_step_as_shipped(name, recipe_data, tmp_
     assert ckpt.model_name == shipped.model and ckpt.state["epoch"] == 1
 
 
+@pytest.mark.parametrize("name,stand_in", [("selim_b7", "efficientnet_b0"), ("ntech_b7_seq", "efficientnet_b0_seq")])
+def test_the_b7_recipes_train_with_a_b0_standing_in(name, stand_in, recipe_data, tmp_path):
+    """The fast lane's run of Selim's crops (cut-outs, a fold held out) and NTechLab's pairs
+    (re-encode, AutoAugment, mixup, head warm-up): every setting the config's, but the model."""
+    _, config = _one_step(name, recipe_data, tmp_path / "run")
+    result = train(load_config(None, **{**config.to_dict(), "model": stand_in, "model_kwargs": {}}), device="cpu")
+    assert result.step == 1 and math.isfinite(result.metrics[-1]["train_loss"])
+
+
 def test_every_shipped_config_is_read_whole():
     """No shipped config leans on a default it does not know: every key it sets is a field."""
     for name in list_configs():

@@ -81,6 +81,7 @@ def test_raising_epochs_extends_a_finished_run_with_its_schedule_rebuilt(clips, 
     assert [int(r["epoch"]) for r in read_metrics(str(tmp_path / "run" / "metrics.csv"))] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_raising_max_steps_per_epoch_lengthens_the_epochs_left(clips, tmp_path, caplog):
     train(_config(clips, tmp_path / "run", epochs=2), device="cpu", stop_after_epochs=1)
     with caplog.at_level(logging.INFO, logger="dfdc_fast.train"):
@@ -140,6 +141,7 @@ def test_resume_from_starts_a_new_run_from_a_checkpoints_weights(clips, tmp_path
 # ---- retention -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5 epochs; the fast lane keeps the keep-0 retention test
 def test_checkpoints_kept_last_best_and_the_newest_few(clips, tmp_path):
     out = tmp_path / "run"
     result = train(_config(clips, out, epochs=4, checkpoint_keep=2), device="cpu")

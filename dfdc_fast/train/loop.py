@@ -7,8 +7,10 @@ way, and goes through the model under autocast, with no host read of device data
 loss is read every ``log_every`` steps.
 Every epoch ends with validation (DFDC log loss per video), a checkpoint holding everything
 needed to continue (weights, optimiser, schedule, scaler, RNG, step), a metrics CSV row
-and a PNG plot. Epoch order, clip windows and augmentation draw from ``(seed, epoch)``, so a
-run resumed from a checkpoint continues exactly as if it had not stopped.
+and a PNG plot (which checkpoints stay: :mod:`dfdc_fast.train.checkpoints`). Epoch order,
+clip windows and augmentation draw from ``(seed, epoch)``, so a run resumed from a
+checkpoint continues exactly as if it had not stopped. What differs between clips, crops
+and pairs lives in their task objects (:mod:`dfdc_fast.train.task`), not in this loop.
 """
 from __future__ import annotations
 
