@@ -258,10 +258,8 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     if ckpt is not None:
         done_epoch, done_steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
         if done_epoch == config.epochs:
-            message = _nothing_to_do(config, done_epoch)
-            if main:
-                log.info(message)
-            return TrainResult(config.out, resume_from, [], done_steps, done_epoch, {}, nothing_to_do=message)
+            return TrainResult(config.out, resume_from, [], done_steps, done_epoch, {},
+                               nothing_to_do=_nothing_to_do(config, done_epoch))  # the CLI prints it
         total_steps = done_steps + (config.epochs - done_epoch) * steps_per_epoch  # the epochs left at this length
     os.makedirs(checkpoint_dir(config.out), exist_ok=True)
     if main and not config.resume:
