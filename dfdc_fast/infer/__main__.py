@@ -70,8 +70,9 @@ def config_from_args(args: argparse.Namespace):
     values: dict = {}
     if args.config:
         values = _read_options(args.config)
-    inputs = [p for p in args.paths if not p.lower().endswith(CHECKPOINT_SUFFIXES)]
-    weights = [p for p in args.paths if p.lower().endswith(CHECKPOINT_SUFFIXES)] + list(args.weights)
+    paths = [_run_best(p) for p in args.paths]
+    inputs = [p for p in paths if not p.lower().endswith(CHECKPOINT_SUFFIXES)]
+    weights = [p for p in paths if p.lower().endswith(CHECKPOINT_SUFFIXES)] + [_run_best(p) for p in args.weights]
     if inputs:
         values["inputs"] = inputs
     if weights:
@@ -81,6 +82,17 @@ def config_from_args(args: argparse.Namespace):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return InferConfig.from_dict(values)
+
+
+def _run_best(path: str) -> str:
+    """A training run folder stands for its checkpoints/best.pth (said on stderr); any other path is itself."""
+    from dfdc_fast.models.checkpoint import run_checkpoint
+
+    best = run_checkpoint(path) if os.path.isdir(path) else None
+    if best is None:
+        return path
+    print(f"infer: {path} is a training run: scoring with its {best}", file=sys.stderr)
+    return best
 
 
 def _read_options(path: str) -> dict:

@@ -131,6 +131,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
         "versions": _versions(),
         "state": _check_loadable(dict(state or {}), "state", tensors=True),
     }
+    _write(payload, path)
+
+
+def _write(payload: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary beside ``path``, fsync'ed, renamed over it."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -147,6 +152,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
         except FileNotFoundError:
             pass
         raise
+
+
+def drop_state(path: str | os.PathLike, keys) -> None:
+    """Rewrite a checkpoint without the ``state`` entries ``keys`` (a superseded epoch's
+    optimiser state, which only resuming needs), atomically; the weights stay as they are."""
+    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a dfdc_fast checkpoint")
+    obj["state"] = {k: v for k, v in (obj.get("state") or {}).items() if k not in set(keys)}
+    _write(obj, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
@@ -201,3 +216,23 @@ def _build_on_meta(checkpoint: Checkpoint) -> nn.Module | None:
     except Exception as exc:  # noqa: BLE001 - some constructors compute values; build those normally
         log.info("%s cannot be built on the meta device (%s: %s)", checkpoint.model_name, type(exc).__name__, exc)
         return None
+
+
+#: where a training run folder keeps its checkpoints (``train`` writes, ``infer`` reads)
+RUN_CHECKPOINTS = "checkpoints"
+BEST, LAST = "best.pth", "last.pth"
+
+
+def run_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The checkpoint a training run folder stands for: its ``checkpoints/best.pth`` (the
+    epoch with the lowest validation log loss; the last epoch when the run validated
+    nothing). None when ``folder`` is not a run folder; a run folder without one raises."""
+    folder = os.fspath(folder)
+    checkpoints = os.path.join(folder, RUN_CHECKPOINTS)
+    if not os.path.isdir(checkpoints):
+        return None
+    best = os.path.join(checkpoints, BEST)
+    if not os.path.isfile(best):
+        raise FileNotFoundError(f"{folder} is a training run folder without {RUN_CHECKPOINTS}/{BEST} (a run from "
+                                f"before best.pth, or one that has not finished an epoch): name a checkpoint file")
+    return best

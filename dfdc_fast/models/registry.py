@@ -208,6 +208,25 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, *, head: str | No
     return load_weights(model, extract_state_dict(obj, path), head=head, source=path)
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with every 4-D tensor in ``channels_last`` and every 5-D one in
+    ``channels_last_3d``: the format follows each weight's rank, not the model's kind (a
+    sequence B7 is a "3d" model whose convs are mostly 2-D, with 3-D temporal ones)."""
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 4:
+            return t.contiguous(memory_format=torch.channels_last)
+        if t.dim() == 5:
+            return t.contiguous(memory_format=torch.channels_last_3d)
+        return t
+
+    return model._apply(convert)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The channels-last format for an input of ``x``'s rank (4-D images, 5-D clips)."""
+    return torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+
+
 # --------------------------------------------------------------------------- inputs
 
 @functools.lru_cache(maxsize=64)
@@ -242,18 +261,3 @@ def normalize(x: torch.Tensor, spec_or_name: ModelSpec | str) -> torch.Tensor:
     mean, std = _imagenet_constants(x.device, x.dtype, x.dim())
     return (x - mean) / std
 
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """``model`` with its 5-D tensors channels-last-3d and its 4-D ones channels-last (cuDNN's
-    fast layouts), in place.
-
-    ``model.to(memory_format=channels_last_3d)`` raises on a 4-D weight, and the ``*_seq``
-    clip models mix both (2D convolutions over frames, a temporal 3D one), so each tensor
-    gets the format of its rank.
-    """
-    def convert(t: torch.Tensor) -> torch.Tensor:
-        if t.dim() == 5:
-            return t.contiguous(memory_format=torch.channels_last_3d)
-        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-    return model._apply(convert)

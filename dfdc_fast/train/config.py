@@ -11,10 +11,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+import yaml
+
 from dfdc_fast.errors import ConfigError
+from dfdc_fast.models import list_models, model_spec
+from dfdc_fast.runtime import AMP_MODES
 
 DATASETS = ("auto", "crops_csv", "pairs")
 LOSSES = ("bce", "balanced_bce")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("onecycle", "poly", "linear", "constant")
+BALANCES = ("balanced", "all")
+LOADERS = ("auto", "pyav", "nvdec", "dali")
+#: settings a resumed run may change: where and how it runs, not what it learns
+RUN_KEYS = ("out", "resume", "progress", "log_every", "workers", "prefetch", "loader", "compile", "checkpoint_keep")
+#: settings that set a run's length: raising them extends a run (its schedule is rebuilt)
+LENGTH_KEYS = ("epochs", "max_steps_per_epoch")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -26,6 +38,7 @@ class TrainConfig:
     model: str = "mc3_18"
     model_kwargs: dict = field(default_factory=dict)
     pretrained: Optional[str] = None          # a local weights file (the head is re-initialised)
+    resume_from: Optional[str] = None         # a checkpoint whose weights (head too) start a new run
     # data
     data: str = "extract_out"                 # an extraction output folder (index.csv)
     dataset: str = "auto"                     # auto (index.csv: clips for 3D, crops for 2D) | crops_csv (Selim's
@@ -72,7 +85,9 @@ class TrainConfig:
     # run
     seed: int = 0
     out: str = "runs/train"
-    resume: bool = True                       # continue from the last checkpoint in ``out`` if one exists
+    resume: bool = True                       # continue from the last checkpoint in ``out`` if one exists;
+                                              # False: remove the run's checkpoints and metrics, start over
+    checkpoint_keep: int = 3                  # epoch_NNN.pth files kept (newest); last.pth and best.pth always
     max_steps_per_epoch: Optional[int] = None # cap steps per epoch (smoke tests, benchmarks)
     log_every: int = 50                       # steps between host reads of the running loss
     progress: bool = True
@@ -81,20 +96,49 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.warmup_head_steps < 0:
-            raise ValueError(f"warmup_head_steps must be >= 0, got {self.warmup_head_steps}")
-        if self.dataset == "pairs" and not self.pair_frames:
-            raise ValueError("dataset pairs needs pair_frames (frame indices into each pair clip)")
-        if self.cutout and self.dataset != "crops_csv":
-            raise ValueError("cutout needs landmarks and diffs: dataset crops_csv (an extraction with --recipe selim)")
-        if len(self.pair_crop) != 2:
-            raise ValueError(f"pair_crop is (height, width), got {self.pair_crop}")
+        """Every value checked before anything is read or written: one line naming the option."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        for name, allowed in (("dataset", DATASETS), ("loss", LOSSES), ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES), ("balance", BALANCES), ("loader", LOADERS), ("amp", AMP_MODES)):
+            need(getattr(self, name) in allowed, f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "accumulate", "log_every"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("frames", "input_size", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            need(value is None or value >= 1, f"{name} must be >= 1 (or null for the default), got {value}")
+        for name in ("workers", "warmup_head_steps", "checkpoint_keep", "weight_decay"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.prefetch >= 1, f"prefetch must be >= 1, got {self.prefetch}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        need(0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}")
+        need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 (or null: off), got {self.grad_clip}")
+        need(0 <= self.cutmix <= 1, f"cutmix is a probability in [0, 1], got {self.cutmix}")
+        need(0 <= self.pair_autoaugment <= 1, f"pair_autoaugment is a probability in [0, 1], got {self.pair_autoaugment}")
+        need(0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        need(self.val_frame_every is None or self.val_frame_every >= 1,
+             f"val_frame_every must be >= 1 (or null: every frame), got {self.val_frame_every}")
+        need(not (self.pretrained and self.resume_from),
+             "pretrained and resume_from both name starting weights: give one")
+        for name in ("model_kwargs", "augment", "cutout", "pair_reencode"):
+            check_options(name, getattr(self, name))
+        need(self.dataset != "pairs" or bool(self.pair_frames),
+             "dataset pairs needs pair_frames (frame indices into each pair clip)")
+        need(all(isinstance(i, int) and i >= 0 for i in self.pair_frames),
+             f"pair_frames are frame indices >= 0, got {self.pair_frames}")
+        need(self.dataset != "pairs" or self.loader in ("auto", "pyav"),
+             f"NTechLab's pairs are re-encoded and augmented in CPU workers: loader pyav, got {self.loader!r}")
+        need(not self.cutout or self.dataset == "crops_csv",
+             "cutout needs landmarks and diffs: dataset crops_csv (an extraction with --recipe selim)")
+        need(len(self.pair_crop) == 2 and all(int(v) >= 1 for v in self.pair_crop),
+             f"pair_crop is (height, width), got {self.pair_crop}")
+        need(self.pair_min_size >= 1, f"pair_min_size must be >= 1, got {self.pair_min_size}")
+        need(self.model in list_models(), f"unknown model {self.model!r}; registered: {', '.join(list_models())}")
+        need(self.dataset != "crops_csv" or model_spec(self.model).kind == "2d",
+             f"dataset crops_csv holds 2D crops, but {self.model} is a {model_spec(self.model).kind} model")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -103,6 +147,48 @@ class TrainConfig:
         from dfdc_fast.runtime import typed_dataclass
 
         return typed_dataclass(cls, values)
+
+
+def check_options(name: str, options: dict) -> None:
+    """A free mapping of keyword options (``model_kwargs``, ``augment``, ...): names that a
+    Python keyword can have, plain YAML values; ``{"__class__": 1}`` is refused here, by name."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"{name} must be a mapping of options, got {options!r}")
+    for key, value in options.items():
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise ConfigError(f"{name}: {key!r} is not an option name (letters, digits and _, not starting with _)")
+        if not _plain(value):
+            raise ConfigError(f"{name}.{key}: expected a number, text, true/false or a list of them, got {value!r}")
+
+
+def _plain(value, depth: int = 0) -> bool:
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    if isinstance(value, (list, tuple)) and depth < 2:
+        return all(_plain(v, depth + 1) for v in value)
+    return False
+
+
+def read_yaml(text: str, where: str):
+    """YAML text as plain values, or one line saying why not. Anchors and aliases are refused
+    before anything is built (an alias bomb would expand into the config's conversion), and
+    PyYAML's safe loader refuses ``!!python/...`` tags."""
+    try:
+        refuse_aliases(text, where)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}{at}") from None
+
+
+def refuse_aliases(text: str, where: str) -> None:
+    """Raise when YAML ``text`` has an anchor or alias; a streaming parse, so linear in the text."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"{where}: YAML anchors and aliases (&name, *name) are not allowed in configs; "
+                              "write the values out")
 
 
 def list_configs() -> list[str]:
@@ -120,28 +206,70 @@ def config_path(name_or_path: str) -> str:
     return path
 
 
+def read_config_file(name_or_path: str) -> dict:
+    """The mapping of a config file (shipped name or path), read safely (:func:`read_yaml`)."""
+    path = config_path(name_or_path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config is expected)") from None
+    values = read_yaml(text, path) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name_or_path}: expected a mapping of options")
+    return values
+
+
 def load_config(name_or_path: str | None = None, overrides: Sequence[str] = (), **fields) -> TrainConfig:
     """Read a config (shipped name or YAML path), then apply ``KEY=VALUE`` ``overrides``
     (dotted keys for nested fields, see :func:`dfdc_fast.runtime.apply_overrides`), then
     ``fields`` (``None`` values ignored: flags not given)."""
-    import yaml
-
     from dfdc_fast.runtime import apply_overrides
 
-    values: dict = {}
-    if name_or_path:
-        with open(config_path(name_or_path)) as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{name_or_path}: expected a mapping of options")
+    values: dict = read_config_file(name_or_path) if name_or_path else {}
+    for item in overrides:  # values are YAML too: no aliases there either (text that is not YAML stays text)
+        key, _, text = item.partition("=")
+        try:
+            refuse_aliases(text, f"override {key}")
+        except yaml.YAMLError:
+            pass
     values = apply_overrides(values, list(overrides))
     values.update({k: v for k, v in fields.items() if v is not None})
     return TrainConfig.from_dict(values)
 
 
-def save_config(config: TrainConfig, path: str) -> None:
-    import yaml
+def recipe_of(config: TrainConfig) -> str:
+    """Which ``extract --recipe`` prepares the data ``config`` reads."""
+    return {"crops_csv": "selim", "pairs": "ntech"}.get(config.dataset, "medics")
 
+
+def describe_configs() -> list[dict]:
+    """One row per shipped config: name, model, input size x frames, epochs, the extraction
+    recipe it needs and the first line of its comment."""
+    rows = []
+    for name in list_configs():
+        config = load_config(name)
+        spec = model_spec(config.model)
+        frames = len(config.pair_frames) if config.dataset == "pairs" else (config.frames or spec.frames)
+        with open(config_path(name), encoding="utf-8") as f:
+            comment = next((line.lstrip("#").strip() for line in f if line.startswith("#")), "")
+        rows.append({"name": name, "model": config.model, "input": f"{config.input_size or spec.input_size} x {frames}",
+                     "epochs": str(config.epochs), "recipe": recipe_of(config), "description": comment})
+    return rows
+
+
+def config_table() -> str:
+    """:func:`describe_configs` as an aligned text table."""
+    rows = describe_configs()
+    heads = {"name": "name", "model": "model", "input": "input x frames", "epochs": "epochs", "recipe": "recipe",
+             "description": "description"}
+    widths = {k: max(len(heads[k]), *(len(r[k]) for r in rows)) for k in heads if k != "description"}
+    lines = ["  ".join([heads[k].ljust(w) for k, w in widths.items()] + [heads["description"]])]
+    lines += ["  ".join([r[k].ljust(w) for k, w in widths.items()] + [r["description"]]) for r in rows]
+    return "\n".join(lines)
+
+
+def save_config(config: TrainConfig, path: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)

@@ -7,28 +7,34 @@ way, and goes through the model under autocast, with no host read of device data
 loss is read every ``log_every`` steps.
 Every epoch ends with validation (DFDC log loss per video), a checkpoint holding everything
 needed to continue (weights, optimiser, schedule, scaler, RNG, step), a metrics CSV row
-and a PNG plot. Epoch order, clip windows and augmentation draw from ``(seed, epoch)``, so a
-run resumed from a checkpoint continues exactly as if it had not stopped.
+and a PNG plot (which checkpoints stay: :mod:`dfdc_fast.train.checkpoints`). Epoch order,
+clip windows and augmentation draw from ``(seed, epoch)``, so a run resumed from a
+checkpoint continues exactly as if it had not stopped. What differs between clips, crops
+and pairs lives in their task objects (:mod:`dfdc_fast.train.task`), not in this loop.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
-from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.errors import ConfigError, UserError
-from dfdc_fast.train.data import (balanced_epoch, read_clip_index, read_crops_csv, read_pairs_csv, split_by_fold,
-                                  split_samples, validate_samples)
-from dfdc_fast.train.loaders import make_loader, plan_epoch, plan_pairs, resolve_loader
+from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
+from dfdc_fast.models.checkpoint import BEST
+from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
+from dfdc_fast.train.checkpoints import (CheckpointKeeper, changed_settings, checkpoint_dir, clear_run, epoch_path,
+                                         refuse_changes, resume_source)
+from dfdc_fast.train.config import TrainConfig, save_config
+from dfdc_fast.train.data import balanced_epoch, split_samples, validate_samples  # noqa: F401 (re-exported)
+from dfdc_fast.train.loaders import make_loader, resolve_loader
+from dfdc_fast.train.plan import epoch_order, pair_epoch_order, plan_epoch, plan_pairs  # noqa: F401 (re-exported)
 from dfdc_fast.train.metrics import append_metrics, plot_metrics, validation_problem, video_log_loss
 from dfdc_fast.train.step import TrainStep, make_optimizer as _make_optimizer, to_unit_float  # noqa: F401
+from dfdc_fast.train.task import (make_task, predict_pairs, predict_samples, read_training_data,  # noqa: F401
+                                  split_training_data)
 
 log = logging.getLogger("dfdc_fast.train")
 
@@ -44,6 +50,7 @@ class TrainResult:
     step: int = 0
     epoch: int = 0
     decode: dict = field(default_factory=dict)   # the loader's DecodeStats over this invocation
+    nothing_to_do: str = ""                      # why this invocation trained nothing (a finished run)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -129,88 +136,9 @@ def _options_for(cls, options: dict, kind: str, config: TrainConfig) -> dict:
     return {k: v for k, v in options.items() if k in known}
 
 
-def epoch_order(samples, epoch: int, items: int, *, seed: int, mode: str) -> list[int]:
-    """``items`` sample indices for one epoch: balanced draws, repeated with fresh shuffles
-    when the data holds fewer items than the steps ask for."""
-    order: list[int] = []
-    k = 0
-    while len(order) < items:
-        order += balanced_epoch(samples, epoch * 1000 + k, seed=seed, mode=mode)
-        k += 1
-    return order[:items]
-
-
-def pair_epoch_order(count: int, epoch: int, items: int, *, seed: int) -> list[int]:
-    """``items`` pair indices for one epoch: shuffles of all pairs drawn from ``(seed, epoch)``."""
-    import random
-
-    if count < 1:
-        return []
-    order: list[int] = []
-    k = 0
-    while len(order) < items:
-        idx = list(range(count))
-        random.Random(seed * 100_003 + epoch * 1000 + k).shuffle(idx)
-        order += idx
-        k += 1
-    return order[:items]
-
-
-def read_training_data(config: TrainConfig, kind: str) -> list:
-    """The samples ``config.dataset`` names: index.csv clips or crops, Selim's crops.csv or
-    NTechLab's pairs.csv."""
-    if config.dataset == "pairs":
-        return read_pairs_csv(config.data)
-    if config.dataset == "crops_csv":
-        if kind != "2d":
-            raise ValueError(f"dataset crops_csv holds 2D crops, but {config.model} is a {kind} model")
-        return read_crops_csv(config.data)
-    return read_clip_index(config.data, kind)
-
-
-def split_training_data(config: TrainConfig, samples: list) -> tuple[list, list]:
-    """(train, val): fold ``val_fold`` held out (Selim's 0), else DFDC parts / a fraction of
-    the original-video groups; validation keeps crops of frames that are multiples of
-    ``val_frame_every`` (Selim: 20)."""
-    if config.val_fold is not None:
-        train, val = split_by_fold(samples, config.val_fold)
-    else:
-        train, val = split_samples(samples, val_parts=config.val_parts, val_fraction=config.val_fraction,
-                                   seed=config.seed)
-    if config.val_frame_every:
-        val = [s for s in val if getattr(s, "frame", -1) >= 0 and s.frame % config.val_frame_every == 0]
-    return train, val
-
-
-@torch.no_grad()
-def predict_pairs(model, pairs, *, spec, indices, loader, batch_size: int, device: torch.device, dtype):
-    """``(videos, labels, probs)``: each pair's REAL and FAKE clip scored apart (centre crop,
-    no mixup; a frame model's frames averaged), labels 0 and 1."""
-    from dfdc_fast.models import normalize
-
-    model.eval()
-    plan = plan_pairs(pairs, range(len(pairs)), indices=indices, batch_size=batch_size, train=False, seed=0, epoch=0,
-                      drop_last=False)
-    probs: list[torch.Tensor] = []
-    for batch, *_ in loader.iterate(plan):
-        b, two, t, h, w, _ = batch.shape
-        x = batch.reshape(b * two, t, h, w, 3).permute(0, 4, 1, 2, 3).float().div_(255.0)  # (2B, 3, T, H, W)
-        if spec.kind == "2d":
-            x = x.permute(0, 2, 1, 3, 4).reshape(b * two * t, 3, h, w)
-        x = normalize(x, spec)
-        with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
-            logits = model(x)
-        p = torch.sigmoid(logits.float().reshape(len(x), -1)[:, 0])
-        probs.append(p.reshape(b * two, -1).mean(1) if spec.kind == "2d" else p)
-    flat = torch.cat(probs).tolist() if probs else []
-    videos = [v for p in pairs for v in (p.real_video, p.fake_video)]
-    labels = [y for _ in pairs for y in (0, 1)]
-    return videos, labels, flat
-
-
 def latest_checkpoint(out: str) -> str | None:
-    paths = sorted(glob.glob(os.path.join(out, "checkpoints", "epoch_*.pth")))
-    return paths[-1] if paths else None
+    """The checkpoint a rerun in ``out`` resumes from (see :func:`resume_source`)."""
+    return resume_source(out)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -232,32 +160,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-@torch.no_grad()
-def predict_samples(model, samples, *, spec, frames: int, eval_tf, loader, batch_size: int,
-                    device: torch.device, dtype) -> list[float]:
-    """Probability of FAKE for each sample (clip window from frame 0, no augmentation); the
-    probabilities stay on the device until the end (one host read)."""
-    from dfdc_fast.models import normalize
-
-    model.eval()
-    plan = plan_epoch(samples, range(len(samples)), frames=frames, batch_size=batch_size, train=False, seed=0,
-                      epoch=0, drop_last=False)
-    probs: list[torch.Tensor] = []
-    for batch, _ in loader.iterate(plan):
-        x = to_unit_float(batch)
-        if eval_tf is not None:
-            x = eval_tf(x)
-        x = normalize(x, spec)
-        with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
-            logits = model(x)
-        probs.append(torch.sigmoid(logits.float().reshape(len(x), -1)[:, 0]))
-    return torch.cat(probs).tolist() if probs else []
-
-
 def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, world: int = 1, pretrained=True):
     """The model, its optimiser, schedule, scaler, augmentations and the :class:`TrainStep`
     that ties them, as :func:`train` builds them: ``(step, eval_tf)``. ``model`` and ``net``
-    are ``step.model`` / ``step.net``."""
+    are ``step.model`` / ``step.net``. With ``pretrained`` the starting weights
+    (``config.pretrained`` or ``config.resume_from``) are loaded and stated in one log line;
+    without, the model keeps its initialisation (a resumed run loads its checkpoint)."""
     from dfdc_fast.models import create_model, model_spec, to_channels_last
 
     spec = model_spec(config.model)
@@ -265,9 +173,15 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
     dtype = amp_dtype(config.amp, device)
     torch.manual_seed(config.seed)
     model_kwargs = dict(num_classes=1, **config.model_kwargs)
-    model = create_model(config.model, pretrained=config.pretrained if pretrained else None, **model_kwargs).to(device)
+    try:
+        model = create_model(config.model, **model_kwargs)
+    except TypeError as exc:  # a model_kwargs key the builder does not take
+        raise ConfigError(f"model_kwargs {config.model_kwargs} do not fit {config.model}: {exc}") from None
+    if pretrained:
+        log.info("weights: %s", load_start_weights(model, config, spec))
+    model = model.to(device)
     if config.channels_last:
-        model = to_channels_last(model)  # per tensor: the *_seq clip models hold 4-D weights
+        model = to_channels_last(model)
     optimizer = make_optimizer(config, model.parameters(), device)
     schedule = make_schedule(config, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -293,163 +207,249 @@ def build_step(config: TrainConfig, device: torch.device, *, total_steps: int, w
     return step, eval_tf
 
 
+
+def load_start_weights(model, config: TrainConfig, spec) -> str:
+    """Load the weights a new run starts from into ``model``; what was loaded, in words."""
+    from dfdc_fast.models import load_checkpoint, load_pretrained, load_weights
+
+    total = len(model.state_dict())
+    if config.resume_from:
+        ckpt = load_checkpoint(config.resume_from)
+        if ckpt.model_name != config.model:
+            raise ConfigError(f"--resume-from {config.resume_from} holds a {ckpt.model_name} model, not {config.model}")
+        load_weights(model, ckpt.state_dict, head=None, source=config.resume_from)
+        where = f", epoch {ckpt.state['epoch']} of its run" if isinstance(ckpt.state.get("epoch"), int) else ""
+        return f"{config.resume_from}{where}: all {total} tensors (a new run: fresh optimiser and schedule)"
+    if config.pretrained:
+        skipped = load_pretrained(model, config.pretrained, head=spec.head)
+        if skipped:
+            return (f"{config.pretrained}: {total - len(skipped)} of {total} tensors; classifier "
+                    f"{', '.join(skipped)} at its initialisation")
+        return f"{config.pretrained}: all {total} tensors"
+    return f"random init (seed {config.seed}; no --pretrained file)"
+
+
 def train(config: TrainConfig, device: torch.device | str | None = None, stop_after_epochs: int | None = None) -> TrainResult:
-    """Run (or resume) the training described by ``config`` on ``device``.
+    """Run (or resume, or extend) the training described by ``config`` on ``device``.
 
     ``stop_after_epochs`` ends this invocation early (after that many epochs of it); the
     schedule still spans ``config.epochs``, so a later call resumes where this one stopped.
+    A folder holding a run resumes it when the settings agree (see
+    :mod:`dfdc_fast.train.checkpoints`), and a finished one has nothing to do.
     """
-    from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world, device = setup_distributed(device)
     main = rank == 0
     spec = model_spec(config.model)
-    kind = spec.kind
-    pairs = config.dataset == "pairs"
-    frames = len(config.pair_frames) if pairs else (config.frames or spec.frames)
-    size = config.input_size or spec.input_size
+    task = make_task(config, spec)
     dtype = amp_dtype(config.amp, device)
-    if pairs and config.loader not in ("auto", "pyav"):
-        raise ValueError(f"NTechLab's pairs are re-encoded and augmented in CPU workers: loader pyav, got {config.loader!r}")
-    loader_name = "pyav" if pairs else resolve_loader(config.loader, device, kind)
-    if config.log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {config.log_every}")
+    loader_name = task.loader_name(lambda name: resolve_loader(name, device, spec.kind))
     if main:
         log.info("model %s (%s), %d frames at %d px, loader %s, amp %s, device %s, %d process(es)",
-                 config.model, kind, frames, size, loader_name, dtype, device, world)
+                 config.model, spec.kind, task.frames, task.size, loader_name, dtype, device, world)
+    train_samples, val_samples = _read_samples(config, task, main)
+    per_step = config.batch_size * config.accumulate * world
+    steps_per_epoch = _steps_per_epoch(config, task.epoch_items(train_samples), per_step, world)
 
-    samples = read_training_data(config, kind)
-    validate_samples(samples, config.data)
-    train_samples, val_samples = split_training_data(config, samples)
-    if not train_samples:
-        raise ValueError("no training samples left after the hold-out split")
-    if main:
-        if pairs:  # a pair scores its REAL clip (0) and its FAKE clip (1)
-            val_videos = [v for p in val_samples for v in (p.real_video, p.fake_video)]
-            val_labels = [y for _ in val_samples for y in (0, 1)]
-        else:
-            val_videos, val_labels = [s.video for s in val_samples], [s.label for s in val_samples]
-        problem = validation_problem(val_videos, val_labels)
-        if problem:  # once per run, not once per epoch
-            log.warning("validation: %s", problem)
-        elif not val_samples:
-            log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty")
-    os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
+    # what the folder holds decides before anything is written: resume, extend, refuse, or nothing to do
+    resume_from = resume_source(config.out) if config.resume else None
+    ckpt = _resumable(resume_from, config) if resume_from else None
+    total_steps = config.epochs * steps_per_epoch
+    if ckpt is not None:
+        done_epoch, done_steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
+        if done_epoch == config.epochs:
+            return TrainResult(config.out, resume_from, [], done_steps, done_epoch, {},
+                               nothing_to_do=_nothing_to_do(config, done_epoch))  # the CLI prints it
+        total_steps = done_steps + (config.epochs - done_epoch) * steps_per_epoch  # the epochs left at this length
+    os.makedirs(checkpoint_dir(config.out), exist_ok=True)
+    if main and not config.resume:
+        removed = clear_run(config.out)
+        if removed:
+            log.info("overwrite: removed %d files of the run that was in %s", removed, config.out)
     if main:
         save_config(config, os.path.join(config.out, "config.yaml"))
 
-    per_step = config.batch_size * config.accumulate * world
-    epoch_items = len(train_samples) if pairs else len(balanced_epoch(train_samples, 0, seed=config.seed,
-                                                                      mode=config.balance))
-    steps_per_epoch = epoch_items // per_step
-    if config.max_steps_per_epoch:  # a fixed number of steps, cycling through the data if it is short
-        steps_per_epoch = config.max_steps_per_epoch
-    if steps_per_epoch < 1:
-        raise ValueError(f"an epoch holds {epoch_items} training items, fewer than one step of {per_step} "
-                         f"(batch {config.batch_size} x accumulate {config.accumulate} x {world} process(es)); "
-                         "lower --batch-size or extract more clips")
-    step, eval_tf = build_step(config, device, total_steps=config.epochs * steps_per_epoch, world=world)
-    model, optimizer, schedule, scaler = step.model, step.optimizer, step.schedule, step.scaler
-
-    start_epoch, metrics = 0, []
-    resume_from = latest_checkpoint(config.out) if config.resume else None
-    if resume_from:
-        try:
-            ckpt = load_checkpoint(resume_from)
-            for key in ("optimizer", "schedule", "rng", "epoch", "step"):
-                if key not in ckpt.state:
-                    raise ValueError(f"it holds no {key!r} state")
-        except (ValueError, RuntimeError, EOFError, OSError) as exc:
-            raise UserError(f"cannot resume from {resume_from}: {exc}. Delete that file to resume from the "
-                            "checkpoint before it, or rerun with --no-resume to start over") from exc
-        model.load_state_dict(ckpt.state_dict, strict=True)
-        optimizer.load_state_dict(ckpt.state["optimizer"])
-        schedule.load_state_dict(ckpt.state["schedule"])
-        if ckpt.state.get("scaler"):
-            scaler.load_state_dict(ckpt.state["scaler"])
-        _set_rng_state(ckpt.state["rng"], device)
-        start_epoch, step.steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
+    step, eval_tf = build_step(config, device, total_steps=total_steps, world=world, pretrained=ckpt is None)
+    start_epoch, keeper = 0, CheckpointKeeper(config.out, config.checkpoint_keep)
+    if ckpt is not None:
+        start_epoch, keeper = _restore(step, ckpt, config, device, total_steps, steps_per_epoch, main)
         if main:
             log.info("resumed from %s: epoch %d, step %d", resume_from, start_epoch, step.steps)
-
-    model_kwargs = dict(num_classes=1, **config.model_kwargs)
-    last = resume_from
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
-    pair_options = dict(crop=config.pair_crop, min_size=config.pair_min_size, reencode=config.pair_reencode,
-                        autoaugment=config.pair_autoaugment, same_aug=config.pair_same_aug) if pairs else None
-    loader = make_loader(loader_name, device, config.workers, config.prefetch,
-                         image_size=size if kind == "2d" and not pairs else None, pair_options=pair_options)
+    loader = make_loader(loader_name, device, config.workers, config.prefetch, **task.loader_options())
+    last, metrics = resume_from, []
     try:
         for epoch in range(start_epoch, end_epoch):
-            if pairs:
-                order = pair_epoch_order(len(train_samples), epoch, steps_per_epoch * per_step, seed=config.seed)
-                plan = plan_pairs(train_samples, order[rank::world], indices=config.pair_frames,
-                                  batch_size=config.batch_size, train=True, seed=config.seed, epoch=epoch)
-            else:
-                order = epoch_order(train_samples, epoch, steps_per_epoch * per_step, seed=config.seed,
-                                    mode=config.balance)
-                plan = plan_epoch(train_samples, order[rank::world], frames=frames, batch_size=config.batch_size,
-                                  train=True, seed=config.seed, epoch=epoch, cutout=bool(config.cutout))
-            step.net.train()
-            step.begin_epoch(config.seed, epoch, rank)
-            decoded_before = loader.stats.to_dict()
-            started = time.perf_counter()
-            first_done = None
-            seen = seen_first = 0
-            bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", config.progress and main)
-            for i, (batch, labels, *extras) in enumerate(loader.iterate(plan)):
-                step(batch, labels, extras[0] if extras else None)
-                seen += len(batch)
-                if first_done is None:  # time the first step apart: loader start-up, cuDNN autotuning
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    first_done, seen_first = time.perf_counter(), seen
-                bar.update(1)
-                if (i + 1) % config.log_every == 0:
-                    bar.set_postfix(loss=f"{step.read():.4f}")  # the only host read of the loop
-            bar.close()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            ended = time.perf_counter()
-            elapsed = ended - started
-            loss_sum, loss_n = step.loss_totals()
-            train_loss = _mean_across(loss_sum, loss_n, world, device)
-            steady = ended - first_done if first_done is not None else 0.0
-            row = {"epoch": epoch + 1, "steps": step.steps, "train_loss": round(train_loss, 6),
-                   "lr": schedule.get_last_lr()[0], "clips_per_s": round(seen * world / elapsed, 2),
-                   "epoch_s": round(elapsed, 2), "first_step_s": round((first_done or ended) - started, 3),
-                   "steady_s": round(steady, 4),
-                   "steady_clips_per_s": round((seen - seen_first) * world / steady, 2) if steady > 0 else "",
-                   "decoded_per_delivered": _epoch_ratio(decoded_before, loader.stats.to_dict())}
+            plan = task.plan(train_samples, epoch, steps_per_epoch * per_step, rank=rank, world=world)
+            row = _train_epoch(step, loader, plan, config, epoch, rank=rank, world=world, device=device)
             if main and val_samples:
-                if pairs:
-                    videos, labels, probs = predict_pairs(unwrap(step.net), val_samples, spec=spec,
-                                                          indices=config.pair_frames, loader=loader,
-                                                          batch_size=config.batch_size, device=device, dtype=dtype)
-                else:
-                    probs = predict_samples(unwrap(step.net), val_samples, spec=spec, frames=frames, eval_tf=eval_tf,
-                                            loader=loader, batch_size=config.batch_size, device=device, dtype=dtype)
-                    videos, labels = [s.video for s in val_samples], [s.label for s in val_samples]
                 # val_balanced_log_loss is Selim's metric: (log loss on fakes + log loss on reals) / 2
-                ll, bll, n = video_log_loss(videos, labels, probs)
+                ll, bll, n = video_log_loss(*task.predict(unwrap(step.net), val_samples, loader=loader,
+                                                          eval_tf=eval_tf, device=device, dtype=dtype))
                 row.update(val_log_loss=round(ll, 6), val_balanced_log_loss=round(bll, 6), val_videos=n)
             if main:
-                last = os.path.join(config.out, "checkpoints", f"epoch_{epoch + 1:03d}.pth")
-                save_checkpoint(last, unwrap(step.net), model_name=config.model, model_kwargs=model_kwargs,
-                                config=config.to_dict(),
-                                state={"epoch": epoch + 1, "step": step.steps, "optimizer": optimizer.state_dict(),
-                                       "schedule": schedule.state_dict(),
-                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                                       "rng": _rng_state(device), "metrics": row})
-                append_metrics(os.path.join(config.out, "metrics.csv"), row)
-                _plot(config)
+                last = _save_epoch(step, keeper, config, row, device, total_steps)
                 log.info("epoch %d: %s", epoch + 1, row)
             metrics.append(row)
             _barrier(world)
     finally:
         loader.close()
     return TrainResult(config.out, last, metrics, step.steps, end_epoch, loader.stats.to_dict())
+
+
+def _read_samples(config: TrainConfig, task, main: bool) -> tuple[list, list]:
+    """(train, val) samples of ``task``, every file checked; a degenerate hold-out warned about once."""
+    samples = task.read()
+    validate_samples(samples, config.data)
+    train_samples, val_samples = task.split(samples)
+    if not train_samples:
+        raise ValueError("no training samples left after the hold-out split")
+    if main:
+        problem = validation_problem(*task.truth(val_samples))
+        if problem:  # once per run, not once per epoch
+            log.warning("validation: %s", problem)
+        elif not val_samples:
+            log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty "
+                     "and best.pth is the last epoch")
+    return train_samples, val_samples
+
+
+def _steps_per_epoch(config: TrainConfig, epoch_items: int, per_step: int, world: int) -> int:
+    steps = config.max_steps_per_epoch or epoch_items // per_step  # a fixed number cycles through short data
+    if steps < 1:
+        raise ValueError(f"an epoch holds {epoch_items} training items, fewer than one step of {per_step} "
+                         f"(batch {config.batch_size} x accumulate {config.accumulate} x {world} process(es)); "
+                         "lower --batch-size or extract more clips")
+    return steps
+
+
+def _resumable(path: str, config: TrainConfig):
+    """The checkpoint a rerun continues from, once its settings are known to agree with ``config``."""
+    try:
+        ckpt = load_checkpoint(path)
+        for key in ("optimizer", "schedule", "rng", "epoch", "step"):
+            if key not in ckpt.state:
+                raise ValueError(f"it holds no {key!r} state")
+    except (ValueError, RuntimeError, EOFError, OSError) as exc:
+        raise UserError(f"cannot resume from {path}: {exc}. Rerun with --overwrite (--no-resume) to start "
+                        "over, or --resume-from FILE to start a new run from a checkpoint's weights") from exc
+    refuse_changes(changed_settings(ckpt.config, config), config.out)
+    done = int(ckpt.state["epoch"])
+    if done > config.epochs:
+        raise ConfigError(f"{config.out} holds a run that has finished {done} epochs: epochs {config.epochs} "
+                          f"would end before it (raise --epochs to extend it, or --overwrite to start over)")
+    return ckpt
+
+
+def _nothing_to_do(config: TrainConfig, done_epoch: int) -> str:
+    best = os.path.join(checkpoint_dir(config.out), BEST)
+    return (f"nothing to do: {config.out} has finished its {done_epoch} epochs"
+            + (f" (best: {best})" if os.path.exists(best) else "")
+            + "; raise --epochs to extend it, or --overwrite to start over")
+
+
+def _restore(step: TrainStep, ckpt, config: TrainConfig, device: torch.device, total_steps: int,
+             steps_per_epoch: int, main: bool) -> tuple[int, CheckpointKeeper]:
+    """Load a run's state into ``step`` (weights, optimiser, schedule, scaler, RNG, step count);
+    a run made longer gets its schedule rebuilt. Returns (epoch to start at, its keeper)."""
+    step.model.load_state_dict(ckpt.state_dict, strict=True)
+    step.optimizer.load_state_dict(ckpt.state["optimizer"])
+    step.schedule.load_state_dict(ckpt.state["schedule"])
+    if ckpt.state.get("scaler"):
+        step.scaler.load_state_dict(ckpt.state["scaler"])
+    _set_rng_state(ckpt.state["rng"], device)
+    done_epoch, step.steps = int(ckpt.state["epoch"]), int(ckpt.state["step"])
+    if main:
+        log.info("weights: resumed from its checkpoint of epoch %d", done_epoch)
+    recorded_total = int(ckpt.state.get("total_steps") or _recorded_total(ckpt.config, steps_per_epoch))
+    if recorded_total != total_steps:
+        before = step.schedule.get_last_lr()[0]
+        step.schedule = rebuild_schedule(config, step.optimizer, total_steps, step.steps)
+        if main:
+            log.info("extending %s: %d -> %d steps (epochs %s, %d steps per epoch from here); the %s schedule is "
+                     "rebuilt for %d steps and continues at step %d (lr %.3g -> %.3g)", config.out, recorded_total,
+                     total_steps, config.epochs, steps_per_epoch, config.schedule, total_steps, step.steps, before,
+                     step.schedule.get_last_lr()[0])
+    keeper = CheckpointKeeper(config.out, config.checkpoint_keep, full=done_epoch, best=ckpt.state.get("best"))
+    return done_epoch, keeper
+
+
+def _train_epoch(step: TrainStep, loader, plan, config: TrainConfig, epoch: int, *, rank: int, world: int,
+                 device: torch.device) -> dict:
+    """One epoch of training steps over ``plan``; its metrics row (loss, lr, throughput)."""
+    step.net.train()
+    step.begin_epoch(config.seed, epoch, rank)
+    decoded_before = loader.stats.to_dict()
+    started = time.perf_counter()
+    first_done = None
+    seen = seen_first = 0
+    bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", config.progress and rank == 0)
+    for i, batch in enumerate(loader.iterate(plan)):
+        step(batch.frames, batch.labels, batch.extras)
+        seen += len(batch)
+        if first_done is None:  # time the first step apart: loader start-up, cuDNN autotuning
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_done, seen_first = time.perf_counter(), seen
+        bar.update(1)
+        if (i + 1) % config.log_every == 0:
+            bar.set_postfix(loss=f"{step.read():.4f}")  # the only host read of the loop
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    ended = time.perf_counter()
+    elapsed = ended - started
+    loss_sum, loss_n = step.loss_totals()
+    train_loss = _mean_across(loss_sum, loss_n, world, device)
+    steady = ended - first_done if first_done is not None else 0.0
+    return {"epoch": epoch + 1, "steps": step.steps, "train_loss": round(train_loss, 6),
+            "lr": step.schedule.get_last_lr()[0], "clips_per_s": round(seen * world / elapsed, 2),
+            "epoch_s": round(elapsed, 2), "first_step_s": round((first_done or ended) - started, 3),
+            "steady_s": round(steady, 4),
+            "steady_clips_per_s": round((seen - seen_first) * world / steady, 2) if steady > 0 else "",
+            "decoded_per_delivered": _epoch_ratio(decoded_before, loader.stats.to_dict())}
+
+
+def _save_epoch(step: TrainStep, keeper: CheckpointKeeper, config: TrainConfig, row: dict, device: torch.device,
+                total_steps: int) -> str:
+    """The epoch's checkpoint (everything resuming needs), retention, metrics.csv and .png;
+    returns the path naming the newest checkpoint."""
+    epoch = int(row["epoch"])
+    best = keeper.update_best(row)
+    save_checkpoint(epoch_path(config.out, epoch), unwrap(step.net), model_name=config.model,
+                    model_kwargs=dict(num_classes=1, **config.model_kwargs), config=config.to_dict(),
+                    state={"epoch": epoch, "step": step.steps, "optimizer": step.optimizer.state_dict(),
+                           "schedule": step.schedule.state_dict(),
+                           "scaler": step.scaler.state_dict() if step.scaler.is_enabled() else {},
+                           "rng": _rng_state(device), "metrics": row, "best": best, "total_steps": total_steps})
+    last = keeper.commit(epoch)
+    append_metrics(os.path.join(config.out, "metrics.csv"), row)
+    _plot(config)
+    return last
+
+
+def _recorded_total(recorded: dict, steps_per_epoch: int) -> int:
+    """The schedule length of a run whose checkpoints predate ``total_steps`` in their state."""
+    epochs = int(recorded.get("epochs") or 0)
+    per_epoch = recorded.get("max_steps_per_epoch") or steps_per_epoch
+    return epochs * int(per_epoch)
+
+
+def rebuild_schedule(config: TrainConfig, optimizer, total_steps: int, steps_done: int):
+    """A schedule for ``total_steps``, advanced to where a run of ``steps_done`` optimiser
+    steps is (the head-only warm-up steps leave it where it is), as timm recomputes its
+    schedule from the epoch when a run is extended."""
+    import warnings
+
+    for group in optimizer.param_groups:  # the rates a new schedule starts from, not the decayed ones
+        if "initial_lr" in group:
+            group["lr"] = group["initial_lr"]
+    schedule = make_schedule(config, optimizer, total_steps)
+    with warnings.catch_warnings():  # stepping without optimiser steps is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(max(0, steps_done - config.warmup_head_steps)):
+            schedule.step()
+    return schedule
 
 
 def _plot(config: TrainConfig) -> None:

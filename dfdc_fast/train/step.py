@@ -26,6 +26,8 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from dfdc_fast.models.registry import memory_format_of
+
 
 def to_unit_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, T, H, W, 3)`` -> float ``(B, 3, T, H, W)`` in [0, 1]; images ``(B, H, W, 3)`` -> ``(B, 3, H, W)``."""
@@ -72,7 +74,6 @@ class TrainStep:
         self.pair_mixup, self.warmup_head_steps = bool(pair_mixup), int(warmup_head_steps)
         self._head = model.get_submodule(spec.head) if self.warmup_head_steps else None
         self._warm = False
-        self.memory_format = torch.channels_last_3d if spec.kind == "3d" else torch.channels_last
         self.steps = 0           # optimiser steps taken, over the whole run
         self._loss_sum = torch.zeros((), device=self.device)
         self._items = 0          # batches summed into _loss_sum since begin_epoch
@@ -163,7 +164,7 @@ class TrainStep:
             mixed = cutmix3d(x, labels, generator=self.generator)
             x = mixed.clips
         if self.channels_last:
-            x = x.contiguous(memory_format=self.memory_format)
+            x = x.contiguous(memory_format=memory_format_of(x))  # by rank: a sequence B7 takes 5-D clips
         self._micro += 1
         sync = self._micro % self.accumulate == 0
         with (self.net.no_sync() if self.world > 1 and not sync else nullcontext()):
