@@ -354,3 +354,39 @@ def test_two_class_head_is_exactly_one_logit():
     w1, b1 = two_class_head_to_one(w, b)
     p_fake = (x @ w.T + b).softmax(1)[:, 0]
     assert torch.allclose(torch.sigmoid(x @ w1.T + b1)[:, 0], p_fake, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- inference with them
+
+def test_a_per_frame_sequence_member_gives_a_probability_per_frame(tmp_path):
+    from dfdc_fast.infer.ensemble import Ensemble
+    from dfdc_fast.models import create_model, save_checkpoint
+
+    kwargs = {"temporal_padding": "zeros", "output": "frames"}
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b0_seq", **kwargs).eval()
+    save_checkpoint(tmp_path / "seq.pth", model, model_name="efficientnet_b0_seq", model_kwargs=kwargs)
+    ensemble = Ensemble([str(tmp_path / "seq.pth")], torch.device("cpu"))
+    windows = torch.randint(0, 256, (3, 7, 64, 32, 3), dtype=torch.uint8)
+    p = ensemble.score_windows(ensemble.members[0], windows, np.array([True, False, True]))
+    assert p.shape == (3, 7)
+    x = windows.permute(0, 4, 1, 2, 3).float() / 255
+    x = torch.where(torch.tensor([True, False, True])[:, None, None, None, None], x.flip(-1), x)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(normalize(x, "efficientnet_b0_seq"))[..., 0])
+    assert torch.allclose(p, expected, atol=1e-5)
+
+
+def test_infer_picks_the_scorer_from_what_the_request_cuts():
+    from types import SimpleNamespace
+
+    from dfdc_fast.infer.pipeline import FaceScorer, InferConfig, scorer_for
+    from dfdc_fast.infer.scorers import CropScorer, WindowScorer
+    from dfdc_fast.recipes import RECIPES
+
+    expected = {"medics": ({"3d", "2d"}, FaceScorer), "selim": ({"2d"}, CropScorer), "ntech": ({"3d"}, WindowScorer)}
+    for name, (kinds, kind) in expected.items():
+        config = InferConfig.from_dict({"recipe": RECIPES[name]})  # the object, not its name
+        assert config.recipe == name
+        request = RECIPES[name].infer_request(config, kinds)
+        assert type(scorer_for(request, config, SimpleNamespace(kinds=kinds), torch.device("cpu"))) is kind

@@ -296,7 +296,10 @@ def test_infer_recipe_ntech_scores_windows_of_iou_tracks_and_sharpens(tmp_path):
 
 def test_infer_recipe_defaults_yield_to_given_options():
     from dfdc_fast.infer.pipeline import InferConfig
-    from dfdc_fast.infer.recipes import recipe_request
+    from dfdc_fast.recipes import get_recipe
+
+    def recipe_request(config, kinds):
+        return get_recipe(config.recipe).infer_request(config, kinds)
 
     cfg = InferConfig.from_dict({"recipe": "selim", "frames": 16})
     assert (cfg.aggregator, cfg.detector, cfg.detect_every, cfg.frames) == ("selim", "selim_inference", 1, 16)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dfdc_fast.evaluate.labels import Label
-from dfdc_fast.infer.submission import validate_submission
+from dfdc_fast.submission import read_submission, validate_submission
 from dfdc_fast.metrics import (average_precision, balanced_log_loss, dfdc_log_loss, equal_error_rate, roc_auc,
                                roc_curve)
 
@@ -33,7 +33,6 @@ def evaluate(submission: str, labels: dict[str, Label]) -> dict:
         said = "; ".join(f"{k.replace('_', ' ')}: {len(v)} ({', '.join(map(str, v[:5]))}"
                          f"{', ...' if len(v) > 5 else ''})" for k, v in bad.items())
         raise ValueError(f"{submission}: refused, {said}")
-    from dfdc_fast.infer.submission import read_submission
 
     scores = read_submission(submission)
     names = list(labels)

@@ -9,24 +9,13 @@ from typing import Optional
 import torch
 
 from dfdc_fast.detect import PRESETS
+from dfdc_fast.recipes import RECIPES, get_recipe
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
 REUSE = ("none", "2d", "all")
-RECIPES = ("medics", "selim", "ntech")
-
-#: What each recipe prepares, as the settings it gives the fields left unset (None). The
-#: Medics' (the default) cuts 256x256 face clips per 150-frame chunk and 32 JPEG crops;
-#: Selim's cuts PNG crops of every 10th frame of every track with landmarks, SSIM diffs
-#: for fakes and folds (crops.csv); NTechLab's tracks faces with the IoU tracker on every
-#: 6th frame and cuts aligned 50-frame REAL/FAKE pair clips (pairs.csv).
-RECIPE_DEFAULTS = {
-    "medics": dict(every=10, detector="medics_export", track_method="mask", chunk_size=150, clip_size=256,
-                   crops_per_video=32, crop_format="jpg", reuse_original="2d"),
-    "selim": dict(every=10, detector="selim_export", track_method="mask", chunk_size=0, clip_size=256,
-                  crops_per_video=0, crop_format="png", reuse_original="2d"),
-    "ntech": dict(every=6, detector="ntech_export", track_method="iou", chunk_size=0, clip_size=256,
-                  crops_per_video=0, crop_format="jpg", reuse_original="none"),
-}
+#: What each recipe prepares (the settings it gives the fields left None) lives in its
+#: module: dfdc_fast.recipes.<name>.EXTRACT_DEFAULTS.
+RECIPE_DEFAULTS = {name: r.extract_defaults for name, r in RECIPES.items()}
 
 #: Settings that change what the outputs contain. A rerun into a folder made with other
 #: values of these would mix two kinds of outputs, so it is refused (see SettingsMismatch).
@@ -42,7 +31,8 @@ class ExtractConfig:
 
     inputs: list = field(default_factory=lambda: [DEMO_DIR])
     out: str = "extract_out"
-    #: What to prepare: "medics" (default), "selim" or "ntech"; it sets the fields left None below.
+    #: What to prepare: "medics" (default), "selim" or "ntech" (a name or a dfdc_fast.recipes.Recipe);
+    #: it sets the fields left None below.
     recipe: str = "medics"
     every: Optional[int] = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -59,7 +49,7 @@ class ExtractConfig:
     clip_crf: int = 18
     clip_keyint: int = 16
     crops_per_video: Optional[int] = None
-    crop_margin: float = 1 / 3
+    crop_margin: Optional[float] = None  # box growth per side of the 2D crops (all recipes: 1/3)
     crop_format: Optional[str] = None
     reuse_original: Optional[str] = None
     #: selim: crops at frames that are multiples of this (None: ``every``, his frame % 10 == 0).
@@ -77,21 +67,14 @@ class ExtractConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
-        for name, value in RECIPE_DEFAULTS[self.recipe].items():
+        recipe = get_recipe(self.recipe)
+        self.recipe = recipe.name  # the name: the config is written as JSON
+        for name, value in recipe.extract_defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.chunk_size == 0:
             self.chunk_size = None  # whole tracks
-        if self.recipe == "selim" and self.crop_format != "png":
-            raise ValueError("recipe selim stores PNG crops (lossless, as Selim did: the SSIM diffs of a resumed run "
-                             f"are computed against them), got crop_format {self.crop_format!r}")
-        if self.recipe == "selim" and self.reuse_original == "none":
-            raise ValueError("recipe selim needs fakes to reuse their original's boxes (reuse_original 2d or all): "
-                             "the SSIM diffs compare crops of the same box")
-        if self.recipe == "ntech" and self.track_method != "iou":
-            raise ValueError(f"recipe ntech pairs IoU-tracker tracks (track_method iou), got {self.track_method!r}")
+        recipe.check_extract(self)
         if self.pair_length < 1 or self.pair_box_mult <= 0:
             raise ValueError(f"pair_length must be >= 1 and pair_box_mult > 0, got {self.pair_length}, "
                              f"{self.pair_box_mult}")
@@ -114,9 +97,14 @@ class ExtractConfig:
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
+    @property
+    def recipe_object(self):
+        """The :class:`dfdc_fast.recipes.Recipe` this extraction runs."""
+        return get_recipe(self.recipe)
+
     def output_settings(self) -> dict:
         out = {k: getattr(self, k) for k in OUTPUT_SETTINGS}
-        if self.recipe != "medics":  # the Medics' folders keep the settings.json they always had
+        if self.recipe_object.records_recipe:  # the Medics' folders keep the settings.json they always had
             out.update({k: getattr(self, k) for k in RECIPE_SETTINGS})
         return out
 

@@ -1,5 +1,12 @@
 """NTechLab (DFDC 3rd, private LB 0.43452): three EfficientNet-B7 of efficientnet_pytorch 0.6.3.
 
+Extraction: faces on every 6th frame, the IoU tracker, tracks of >= 5 detections; per REAL
+track a 50-frame window with one 1.5x box, and the FAKE's aligned track cut with the same
+box (pair clips). Inference (``predict.py``): frames at ~15 fps, faces on every 3rd, IoU
+tracks of >= 7 detections; sequence members take 7-frame windows every 14 kept frames
+(middle box x 1.5, shorter side 224, centre crop 224 x 192), frame members every 2nd
+frame; every other sample flipped; every probability pooled and sharpened.
+
 Their files are flat fp16 state dicts in efficientnet_pytorch's layout (``_conv_stem``,
 ``_blocks.N._expand_conv`` ...). The sequence model's expansion convs are (3, 1, 1)
 temporal convs (``_blocks.N._expand_conv.conv.weight``) with zero temporal padding, and it
@@ -13,7 +20,10 @@ from __future__ import annotations
 import os
 import re
 
+from dfdc_fast.engine.request import FacesRequest, PairSpec, WindowSpec
+from dfdc_fast.io.selectors import First
 from dfdc_fast.models.convert import Converted, KeyMap, dtypes_of, read_foreign
+from dfdc_fast.track import TrackConfig
 from dfdc_fast.recipes.base import PublishedWeights, Recipe
 
 _RUN = "efficientnet-b7_ns_{}_100k_v4_cad79a/snapshot_100000.fp16.pth"
@@ -23,6 +33,8 @@ WHERE = ("their README's Google Drive link (expired, NTech-Lab/deepfake-detectio
          "mirror: IQTLabs/FakeFinder release weights/ntech.tar.gz")
 INPUT_SIZE = (224, 192)   # height x width
 SEQUENCE_KWARGS = {"temporal_padding": "zeros", "output": "frames"}
+#: predict.py decodes at ~15 fps (every round(fps / 15)-th frame).
+SAMPLE_FPS = 15.0
 
 _TOP = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head.", "_bn1.": "bn2.", "_fc.": "classifier."}
 _MBCONV = {"_expand_conv.conv.": "conv_pw.", "_expand_conv.": "conv_pw.", "_bn0.": "bn1.", "_depthwise_conv.": "conv_dw.",
@@ -99,6 +111,40 @@ def convert(path: str) -> tuple[str, Converted]:
 
 WEIGHTS = PublishedWeights(WHERE, FILES, convert, private_lb=0.43452)
 
+EXTRACT_DEFAULTS = dict(every=6, detector="ntech_export", track_method="iou", chunk_size=0, clip_size=256,
+                        crops_per_video=0, crop_format="jpg", reuse_original="none", crop_margin=1 / 3)
+
+
+def extract_request(cfg) -> FacesRequest:
+    """IoU tracks of >= 5 detections (their pairing rule), pair clips, nothing else."""
+    track = TrackConfig(method="iou", chunk_size=None, min_detections=5, min_frames=1, max_frames=10**9,
+                        min_clip_frames=cfg.pair_length)
+    return FacesRequest(every=cfg.every, detector=cfg.detector, track=track,
+                        pairs=PairSpec(length=cfg.pair_length, box_mult=cfg.pair_box_mult), reuse="none",
+                        to_host=True)
+
+
+def check_extract(cfg) -> None:
+    if cfg.track_method != "iou":
+        raise ValueError(f"recipe ntech pairs IoU-tracker tracks (track_method iou), got {cfg.track_method!r}")
+
+
+def infer_request(config, kinds: set) -> FacesRequest:
+    """Sequence windows for 3D members, every 2nd frame for 2D members, from IoU tracks."""
+    windows = []
+    if "3d" in kinds:
+        windows.append(WindowSpec(length=7, stride=14))
+    if "2d" in kinds:
+        windows.append(WindowSpec(length=1, stride=2))
+    track = TrackConfig(method="iou", chunk_size=None, min_detections=config.min_face_frames, min_frames=1,
+                        max_frames=10**9, min_clip_frames=1)
+    return FacesRequest(frames=First(config.frames) if config.frames else None, sample_fps=SAMPLE_FPS,
+                        every=config.detect_every, detector=config.detector, track=track, windows=windows,
+                        to_host=False)
+
+
 RECIPE = Recipe("ntech", WEIGHTS, train_configs=("ntech_b7_seq",), aggregator="ntech",
+                extract_defaults=EXTRACT_DEFAULTS, extract_request=extract_request, infer_request=infer_request,
                 infer_defaults={"aggregator": "ntech", "detect_every": 3, "detector": "ntech_inference",
-                                "min_face_frames": 7, "frames": 0})
+                                "min_face_frames": 7, "frames": 0},
+                check_extract=check_extract, folds=True)
