@@ -121,7 +121,7 @@ class InceptionI3d(nn.Module):
     ``head_pool="global"`` averages the whole feature map (ours: any clip length and side).
     ``"windows"`` is the head the Medics trained (piergiaj's port): ``AvgPool3d([2, 7, 7],
     stride 1)``, a logit per time window, then the mean over windows, so the first and last
-    time steps weigh half; it needs a 7 x 7 map (224 px input) and 2 time steps (>= 9 frames).
+    time steps weigh half; it needs a 7 x 7 map (224 px input).
     """
 
     def __init__(self, *, num_classes: int = 400, in_channels: int = 3, dropout: float = 0.5,
@@ -163,10 +163,11 @@ class InceptionI3d(nn.Module):
         features = self.forward_features(x)
         if self.head_pool == "global":
             return self.logits(self.dropout(F.adaptive_avg_pool3d(features, 1))).flatten(1)
-        if any(size < k for size, k in zip(features.shape[2:], I3D_WINDOW)):
-            raise ValueError(f"the windows head needs a feature map of at least {I3D_WINDOW}, got "
-                             f"{tuple(features.shape[2:])} (input 224 px and at least 9 frames)")
-        windows = self.logits(self.dropout(F.avg_pool3d(features, I3D_WINDOW, stride=1)))  # (B, C, T', H', W')
+        if features.shape[3] < I3D_WINDOW[1] or features.shape[4] < I3D_WINDOW[2]:
+            raise ValueError(f"the windows head needs a 7 x 7 feature map (224 px input), got {tuple(features.shape[3:])}")
+        # A clip of under 9 frames has one time step: one window of it (theirs would fail there).
+        window = (min(I3D_WINDOW[0], features.shape[2]),) + I3D_WINDOW[1:]
+        windows = self.logits(self.dropout(F.avg_pool3d(features, window, stride=1)))  # (B, C, T', H', W')
         return windows.mean(dim=(2, 3, 4))
 
 
