@@ -20,6 +20,13 @@ benchmarks/results/.
 
     .venv/bin/python benchmarks/extract.py                                # CPU: 12 videos, 2 workers
     python benchmarks/extract.py --device cuda                            # GPU: 60 videos, 1/2/4/7 workers
+    .venv/bin/python benchmarks/extract.py --fakes-per-original 5 --only ours   # detection only where it is used
+
+``--fakes-per-original K`` labels the clips as DFDC does: each clip is a REAL original with
+K FAKEs (hard links of it under other names: the same scene, as a DFDC fake is, so their
+detection costs the same). ``ours_reuse_all`` is the Medics' export (a fake whose original's
+record exists reuses its tracks, no detection), ``ours_detect_fakes`` detects and tracks
+every fake too (``reuse_original 2d``); ``detect_track_s`` is their detection seconds.
 """
 from __future__ import annotations
 
@@ -91,6 +98,30 @@ def stock_video(path, out, mtcnn, every=10, chunk=150, size=256, crops=32):
     return n_clips
 
 
+def paired_clips(paths: list[str], count: int, fakes: int, folder: str) -> list[str]:
+    """``count`` videos in ``folder`` with a metadata.json: clip after clip, a REAL original
+    followed by ``fakes`` FAKE hard links of it (DFDC has about 5 fakes per original)."""
+    os.makedirs(folder, exist_ok=True)
+    meta, out = {}, []
+    for i in range(count):
+        group, k = divmod(i, fakes + 1)
+        src = os.path.abspath(paths[group % len(paths)])
+        real = f"g{group:02d}_{os.path.basename(src)}"
+        name = real if k == 0 else f"g{group:02d}f{k}_{os.path.basename(src)}"
+        dst = os.path.join(folder, name)
+        if not os.path.lexists(dst):
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        meta[name] = {"label": "REAL", "split": "train"} if k == 0 else \
+            {"label": "FAKE", "split": "train", "original": real}
+        out.append(dst)
+    with open(os.path.join(folder, "metadata.json"), "w") as f:
+        json.dump(meta, f)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", default=DEFAULT_SAMPLES, help="folder of DFDC clips (default: ../shared/data/dfdc_samples)")
@@ -99,6 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per implementation (default: %(default)s)")
     ap.add_argument("--workers", default=None,
                     help="comma-separated worker counts for ours (default: 1,2,4,7 on a GPU, 2 on a CPU)")
+    ap.add_argument("--fakes-per-original", type=int, default=0, metavar="K",
+                    help="label the clips as REAL originals with K FAKE copies each, and compare reusing the "
+                         "original's tracks with detecting every fake (default: off)")
     add_common_args(ap, ["stock", "ours"])
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
@@ -108,7 +142,11 @@ def main(argv=None) -> int:
     n_videos = args.videos or (60 if on_gpu else 12)
     worker_counts = [int(w) for w in (args.workers or ("1,2,4,7" if on_gpu else "2")).split(",")]
     work = tempfile.mkdtemp(prefix="dfdc_extract_bench_")
-    paths = repeated_clips(clips_or_exit(ap, args.src, None), n_videos, os.path.join(work, "clips"))
+    if args.fakes_per_original > 0:
+        paths = paired_clips(clips_or_exit(ap, args.src, None), n_videos, args.fakes_per_original,
+                             os.path.join(work, "clips"))
+    else:
+        paths = repeated_clips(clips_or_exit(ap, args.src, None), n_videos, os.path.join(work, "clips"))
     from facenet_pytorch import MTCNN as FacenetMTCNN
 
     stock_mtcnn = FacenetMTCNN(keep_all=True, post_process=False, select_largest=False, thresholds=[0.6, 0.7, 0.7],
@@ -125,9 +163,10 @@ def main(argv=None) -> int:
         out = fresh("stock")
         return {"clips": sum(stock_video(p, out, stock_mtcnn) for p in paths)}
 
-    def run_ours(workers):
-        cfg = ExtractConfig(inputs=list(paths), out=fresh("ours"), device=str(device), workers=workers, progress=False,
-                            contact_sheet=0)
+    def run_ours(workers, reuse=None):
+        inputs = [os.path.join(work, "clips")] if args.fakes_per_original > 0 else list(paths)
+        cfg = ExtractConfig(inputs=inputs, out=fresh("ours"), device=str(device), workers=workers, progress=False,
+                            contact_sheet=0, reuse_original=reuse)
         summary = run_extraction(cfg)
         peaks = []
         for root, _, files in os.walk(os.path.join(cfg.out, "videos")):
@@ -141,6 +180,10 @@ def main(argv=None) -> int:
 
     only = {s for s in args.only.split(",") if s}
     implementations = [("stock", run_stock)] + [(f"ours_w{w}", (lambda w=w: run_ours(w))) for w in worker_counts]
+    if args.fakes_per_original > 0:
+        w = worker_counts[0]
+        implementations = [("stock", run_stock), ("ours_reuse_all", lambda: run_ours(w, "all")),
+                           ("ours_detect_fakes", lambda: run_ours(w, "2d"))]
     results, partial = {}, None
     env = environment(device)
     for name, fn in implementations:
@@ -160,16 +203,25 @@ def main(argv=None) -> int:
             row.update(workers=last.get("workers"), startup_s=[o.get("startup_s") for o in outcomes],
                        steady_videos_per_s=last.get("steady_videos_per_s"), stage_busy_s=last.get("stage_busy_s"),
                        peak_gpu_mb=last.get("peak_gpu_mb"), status_counts=last.get("status_counts"))
+        if name != "stock" and last.get("stage_busy_s"):
+            row["detect_track_s"] = last["stage_busy_s"].get("detect_track")
         results[name] = row
         print(f"{name:>8}: median {t.median_s:.2f} s  {row['videos_per_s']:.3f} videos/s  {row['clips']} clips",
               flush=True)
         partial = write_result("extract", env, {"videos": n_videos}, results, args.out_dir, path=partial, complete=False)
+    if "ours_reuse_all" in results and "ours_detect_fakes" in results:
+        a, b = results["ours_reuse_all"], results["ours_detect_fakes"]
+        results["reuse_all_vs_detect_fakes"] = {
+            "videos_per_s_ratio": round(b["median_s"] / a["median_s"], 3),
+            "detect_track_s_ratio": round(a["detect_track_s"] / b["detect_track_s"], 3)
+            if a.get("detect_track_s") and b.get("detect_track_s") else None}
     if "stock" in results:
         for name, row in results.items():
-            if name != "stock":
+            if name.startswith("ours"):
                 row["ratio_vs_stock"] = round(results["stock"]["median_s"] / row["median_s"], 3)
     shutil.rmtree(work, ignore_errors=True)
-    inputs = {"files": sorted({os.path.basename(p)[4:] for p in paths}), "videos": n_videos,
+    inputs = {"files": sorted({os.path.basename(p).split("_", 1)[1] for p in paths}), "videos": n_videos,
+              "fakes_per_original": args.fakes_per_original,
               "task": "every frame decoded; faces on every 10th at 0.5x; 256x256 H.264 clips per track and "
                       "150-frame chunk; 32 2D crops per video", "our_config": json.loads(json.dumps(
                           {k: v for k, v in vars(ExtractConfig(inputs=[], device=str(device))).items()

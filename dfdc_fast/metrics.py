@@ -1,14 +1,15 @@
-"""The DFDC metric: binary log loss per video, plain and class-balanced.
+"""The DFDC metric: binary log loss per video, plain and class-balanced; and the ranking
+figures DeepfakeBench users read (AUC, AP, EER).
 
-Shared by training (validation) and inference (scoring a submission against labels), so
-it lives in neither job.
+Shared by training (validation), inference and ``evaluate`` (scoring a submission against
+labels), so it lives in no job.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 
-__all__ = ["balanced_log_loss", "dfdc_log_loss"]
+__all__ = ["average_precision", "balanced_log_loss", "dfdc_log_loss", "equal_error_rate", "roc_auc", "roc_curve"]
 
 
 def _label(value) -> float:
@@ -91,3 +92,63 @@ def balanced_log_loss(y_true, y_pred, eps: float = 1e-15) -> float:
     fake_loss = _mean_log_loss([y for y, _ in fake], [p for _, p in fake], eps)
     real_loss = _mean_log_loss([y for y, _ in real], [p for _, p in real], eps)
     return (fake_loss + real_loss) / 2.0
+
+
+def _both_classes(labels: list[float], what: str) -> None:
+    fakes = sum(1 for y in labels if y == 1.0)
+    if fakes == 0 or fakes == len(labels):
+        raise ValueError(f"{what} needs both classes, got {fakes} fake and {len(labels) - fakes} real")
+
+
+def roc_curve(y_true, y_pred) -> tuple[list[float], list[float], list[float]]:
+    """(false positive rates, true positive rates, thresholds), FAKE positive; one point per
+    distinct score, from (0, 0) (threshold +inf) to (1, 1)."""
+    labels, preds = _pairs(y_true, y_pred)
+    _both_classes(labels, "a ROC curve")
+    order = sorted(range(len(preds)), key=lambda i: -preds[i])
+    pos = sum(labels)
+    neg = len(labels) - pos
+    fpr, tpr, thresholds = [0.0], [0.0], [math.inf]
+    tp = fp = 0.0
+    for k, i in enumerate(order):
+        tp += labels[i]
+        fp += 1.0 - labels[i]
+        if k + 1 < len(order) and preds[order[k + 1]] == preds[i]:
+            continue  # ties make one point
+        fpr.append(fp / neg)
+        tpr.append(tp / pos)
+        thresholds.append(preds[i])
+    return fpr, tpr, thresholds
+
+
+def roc_auc(y_true, y_pred) -> float:
+    """Area under the ROC curve: the chance a random fake scores above a random real (ties
+    count half)."""
+    fpr, tpr, _ = roc_curve(y_true, y_pred)
+    return math.fsum((fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr)))
+
+
+def average_precision(y_true, y_pred) -> float:
+    """Average precision, FAKE positive: sum over thresholds of (recall step) x precision."""
+    labels, preds = _pairs(y_true, y_pred)
+    _both_classes(labels, "average precision")
+    fpr, tpr, _ = roc_curve(labels, preds)
+    pos, neg = sum(labels), len(labels) - sum(labels)
+    ap = 0.0
+    for i in range(1, len(tpr)):
+        tp, fp = tpr[i] * pos, fpr[i] * neg
+        ap += (tpr[i] - tpr[i - 1]) * (tp / (tp + fp))
+    return ap
+
+
+def equal_error_rate(y_true, y_pred) -> float:
+    """The error rate where false positives and false negatives are equally frequent,
+    interpolated linearly between the two ROC points around it."""
+    fpr, tpr, _ = roc_curve(y_true, y_pred)
+    fnr = [1.0 - t for t in tpr]
+    for i in range(1, len(fpr)):
+        if fpr[i] >= fnr[i]:
+            d0, d1 = fnr[i - 1] - fpr[i - 1], fnr[i] - fpr[i]
+            w = d0 / (d0 - d1) if d0 != d1 else 0.0
+            return fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
+    return 1.0

@@ -6,13 +6,15 @@ the ops trace under ``torch.compile`` and run on fake CUDA tensors (``bench.fake
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from dfdc_fast.extension import _assert_cuda_kernels, _has_ops
 from dfdc_fast.runtime import fetch
 
-__all__ = ["CONNECTIVITIES", "LAYOUTS", "NMS_MODES", "ROI_FIELDS", "label3d", "component_stats", "crop_resize", "nms_padded"]
+__all__ = ["CONNECTIVITIES", "LAYOUTS", "NMS_MODES", "ROI_FIELDS", "label3d", "component_stats", "crop_resize", "nms_padded",
+           "out_extent", "roi_rows"]
 
 #: Neighbourhoods ``label3d`` accepts: faces (6), faces and edges (18), all (26).
 #: skimage.measure.label's ``connectivity`` 1, 2, 3 are the same neighbourhoods.
@@ -107,6 +109,7 @@ def component_stats(
 LAYOUTS = {"rgb": 0, "nv12": 1, "i420": 2}
 #: Columns of ``crop_resize``'s int64 ``rois`` rows.
 ROI_FIELDS = ("frame", "x0", "y0", "x1", "y1", "ox", "oy", "canvas_w", "canvas_h", "out_w", "out_h", "dx", "dy")
+_ROI_COLUMN = {name: i for i, name in enumerate(ROI_FIELDS)}
 UP_MODES = {"bilinear": 0, "bicubic": 1}
 #: YUV matrices crop_resize converts with; "bt601" is what swscale uses when a stream signals none.
 MATRICES = {"bt601": 0, "bt709": 1, "bt2020": 2}
@@ -195,3 +198,46 @@ def nms_padded(boxes: torch.Tensor, valid: torch.Tensor, threshold: float, mode:
 
 if _has_ops():  # shape propagation (and the real kernels' checks) for torch.compile and fake tensors
     from dfdc_fast import fake_kernels  # noqa: F401
+
+
+def roi_rows(n: int, **columns) -> np.ndarray:
+    """int64 ``(n, 13)`` rows for :func:`dfdc_fast.ops.crop_resize`, each column given by
+    its :data:`~dfdc_fast.ops.ROI_FIELDS` name as a scalar or an ``(n,)`` array. ``window=
+    (x0, y0, x1, y1)``, ``canvas=(w, h)``, ``out=(w, h)``, ``offset=(ox, oy)`` and ``at=(dx,
+    dy)`` set those pairs at once; a canvas not given is the window's size, an output not
+    given is the canvas's (a plain copy); offsets default to 0."""
+    groups = {"window": ("x0", "y0", "x1", "y1"), "canvas": ("canvas_w", "canvas_h"), "out": ("out_w", "out_h"),
+              "offset": ("ox", "oy"), "at": ("dx", "dy")}
+    named = {}
+    for key, value in columns.items():
+        if key in groups:
+            parts = value if not isinstance(value, np.ndarray) or value.ndim == 1 and value.size == len(groups[key]) \
+                else np.moveaxis(np.asarray(value), -1, 0)
+            if len(parts) != len(groups[key]):
+                raise ValueError(f"{key} takes {len(groups[key])} values, got {len(parts)}")
+            named.update(zip(groups[key], parts))
+        elif key in _ROI_COLUMN:
+            named[key] = value
+        else:
+            raise ValueError(f"unknown crop_resize column {key!r}; columns: {', '.join(ROI_FIELDS)}")
+    missing = [k for k in ("frame", "x0", "y0", "x1", "y1") if k not in named]
+    if missing:
+        raise ValueError(f"crop_resize rows need {', '.join(missing)}")
+    rows = np.zeros((n, len(ROI_FIELDS)), dtype=np.int64)
+    for key in ("frame", "x0", "y0", "x1", "y1", "ox", "oy"):
+        if key in named:
+            rows[:, _ROI_COLUMN[key]] = named[key]
+    width = rows[:, _ROI_COLUMN["x1"]] - rows[:, _ROI_COLUMN["x0"]]
+    height = rows[:, _ROI_COLUMN["y1"]] - rows[:, _ROI_COLUMN["y0"]]
+    rows[:, _ROI_COLUMN["canvas_w"]] = named.get("canvas_w", width)
+    rows[:, _ROI_COLUMN["canvas_h"]] = named.get("canvas_h", height)
+    rows[:, _ROI_COLUMN["out_w"]] = named.get("out_w", rows[:, _ROI_COLUMN["canvas_w"]])
+    rows[:, _ROI_COLUMN["out_h"]] = named.get("out_h", rows[:, _ROI_COLUMN["canvas_h"]])
+    rows[:, _ROI_COLUMN["dx"]] = named.get("dx", 0)
+    rows[:, _ROI_COLUMN["dy"]] = named.get("dy", 0)
+    return rows
+
+
+def out_extent(rows: np.ndarray) -> tuple[int, int]:
+    """``(height, width)`` of the smallest output image that holds every row's output."""
+    return int(rows[:, _ROI_COLUMN["out_h"]].max()), int(rows[:, _ROI_COLUMN["out_w"]].max())

@@ -24,7 +24,7 @@ FRAMES = 60
 
 def request(**kw):
     base = dict(frames=First(FRAMES), every=10, track=TrackConfig(min_frames=30, min_detections=4),
-                clips=ClipSpec(128), crops=CropSpec(count=4), thumbnail_width=160)
+                clips=ClipSpec(128), crops=CropSpec(count=4))
     base.update(kw)
     return FacesRequest(**base)
 
@@ -49,14 +49,13 @@ def test_faces_of_real_clips(in_process):
         assert res.status == "ok", res.error
         assert res.clip_frames.shape[1:] == (128, 128, 3) and res.clip_frames.dtype == torch.uint8
         assert sum(c.frames for c in res.clips) == res.clip_frames.shape[0]
-        assert res.thumbnail is not None and res.thumbnail.shape[0] == 3
         for c in res.crops:  # JPEG bytes that decode to the crop's size
             from torchvision.io import decode_jpeg
 
             img = decode_jpeg(res.crop_data[c.offset:c.offset + c.length])
             assert tuple(img.shape[1:]) == c.size
     assert len(one.tracks) == 1 and len(two.tracks) == 2
-    assert portrait.info.height > portrait.info.width and portrait.thumbnail.shape[1] > portrait.thumbnail.shape[2]
+    assert portrait.info.height > portrait.info.width
 
 
 def test_clip_equals_cutting_the_rgb_frames(in_process, samples_dir):

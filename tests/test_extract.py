@@ -196,6 +196,9 @@ def test_sample_set_end_to_end(tmp_path, samples_dir):
     # reuse: the FAKE and its REAL original have identical boxes
     fake, real = recs["acqfdwsrhi"], recs["ccfoszqabv"]
     assert fake["boxes_from"] == "original"
+    # ... and with reuse "all" (the Medics' export) the fake is not detected or tracked at all
+    assert fake["detections"]["sampled_frames"] == 0 and real["detections"]["sampled_frames"] > 0
+    assert fake["tracks"] == real["tracks"]
     assert [c["box"] for c in fake["clips"]] == [c["box"] for c in real["clips"]]
     assert [(c["frame"], c["box"]) for c in fake["crops"]] == [(c["frame"], c["box"]) for c in real["crops"]]
     assert len(real["crops"]) == 32

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from dfdc_fast.runtime import amp_dtype
 from dfdc_fast.bench.fake_cuda import fake_cuda, record_fetches
 from dfdc_fast.engine import ClipSpec, CropSpec, FacePath, FacesRequest, VideoTask
+from dfdc_fast.infer.ensemble import Ensemble
 from dfdc_fast.io import First
 from dfdc_fast.io import nvdec as nvdec_io
 from dfdc_fast.io.header import read_header
@@ -139,7 +141,7 @@ def test_infer_path_on_the_device(samples_dir, nvdec_stand_in, tmp_path, monkeyp
             res = FacePath(request, "cuda", "nvdec").run(task)
             engine_reads = fc.host_reads
             assert res.status == "ok" and res.clip_frames.device.type == "cuda" and res.crop_data.device.type == "cuda"
-            scores = FaceScorer(config, torch.device("cuda")).score([res], level=0)
+            scores = FaceScorer(config, Ensemble(config.checkpoints, torch.device("cuda"), amp_dtype(config.amp, torch.device("cuda"))), torch.device("cuda")).score([res], level=0)
     # the faces' counts still come to the host in the video's one pinned copy; clips and crops stay
     assert engine_reads <= HOST_READS_PER_VIDEO and fc.replay_left == 0 and fc.bulk_reads == 1
     assert sorted(scores[0]) == sorted(m for m in ("mc3_18", "efficientnet_b0"))

@@ -16,11 +16,12 @@ import torch
 import yaml
 
 from dfdc_fast import models as models_pkg
+from dfdc_fast.runtime import amp_dtype
 from dfdc_fast.bench.fake_cuda import fake_cuda
 from dfdc_fast.engine.request import ClipMeta, CropMeta, VideoFaces, WindowMeta
 from dfdc_fast.infer.ensemble import Ensemble
 from dfdc_fast.infer.pipeline import FaceScorer, InferConfig
-from dfdc_fast.infer.recipes import RecipeScorer
+from dfdc_fast.infer.scorers import CropScorer, WindowScorer
 from dfdc_fast.models import create_model, list_models, model_spec
 from dfdc_fast.models.checkpoint import FORMAT, Checkpoint
 
@@ -109,7 +110,7 @@ def test_group_forward_of_every_model(entry, meta_checkpoints):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*autocast.*")  # autocast("cuda") is off on fake tensors
         with fake_cuda(replay=replay) as fc:
-            scorer = FaceScorer(config, torch.device("cuda"))
+            scorer = FaceScorer(config, Ensemble(config.checkpoints, torch.device("cuda"), amp_dtype(config.amp, torch.device("cuda"))), torch.device("cuda"))
             ensemble = scorer.ensemble
             ensemble.static_batch = True  # what compile=True sets: one shape per call
             member = ensemble.members[0]
@@ -155,7 +156,9 @@ def test_recipe_scorers_on_the_device(recipe, entry, meta_checkpoints):
         warnings.filterwarnings("ignore", message=".*autocast.*")
         with fake_cuda(replay=[[np.zeros((1, 5), np.float32)]] if recipe == "selim" else
                        [[np.zeros(4, np.float32)]]) as fc:
-            scorer = RecipeScorer(config, torch.device("cuda"))
+            device = torch.device("cuda")
+            ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device))
+            scorer = (CropScorer if recipe == "selim" else WindowScorer)(config, ensemble, device)
             faces = []
             if recipe == "selim":  # 32 frames evenly, every face: crops of different sizes on one canvas
                 for v, n in enumerate((3, 2)):

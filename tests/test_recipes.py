@@ -296,7 +296,10 @@ def test_infer_recipe_ntech_scores_windows_of_iou_tracks_and_sharpens(tmp_path):
 
 def test_infer_recipe_defaults_yield_to_given_options():
     from dfdc_fast.infer.pipeline import InferConfig
-    from dfdc_fast.infer.recipes import recipe_request
+    from dfdc_fast.recipes import get_recipe
+
+    def recipe_request(config, kinds):
+        return get_recipe(config.recipe).infer_request(config, kinds)
 
     cfg = InferConfig.from_dict({"recipe": "selim", "frames": 16})
     assert (cfg.aggregator, cfg.detector, cfg.detect_every, cfg.frames) == ("selim", "selim_inference", 1, 16)
@@ -308,3 +311,14 @@ def test_infer_recipe_defaults_yield_to_given_options():
     assert [(w.length, w.stride, w.crop) for w in req.windows] == [(7, 14, (224, 192)), (1, 2, (224, 192))]
     with pytest.raises(ValueError, match="recipe"):
         InferConfig.from_dict({"recipe": "bogus"})
+
+
+def test_extract_takes_the_recipe_object_and_its_defaults():
+    from dfdc_fast.recipes import RECIPES
+
+    cfg = extract.ExtractConfig(recipe=RECIPES["selim"], inputs=[])
+    assert cfg.recipe == "selim" and cfg.recipe_object is RECIPES["selim"]  # the name is what settings.json records
+    assert (cfg.crop_format, cfg.reuse_original, cfg.crop_margin) == ("png", "2d", RECIPES["selim"].extract_defaults["crop_margin"])
+    assert extract.ExtractConfig(inputs=[]).reuse_original == "all"  # the Medics' export: fakes reuse their original's tracks
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        extract.ExtractConfig(recipe="bogus", inputs=[])

@@ -1,11 +1,11 @@
-"""Face clips and 2D face crops cut on the device, plus their encoders.
-
-``clip`` crops a track's union box from every frame, pads it to a square and resizes it
-(the Medics' 3D training clips); ``faces`` crops single faces with a margin (Selim's 2D
-crops). Encoding to MP4/JPEG happens on the host, in ``encode``.
+"""Face crops: the window rules (``boxes``), resizing to a model's input on the device
+(``letterbox``), and the encoders to MP4/JPEG on the host (``encode``). The cutting itself
+is one ``crop_resize`` call per video in the engine (``dfdc_fast.engine.path``).
 """
-from dfdc_fast.crops.cut import clip, faces, margin_box
+from dfdc_fast.crops.boxes import (clamp_window, grown_box, int_box, letterbox_placement, margin_box,
+                                   smallest_side_crop, square_window)
 from dfdc_fast.crops.encode import write_jpeg, write_mp4
 from dfdc_fast.crops.resize import letterbox
 
-__all__ = ["clip", "faces", "letterbox", "margin_box", "write_jpeg", "write_mp4"]
+__all__ = ["clamp_window", "grown_box", "int_box", "letterbox", "letterbox_placement", "margin_box",
+           "smallest_side_crop", "square_window", "write_jpeg", "write_mp4"]

@@ -12,11 +12,12 @@ the video in one kernel), and comes back as a :class:`VideoFaces`.
         for faces in engine.run(VideoTask(i, p) for i, p in enumerate(paths)):
             faces.status, faces.tracks, faces.clip(faces.clips[0])
 """
-from dfdc_fast.engine.path import FacePath, crop_frames, int_box, margin_box_np
+from dfdc_fast.crops.boxes import int_box
+from dfdc_fast.engine.path import FacePath, crop_frames
 from dfdc_fast.engine.pool import NVDEC_ENGINES, Engine, default_workers
 from dfdc_fast.engine.request import (ClipMeta, ClipSpec, CropMeta, CropSpec, FacesRequest, VideoFaces, VideoTask,
                                       track_json, tracks_from_json)
 
 __all__ = ["Engine", "FacePath", "FacesRequest", "ClipSpec", "CropSpec", "VideoTask", "VideoFaces", "ClipMeta",
-           "CropMeta", "default_workers", "NVDEC_ENGINES", "crop_frames", "int_box", "margin_box_np", "track_json",
+           "CropMeta", "default_workers", "NVDEC_ENGINES", "crop_frames", "int_box", "track_json",
            "tracks_from_json"]

@@ -27,7 +27,8 @@ from dfdc_fast.engine.request import (ClipMeta, CropMeta, FacesRequest, PairMeta
 from dfdc_fast.io import VideoDecodeError, open_reader
 from dfdc_fast.io.selectors import First, as_selector
 from dfdc_fast.io.types import RawVideo
-from dfdc_fast.ops import crop_resize
+from dfdc_fast.crops.boxes import grown_box, int_box, margin_box, smallest_side_crop, square_window
+from dfdc_fast.ops import crop_resize, out_extent, roi_rows
 from dfdc_fast.runtime import fetch, to_device
 from dfdc_fast.track import track_faces
 
@@ -45,51 +46,6 @@ def crop_frames(num_frames: int, k: int) -> list[int]:
     if k == 1:
         return [0]
     return sorted({round(i * (num_frames - 1) / (k - 1)) for i in range(k)})
-
-
-def int_box(box, height: int, width: int) -> tuple[int, int, int, int]:
-    """Integer window ``[x0, x1) x [y0, y1)`` of a float box, inside the frame and non-empty
-    (truncate the origin, round the far edge: the seeds' slicing)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, y0 = max(0, int(x0)), max(0, int(y0))
-    x0, y0 = min(x0, width - 1), min(y0, height - 1)
-    x1, y1 = min(width, max(x0 + 1, int(round(x1)))), min(height, max(y0 + 1, int(round(y1))))
-    return x0, y0, x1, y1
-
-
-def grown_box(box, mult: float, height: int, width: int) -> tuple[int, int, int, int]:
-    """NTechLab's crop window: ``box`` scaled ``mult`` times about its centre, then truncated
-    to integers and clamped to the frame (their ``int()`` and ``max/min``), never empty."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    w, h = (x1 - x0) * mult, (y1 - y0) * mult
-    xc, yc = x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2
-    gx0, gy0 = xc - w / 2, yc - h / 2
-    gx1, gy1 = gx0 + w, gy0 + h
-    gx0, gy0 = min(max(int(gx0), 0), width - 1), min(max(int(gy0), 0), height - 1)
-    gx1, gy1 = max(min(int(gx1), width), gx0 + 1), max(min(int(gy1), height), gy0 + 1)
-    return gx0, gy0, gx1, gy1
-
-
-def smallest_side_crop(window: tuple, min_size: int, crop: tuple) -> tuple:
-    """``(out_w, out_h, dx, dy)`` so that ``crop_resize`` resizes ``window`` to a shorter side
-    of ``min_size`` (albumentations' SmallestMaxSize) and keeps its centre ``crop`` (height,
-    width) (CenterCrop), in one call: the resized image is placed at a negative offset."""
-    x0, y0, x1, y1 = window
-    w, h = x1 - x0, y1 - y0
-    scale = min_size / min(w, h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    ch, cw = crop
-    return nw, nh, -((nw - cw) // 2), -((nh - ch) // 2)
-
-
-def margin_box_np(box: np.ndarray, margin: float, height: int, width: int) -> np.ndarray:
-    """``box`` grown by ``margin`` times its width/height on each side, clamped to the frame
-    (float32, the same arithmetic as :func:`dfdc_fast.crops.margin_box`)."""
-    b = np.asarray(box, dtype=np.float32)
-    dw, dh = (b[..., 2] - b[..., 0]) * np.float32(margin), (b[..., 3] - b[..., 1]) * np.float32(margin)
-    return np.stack([np.maximum(b[..., 0] - dw, 0), np.maximum(b[..., 1] - dh, 0),
-                     np.minimum(b[..., 2] + dw, np.float32(width)), np.minimum(b[..., 3] + dh, np.float32(height))],
-                    -1).astype(np.float32)
 
 
 class FacePath:
@@ -155,25 +111,34 @@ class FacePath:
         t0 = time.perf_counter()
         kept = self._kept(raw)
         positions = kept[::req.every]
-        dets = self._detect(raw, positions, self.detector_config.resize_factor(info.height, info.width))
-        tracks = self._track(raw, dets) if req.track is not None else []
-        if not tracks and req.retry_scale is not None and req.track is not None:
-            factor = self.detector_config.resize_factor(info.height, info.width) * req.retry_scale
-            retry = self._detect(raw, positions, factor)
-            tracks = self._track(raw, retry)
-            if tracks:
-                dets = retry
+        reuse_all = task.original_tracks is not None and req.reuse == "all" and req.track is not None
+        if reuse_all:
+            # The original's tracks serve every output (the Medics' export): a fake whose
+            # original's record exists is neither resized for, nor run through, the detector.
+            dets = None
+            tracks = [t for t in tracks_from_json(task.original_tracks) if t.stop <= len(raw)]
+            result.detections = {"sampled_frames": 0, "faces": torch.zeros(0, dtype=torch.int64), "retried": False,
+                                 "skipped": "tracks of the original"}
+        else:
+            dets = self._detect(raw, positions, self.detector_config.resize_factor(info.height, info.width))
+            tracks = self._track(raw, dets) if req.track is not None else []
+            if not tracks and req.retry_scale is not None and req.track is not None:
+                factor = self.detector_config.resize_factor(info.height, info.width) * req.retry_scale
+                retry = self._detect(raw, positions, factor)
+                tracks = self._track(raw, retry)
+                if tracks:
+                    dets = retry
+            result.detections = {"sampled_frames": len(dets), "faces": dets.counts,
+                                 "retried": req.retry_scale is not None}
         result.timings["detect_track_s"] = time.perf_counter() - t0
-        counts = dets.counts
-        result.detections = {"sampled_frames": len(dets), "faces": counts, "retried": req.retry_scale is not None}
         result.tracks = tracks
 
         clip_tracks = crop_tracks = tracks
-        if task.original_tracks is not None and req.reuse != "none":
+        if reuse_all:
+            result.boxes_from = "original"
+        elif task.original_tracks is not None and req.reuse != "none":
             reused = [t for t in tracks_from_json(task.original_tracks) if t.stop <= len(raw)]
             crop_tracks, result.boxes_from = reused, "original"
-            if req.reuse == "all":
-                clip_tracks = reused
         host_dets = None
         if req.track is None:  # no tracks: the detections themselves, read in one transfer
             host_dets = fetch(dets.boxes, dets.scores, dets.counts,
@@ -202,8 +167,6 @@ class FacePath:
                 self._cut_fake_pairs(raw, task, tracks, pos_of, result)
         for spec in req.windows:
             result.windows.append(self._cut_windows(raw, spec, tracks, kept, pos_of))
-        if req.thumbnail_width and tracks:
-            self._thumbnail(raw, tracks, pos_of, result)
         result.timings["cut_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         self._to_host(result)
@@ -230,11 +193,7 @@ class FacePath:
         info = raw.info
         h, w = info.height, info.width
         dh, dw = (max(1, round(h * factor)), max(1, round(w * factor))) if factor != 1.0 else (h, w)
-        rois = np.zeros((len(positions), 13), dtype=np.int64)
-        rois[:, 0] = positions
-        rois[:, 3:5] = (w, h)
-        rois[:, 7:9] = (w, h)
-        rois[:, 9:11] = (dw, dh)
+        rois = roi_rows(len(positions), frame=positions, window=(0, 0, w, h), out=(dw, dh))
         frames = self._rois_rgb(raw, rois, (dh, dw))
         fi = raw.indices.numpy()[positions]
         found = self.detector.detect(frames, torch.from_numpy(fi))
@@ -273,14 +232,10 @@ class FacePath:
             frames = frames[pos_of[frames] >= 0]
             if frames.size != t.stop - t.start:
                 raise ValueError(f"track {t.track_id} spans frames [{t.start}, {t.stop}) that were not all decoded")
-            x0, y0, x1, y1 = int_box(t.box.numpy(), h, w)
-            cw, ch = x1 - x0, y1 - y0
-            side = max(cw, ch)
-            ox, oy = ((side - cw) // 2, (side - ch) // 2) if spec.pad == "center" else (0, 0)
-            block = np.empty((frames.size, 13), dtype=np.int64)
-            block[:] = (0, x0, y0, x1, y1, ox, oy, side, side, spec.size, spec.size, 0, 0)
-            block[:, 0] = pos_of[frames]
-            rows.append(block)
+            window = int_box(t.box.numpy(), h, w)
+            side, ox, oy = square_window(window, center=spec.pad == "center")
+            rows.append(roi_rows(frames.size, frame=pos_of[frames], window=window, offset=(ox, oy),
+                                 canvas=(side, side), out=(spec.size, spec.size)))
             metas.append(ClipMeta(track=t.track_id, chunk=t.chunk, start=t.start, stop=t.stop,
                                   box=[round(float(v), 2) for v in t.box.numpy()], score=round(float(t.score), 5),
                                   too_short=bool(t.too_short), offset=offset, person=t.person))
@@ -332,18 +287,17 @@ class FacePath:
         ``(track or face index, frame, score, person)``."""
         spec = self.request.crops
         h, w = raw.info.height, raw.info.width
-        grown = margin_box_np(boxes, spec.margin, h, w)
-        rois = np.zeros((len(picks), 13), dtype=np.int64)
+        grown = margin_box(boxes, spec.margin, h, w)
+        windows = np.asarray([int_box(g, h, w) for g in grown], dtype=np.int64).reshape(-1, 4)
+        rois = roi_rows(len(picks), frame=pos_of[[f for _, f, _, _ in picks]], window=windows)  # native size: a copy
         metas = []
-        for i, ((track, f, score, person), g, b, pts) in enumerate(zip(picks, grown, boxes, points)):
-            x0, y0, x1, y1 = int_box(g, h, w)
-            cw, ch = x1 - x0, y1 - y0
-            rois[i] = (pos_of[f], x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)  # native size: a copy
+        for i, ((track, f, score, person), (x0, y0, x1, y1), b, pts) in enumerate(zip(picks, windows, boxes, points)):
+            cw, ch = int(x1 - x0), int(y1 - y0)
             lm = None if pts is None else [round(float(v), 2) for v in (np.asarray(pts, np.float32).reshape(5, 2)
                                                                         - np.array([x0, y0], np.float32)).reshape(-1)]
             metas.append(CropMeta(track=track, frame=f, box=[round(float(v), 2) for v in b], offset=i,
                                   length=0, size=(ch, cw), landmarks=lm, score=round(score, 5), person=person))
-        canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
+        canvas = self._rois_rgb(raw, rois, out_extent(rois))
         result.crops = metas
         if spec.encode is None:
             result.crop_data = canvas
@@ -449,16 +403,12 @@ class FacePath:
             return
         rows = []
         for m in metas:
-            x0, y0, x1, y1 = m.box
-            cw, ch = x1 - x0, y1 - y0
-            block = np.empty((m.stop - m.start, 13), dtype=np.int64)
-            block[:] = (0, x0, y0, x1, y1, 0, 0, cw, ch, cw, ch, 0, 0)
-            block[:, 0] = pos_of[np.arange(m.start, m.stop)]
-            if (block[:, 0] < 0).any():
+            positions = pos_of[np.arange(m.start, m.stop)]
+            if (positions < 0).any():
                 raise ValueError(f"pair window [{m.start}, {m.stop}) reaches frames that were not decoded")
-            rows.append(block)
+            rows.append(roi_rows(m.stop - m.start, frame=positions, window=tuple(m.box)))  # native size
         rois = np.concatenate(rows)
-        canvas = self._rois_rgb(raw, rois, (int(rois[:, 10].max()), int(rois[:, 9].max())))
+        canvas = self._rois_rgb(raw, rois, out_extent(rois))
         parts, offset, row = [], 0, 0
         for m in metas:
             h, w = m.size
@@ -482,10 +432,7 @@ class FacePath:
                 mid = int(inside[s + spec.length // 2])
                 window = grown_box(t.boxes.numpy()[mid - t.start], spec.box_mult, h, w)
                 nw, nh, dx, dy = smallest_side_crop(window, spec.min_size, spec.crop)
-                x0, y0, x1, y1 = window
-                block = np.empty((frames.size, 13), dtype=np.int64)
-                block[:] = (0, x0, y0, x1, y1, 0, 0, x1 - x0, y1 - y0, nw, nh, dx, dy)
-                block[:, 0] = pos_of[frames]
+                block = roi_rows(frames.size, frame=pos_of[frames], window=window, out=(nw, nh), at=(dx, dy))
                 metas.append(WindowMeta(track=t.track_id, index=i, frames=frames.tolist(),
                                         offset=sum(len(r) for r in rows)))
                 rows.append(block)
@@ -524,26 +471,11 @@ class FacePath:
             pos += im.numel()
         return out
 
-    def _thumbnail(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces) -> None:
-        first = tracks[0]
-        mid = first.start + (first.stop - first.start) // 2
-        if mid >= pos_of.size or pos_of[mid] < 0:
-            return
-        h, w = raw.info.height, raw.info.width
-        tw = int(self.request.thumbnail_width)
-        th = max(1, round(h * tw / w))
-        roi = np.array([[pos_of[mid], 0, 0, w, h, 0, 0, w, h, tw, th, 0, 0]], dtype=np.int64)
-        result.thumbnail = self._rois_rgb(raw, roi, (th, tw))[0].permute(2, 0, 1)
-        here = [t for t in tracks if t.start <= mid < t.stop]
-        boxes = np.stack([t.boxes.numpy()[mid - t.start] for t in here]) * np.array([tw / w, th / h] * 2)
-        result.thumbnail_boxes = torch.from_numpy(boxes.astype(np.float32))
-        result.detections["thumbnail_tracks"] = [t.track_id for t in here]
-
     def _to_host(self, result: VideoFaces) -> None:
         """Counts, clips and crops to the host in one transfer (when the request asks for it)."""
         parts = [("faces", result.detections["faces"])]
         if self.request.to_host:
-            for name in ("clip_frames", "crop_data", "diff_data", "pair_data", "thumbnail"):
+            for name in ("clip_frames", "crop_data", "diff_data", "pair_data"):
                 value = getattr(result, name)
                 if value is not None and value.device.type != "cpu":  # PNG crops are made on the host
                     parts.append((name, value))
@@ -585,4 +517,4 @@ def _inject_fault(path: str) -> None:
             time.sleep(3600)
 
 
-__all__ = ["FacePath", "crop_frames", "int_box", "margin_box_np", "grown_box", "smallest_side_crop"]
+__all__ = ["FacePath", "crop_frames"]

@@ -162,8 +162,6 @@ class FacesRequest:
     reuse: str = "none"
     #: Copy clips and crops to host memory (one copy per video), or leave them on the device.
     to_host: bool = True
-    #: Width of a thumbnail of the middle of the first track (for contact sheets); None: none.
-    thumbnail_width: Optional[int] = None
 
     def __post_init__(self):
         if self.every < 1:
@@ -307,8 +305,6 @@ class VideoFaces:
     pairs: list = field(default_factory=list)  # PairMeta
     pair_data: Optional[torch.Tensor] = None  # uint8, the pair clips packed flat
     windows: list = field(default_factory=list)  # per WindowSpec: (metas, uint8 (rows, H, W, 3))
-    thumbnail: Optional[torch.Tensor] = None  # uint8 (3, h, w) on the host
-    thumbnail_boxes: Optional[torch.Tensor] = None  # (n, 4) in thumbnail pixels
     timings: dict = field(default_factory=dict)
     worker: Optional[int] = None
     #: Peak device memory of the process that made it so far, in MiB (CUDA only).

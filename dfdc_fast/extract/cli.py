@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"2D crops at this many evenly spaced frames, 0 for none (default: {rec('crops_per_video')})")
     g.add_argument("--crop-every", type=int, default=d.crop_every,
                    help="selim: crops at frames that are multiples of this (default: --every)")
-    g.add_argument("--crop-margin", type=float, default=d.crop_margin,
+    g.add_argument("--crop-margin", type=float, default=None,
                    help="margin around 2D crops, as a fraction of the box (default: 1/3)")
     g.add_argument("--crop-format", default=None, choices=("jpg", "png"), help=f"(default: {rec('crop_format')})")
     g.add_argument("--reuse-original", default=None, choices=REUSE,

@@ -15,15 +15,13 @@ from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
 from dfdc_fast.data.folds import check_folds, fold_of
-from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, default_workers, track_json
-from dfdc_fast.engine.request import DiffSpec, PairSpec
+from dfdc_fast.engine import Engine, VideoFaces, VideoTask, default_workers, track_json
 from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
 from dfdc_fast.extract.report import (crop_rows, index_rows, pair_rows, read_records, write_crops_index, write_index,
                                       write_pairs_index)
 from dfdc_fast.extract.writers import Writers, default_encoders
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
 from dfdc_fast.io import resolve_decoder
-from dfdc_fast.track import TrackConfig
 
 log = logging.getLogger("dfdc_fast.extract")
 
@@ -152,12 +150,13 @@ class Extractor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.decoder = resolve_decoder(cfg.decoder, self.device)
-        self.request = recipe_request(cfg)
+        self.recipe = cfg.recipe_object
+        self.request = self.recipe.extract_request(cfg)
         self.ids: dict = {}
 
     @property
     def landmarks(self) -> bool:
-        return self.cfg.recipe == "selim"
+        return self.recipe.landmarks
 
     def json_path(self, ds: Dataset, entry: VideoEntry) -> str:
         return os.path.join(self.cfg.out, "videos", self.ids[(ds.root, entry.key)].path + ".json")
@@ -181,7 +180,7 @@ class Extractor:
                                 "faces": res.detections.get("faces")}
         record["tracks"] = [track_json(t, landmarks=self.landmarks) for t in res.tracks]
         record["boxes_from"] = res.boxes_from
-        if cfg.recipe != "medics":
+        if self.recipe.folds:
             original = ds.original_of(entry) if entry.label == "FAKE" else None
             record["fold"], record["fold_from"] = fold_of(original.part if original else entry.part or "", entry.name,
                                                           entry.original)
@@ -203,7 +202,7 @@ class Extractor:
             record["crops"].append(crop)
         if res.diff_error:
             record["diff_error"] = res.diff_error
-        if cfg.recipe == "ntech":
+        if self.request.pairs is not None:
             original = ds.original_of(entry) if entry.label == "FAKE" else None
             real_id = self.ids[(ds.root, original.key)].path if original is not None else None
             record["pairs"] = []
@@ -312,9 +311,10 @@ class Extractor:
 
         t0 = time.perf_counter()
         bar = _progress(len(todo), cfg.progress)
-        recipe_waits = cfg.recipe == "ntech"  # pairs: a fake needs its original's windows
+        recipe_waits = self.request.pairs is not None  # pairs: a fake needs its original's windows
+        per_original = recipe_waits or self.request.diffs is not None  # pair windows, crops for diffs
         schedule = Schedule(todo, originals, cfg.reuse_original != "none" or recipe_waits,
-                            fakes_of=self._fakes_of(entries) if cfg.recipe != "medics" else None,
+                            fakes_of=self._fakes_of(entries) if per_original else None,
                             load_crops=self._load_crops({Schedule.key(ds, e): (ds, e) for ds, e in entries})
                             if self.request.diffs is not None else None, windows=windows)
         busy: dict = collections.Counter()
@@ -420,14 +420,14 @@ class Extractor:
         write_index(index_path, rows)
         extra = {}
         suffix = f"-{shard_i}" if shard_n > 1 else ""
-        if cfg.recipe == "selim":
+        if self.request.diffs is not None:  # Selim's crops.csv
             crops = [row for rec in records for row in crop_rows(rec)]
             check_folds(crops)
             extra["crops_index"] = os.path.abspath(os.path.join(cfg.out, f"crops{suffix}.csv"))
             write_crops_index(extra["crops_index"], crops)
             extra["crops_with_landmarks"] = sum(1 for r in crops if r.get("landmarks"))
             extra["diffs"] = sum(1 for r in crops if r.get("diff"))
-        if cfg.recipe == "ntech":
+        if self.request.pairs is not None:  # NTechLab's pairs.csv
             pairs = [row for rec in records for row in pair_rows(rec)]
             check_folds([{"video": p["real_video"], "label": "REAL", "part": p["part"], "fold": p["fold"]} for p in pairs]
                         + [{"video": p["fake_video"], "label": "FAKE", "part": p["part"], "original": p["real_video"],
@@ -467,32 +467,8 @@ class Extractor:
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
             "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
-            **({"recipe": cfg.recipe, **extra} if cfg.recipe != "medics" else {}),
+            **({"recipe": cfg.recipe, **extra} if self.recipe.records_recipe else {}),
         }
-
-
-def recipe_request(cfg: ExtractConfig) -> FacesRequest:
-    """The engine request of a recipe: what is computed per video, in the one pass."""
-    track = TrackConfig(method=cfg.track_method, chunk_size=cfg.chunk_size, min_clip_frames=cfg.min_clip_frames)
-    if cfg.recipe == "medics":
-        return FacesRequest(
-            every=cfg.every, detector=cfg.detector, track=track, clips=ClipSpec(size=cfg.clip_size),
-            crops=CropSpec(count=cfg.crops_per_video, margin=cfg.crop_margin,
-                           encode=cfg.crop_format) if cfg.crops_per_video > 0 else None,
-            reuse=cfg.reuse_original, to_host=True)
-    if cfg.recipe == "selim":
-        # crops of every 10th frame of every track (his frame % 10 == 0), at native size, kept as
-        # images so the fakes' SSIM diffs use the exact pixels the PNG files hold
-        return FacesRequest(
-            every=cfg.every, detector=cfg.detector, track=track,
-            crops=CropSpec(count=1, mode="every", every=cfg.crop_every, margin=cfg.crop_margin, encode=None),
-            diffs=DiffSpec(cfg.diff_dtype), reuse=cfg.reuse_original, to_host=True)
-    # ntech: IoU tracks of >= 5 detections (their pairing rule), pair clips, nothing else
-    track = TrackConfig(method="iou", chunk_size=None, min_detections=5, min_frames=1, max_frames=10**9,
-                        min_clip_frames=cfg.pair_length)
-    return FacesRequest(every=cfg.every, detector=cfg.detector, track=track,
-                        pairs=PairSpec(length=cfg.pair_length, box_mult=cfg.pair_box_mult), reuse="none",
-                        to_host=True)
 
 
 def load_crop_images(out: str, crops: list) -> Optional[tuple]:

@@ -25,6 +25,7 @@ import sys
 from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
 from dfdc_fast.errors import ConfigError
 from dfdc_fast.infer.budget import parse_duration
+from dfdc_fast.recipes import RECIPES
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 FAILED = ("decode_error", "error", "missing")
@@ -38,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-w", "--weights", action="append", default=[], metavar="FILE", help="a checkpoint (repeatable)")
     ap.add_argument("-c", "--config", metavar="YAML", help="options from a YAML file (flags override it)")
     ap.add_argument("-o", "--out", default=None, help="output folder (default: infer_out)")
-    ap.add_argument("--recipe", default=None, choices=["medics", "selim", "ntech"],
+    ap.add_argument("--recipe", default=None, choices=sorted(RECIPES),
                     help="whose inference: medics (first 100 frames, tracks, 3D clips + 2D crops), selim (32 frames "
                          "evenly spaced, every face letterboxed, confident strategy) or ntech (15 fps, IoU tracks, "
                          "7-frame windows, sharpening); it sets the defaults of the options below (default: medics)")
-    ap.add_argument("--aggregator", default=None, choices=["medics", "selim", "ntech"],
+    ap.add_argument("--aggregator", default=None, choices=sorted(RECIPES),
                     help="per-video rule (default: the recipe's)")
     ap.add_argument("--frames", type=int, default=None, help="first N frames per video (default: 100)")
     ap.add_argument("--detect-every", type=int, default=None, help="detect on every n-th frame (default: 10)")

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dfdc_fast.ops import crop_resize
+from dfdc_fast.crops.boxes import letterbox_placement
+from dfdc_fast.ops import crop_resize, roi_rows
 from dfdc_fast.runtime import to_device
 
 log = logging.getLogger("dfdc_fast.infer")
@@ -47,13 +48,18 @@ def letterbox_crops(canvas: torch.Tensor, sizes: np.ndarray, side: int) -> torch
     zero-padded centred, all in one ``crop_resize`` call."""
     n = len(sizes)
     h, w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
-    scale = side / np.maximum(h, w)
-    nh = np.maximum(1, np.round(h * scale)).astype(np.int64)
-    nw = np.maximum(1, np.round(w * scale)).astype(np.int64)
-    zero = np.zeros(n, np.int64)
-    rois = np.stack([np.arange(n), zero, zero, w, h, zero, zero, w, h, nw, nh, (side - nw) // 2, (side - nh) // 2],
-                    1).astype(np.int64)
+    nw, nh, dx, dy = letterbox_placement(h, w, side)
+    rois = roi_rows(n, frame=np.arange(n), window=(0, 0, w, h), out=(nw, nh), at=(dx, dy))
     return crop_resize(canvas.contiguous(), to_device(rois, canvas.device), (side, side), up_mode="bicubic")
+
+
+def pad_cat(parts: list) -> torch.Tensor:
+    """Concatenate (n_i, h_i, w_i, 3) canvases into one, padding to the largest h and w."""
+    h = max(p.shape[1] for p in parts)
+    w = max(p.shape[2] for p in parts)
+    if all(p.shape[1:3] == (h, w) for p in parts):
+        return torch.cat(parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, w - p.shape[2], 0, h - p.shape[1])) for p in parts])
 
 
 def member_names(paths: list[str], model_names: list[str] | None = None) -> list[str]:
@@ -122,8 +128,9 @@ class Ensemble:
     def kinds(self) -> set:
         return {m.spec.kind for m in self.members}
 
-    def _forward(self, member: Member, x: torch.Tensor) -> torch.Tensor:
-        """Probability of FAKE for a batch of model inputs in [0, 1], in chunks of ``max_batch``."""
+    def _forward(self, member: Member, x: torch.Tensor, per_frame: bool = False) -> torch.Tensor:
+        """Probability of FAKE for a batch of model inputs in [0, 1], in chunks of ``max_batch``:
+        ``(n,)``, or ``(n, T)`` with ``per_frame`` (a model with one logit per frame)."""
         from dfdc_fast.models import normalize
 
         out = []
@@ -135,7 +142,8 @@ class Ensemble:
             part = normalize(part, member.spec).contiguous(memory_format=fmt)
             with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext():
                 logits = member.model(part)
-            out.append(torch.sigmoid(logits.float().reshape(part.shape[0], -1)[:n, 0]))
+            logits = logits.float().reshape(part.shape[0], -1)[:n]
+            out.append(torch.sigmoid(logits if per_frame else logits[:, 0]))
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
 
     @torch.no_grad()
@@ -174,8 +182,9 @@ class Ensemble:
     @torch.no_grad()
     def score_windows(self, member: Member, windows: torch.Tensor, flip: np.ndarray) -> torch.Tensor:
         """(n,) probabilities of uint8 windows ``(n, T, H, W, 3)`` already cut to the model's
-        input (NTechLab's 224 x 192): a 3D member takes each window as a clip, a 2D member
-        its frames (T = 1, or the mean over T); ``flip[i]`` flips window ``i``."""
+        input (NTechLab's 224 x 192): a 3D member takes each window as a clip (``(n, T)``
+        per-frame probabilities from a model with per-frame logits), a 2D member its frames
+        (T = 1, or the mean over T); ``flip[i]`` flips window ``i``."""
         n, t = windows.shape[:2]
         if n == 0:
             return torch.zeros(0, device=self.device)
@@ -183,7 +192,8 @@ class Ensemble:
         flips = to_device(np.asarray(flip, dtype=bool), self.device)
         x = torch.where(flips[:, None, None, None, None], x.flip(-1), x)
         if member.spec.kind == "3d":
-            return self._forward(member, x)
+            per_frame = getattr(member.model, "output", "clip") == "frames"  # NTechLab's sequence model
+            return self._forward(member, x, per_frame=per_frame)
         frames = x.permute(0, 2, 1, 3, 4).reshape(n * t, *x.shape[1:2], *x.shape[3:])
         return self._forward(member, frames).view(n, t).mean(1)
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.infer.budget import LEVELS, Budget
+from dfdc_fast.infer.ensemble import Ensemble, pad_cat
 from dfdc_fast.runtime import fetch
 
 log = logging.getLogger("dfdc_fast.infer")
@@ -50,7 +51,7 @@ class InferConfig:
     aggregator: str = "medics"    # medics | selim | ntech
     #: medics (default) | selim (32 frames evenly, every face, confident strategy) | ntech (15 fps,
     #: IoU tracks, 7-frame windows, sharpening); it sets the fields left at their defaults
-    #: (dfdc_fast.infer.recipes.RECIPE_DEFAULTS)
+    #: (dfdc_fast.recipes.<name>.RECIPE.infer_defaults)
     recipe: str = "medics"
     device: Optional[str] = None
     decoder: str = "auto"
@@ -62,17 +63,20 @@ class InferConfig:
     limit: Optional[int] = None   # only the first N videos (a quick try); the submission lists only those
     progress: bool = True
 
+    def __post_init__(self):
+        from dfdc_fast.recipes import get_recipe
+
+        self.recipe = get_recipe(self.recipe).name  # a name or a Recipe; the config is written as JSON
+
     @classmethod
     def from_dict(cls, values: dict) -> "InferConfig":
         """Options from a mapping (a YAML file, flags): unknown keys refused with a suggestion,
         values converted to the fields' types (a YAML ``1e-4`` read as a string becomes a float)."""
-        from dfdc_fast.infer.recipes import RECIPE_DEFAULTS
+        from dfdc_fast.recipes import get_recipe
         from dfdc_fast.runtime import typed_dataclass
 
-        recipe = values.get("recipe", "medics")
-        if recipe not in RECIPE_DEFAULTS:
-            raise ValueError(f"recipe must be one of {sorted(RECIPE_DEFAULTS)}, got {recipe!r}")
-        return typed_dataclass(cls, {**RECIPE_DEFAULTS[recipe], **values})
+        recipe = get_recipe(values.get("recipe", "medics"))
+        return typed_dataclass(cls, {**recipe.infer_defaults, **values, "recipe": recipe.name})
 
 
 @dataclass
@@ -117,32 +121,16 @@ def list_videos(inputs: list[str]) -> tuple[list[VideoResult], list[tuple[str, s
     return results, refused
 
 
-def faces_request(config: InferConfig, kinds: set):
-    """What the engine cuts per video for an ensemble of these member kinds ("3d", "2d")."""
-    from dfdc_fast.engine import ClipSpec, CropSpec, FacesRequest
-    from dfdc_fast.io import First
-    from dfdc_fast.track import TrackConfig
-
-    return FacesRequest(
-        frames=First(config.frames), every=config.detect_every, detector=config.detector,
-        retry_scale=config.retry_scale, relax_short=True,
-        track=TrackConfig(min_frames=config.min_face_frames, max_frames=config.frames, min_clip_frames=1,
-                          order="score", max_faces=config.max_faces),
-        clips=ClipSpec(config.clip_size) if "3d" in kinds else None,
-        crops=CropSpec(count=config.frames_2d, mode="first", margin=config.margin_2d, encode=None)
-        if "2d" in kinds else None,
-        to_host=False)
-
-
 class FaceScorer:
-    """The ensemble over the faces of a group of engine results."""
+    """The ensemble over the tracked faces of a group of engine results (3D clips, 2D crops
+    of each face's first frames: the Medics')."""
 
-    def __init__(self, config: InferConfig, device: torch.device):
-        from dfdc_fast.infer.ensemble import Ensemble
-        from dfdc_fast.runtime import amp_dtype
+    def __init__(self, config: InferConfig, ensemble, device: torch.device):
+        self.config, self.ensemble, self.device = config, ensemble, device
 
-        self.config, self.device = config, device
-        self.ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device), compile=config.compile)
+    @staticmethod
+    def faces(res) -> int:
+        return len(res.tracks)
 
     def score(self, faces: list, level: int) -> list[dict]:
         """Per engine result, member name -> per-face probabilities (host floats), for all
@@ -168,7 +156,7 @@ class FaceScorer:
         per_video = [dict() for _ in faces]
         if not owner:
             return per_video
-        canvas = _pad_cat(crop_parts) if crop_parts else None
+        canvas = pad_cat(crop_parts) if crop_parts else None
         outputs = []
         for m in members:
             if m.spec.kind == "3d":
@@ -184,13 +172,16 @@ class FaceScorer:
         return per_video
 
 
-def _pad_cat(parts: list) -> torch.Tensor:
-    """Concatenate (n_i, h_i, w_i, 3) canvases into one, padding to the largest h and w."""
-    h = max(p.shape[1] for p in parts)
-    w = max(p.shape[2] for p in parts)
-    if all(p.shape[1:3] == (h, w) for p in parts):
-        return torch.cat(parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, w - p.shape[2], 0, h - p.shape[1])) for p in parts])
+def scorer_for(request, config: InferConfig, ensemble, device: torch.device):
+    """The scorer of what ``request`` cuts: track windows (NTechLab's), a crop per detected
+    face without tracks (Selim's), or tracked faces' clips and crops (the Medics')."""
+    from dfdc_fast.infer.scorers import CropScorer, WindowScorer
+
+    if request.windows:
+        return WindowScorer(config, ensemble, device)
+    if request.track is None:
+        return CropScorer(config, ensemble, device)
+    return FaceScorer(config, ensemble, device)
 
 
 def default_workers(device: torch.device) -> int:
@@ -218,6 +209,8 @@ def run_inference(config: InferConfig) -> dict:
     """
     from dfdc_fast.files import FolderLock
     from dfdc_fast.infer.aggregate import AGGREGATORS
+    from dfdc_fast.recipes import get_recipe
+    from dfdc_fast.runtime import amp_dtype
 
     if config.aggregator not in AGGREGATORS:
         raise ValueError(f"aggregator must be one of {sorted(AGGREGATORS)}, got {config.aggregator!r}")
@@ -229,23 +222,20 @@ def run_inference(config: InferConfig) -> dict:
         results = results[:config.limit]
     for name, reason in refused:
         log.warning("refused %s: %s (no row)", name, reason)
-    if config.recipe == "medics":  # models first: a bad checkpoint fails before any output is touched
-        scorer = FaceScorer(config, device)
-    else:
-        from dfdc_fast.infer.recipes import RecipeScorer
-
-        scorer = RecipeScorer(config, device)
-        scorer.request()  # refuses members the recipe cannot score, before any output
+    # models first: a bad checkpoint, or members the recipe cannot score, fail before any output is touched
+    ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device), compile=config.compile)
+    request = get_recipe(config.recipe).infer_request(config, ensemble.kinds)
+    scorer = scorer_for(request, config, ensemble, device)
     os.makedirs(config.out, exist_ok=True)
     lock = FolderLock(config.out, "infer").acquire()
     try:
-        return _score_all(config, device, results, refused, scorer, budget_start, deadline)
+        return _score_all(config, device, results, refused, scorer, request, budget_start, deadline)
     finally:
         lock.release()
 
 
 def _score_all(config: InferConfig, device: torch.device, results: list, refused: list, scorer: FaceScorer,
-               budget_start: float, deadline: Optional[float]) -> dict:
+               request, budget_start: float, deadline: Optional[float]) -> dict:
     import shutil
 
     from tqdm import tqdm
@@ -274,8 +264,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     todo = [r for r in results if r.status == "pending"]
     bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not config.progress, dynamic_ncols=True)
     workers = default_workers(device) if config.workers is None else config.workers
-    request = faces_request(config, scorer.ensemble.kinds) if config.recipe == "medics" else scorer.request()
-    count_faces = (lambda g: len(g.tracks)) if config.recipe == "medics" else scorer.faces
+    count_faces = scorer.faces
     level_of: dict = {}
     state = {"stopped": False}
     reserve_s = 3.0  # writing the last files and stopping the workers

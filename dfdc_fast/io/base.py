@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.io.selectors import Every, First, FrameSelector, SelectorLike, as_selector
-from dfdc_fast.io.types import RawVideo, Video, VideoInfo
+from dfdc_fast.io.types import RawVideo, Video, VideoInfo, normalize_rotation  # noqa: F401 (readers import it here)
 
 
 class VideoReader(abc.ABC):
@@ -203,13 +203,6 @@ def rotate(frames: torch.Tensor, rotation: int) -> torch.Tensor:
     if k == 0:
         return frames.contiguous()
     return torch.rot90(frames, k=k, dims=(1, 2)).contiguous()
-
-
-def normalize_rotation(degrees: float | int | None) -> int:
-    """Display rotation in {0, 90, 180, 270}; non-right angles round to the nearest."""
-    if degrees is None:
-        return 0
-    return int(round(float(degrees) / 90.0)) % 4 * 90
 
 
 def with_count(info: VideoInfo, num_frames: int, exact: bool) -> VideoInfo:

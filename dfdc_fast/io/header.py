@@ -11,10 +11,9 @@ import os
 from dataclasses import replace
 from typing import Iterator
 
-from dfdc_fast.io.base import normalize_rotation
 from dfdc_fast.io.color import matrix_for
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
-from dfdc_fast.io.types import VideoInfo
+from dfdc_fast.io.types import VideoInfo, normalize_rotation
 
 #: FFmpeg's log level while we decode: errors surface as exceptions, not console noise.
 _AV_LOG_LEVEL = "ERROR"

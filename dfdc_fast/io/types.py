@@ -130,11 +130,12 @@ class RawVideo:
 
     def to_video(self) -> Video:
         """Every frame as display-oriented RGB (what :func:`read_video` returns)."""
-        from dfdc_fast.ops import crop_resize
+        import numpy as np
+
+        from dfdc_fast.ops import crop_resize, roi_rows
 
         h, w = self.info.height, self.info.width
-        n = len(self)
-        rois = torch.tensor([[t, 0, 0, w, h, 0, 0, w, h, w, h, 0, 0] for t in range(n)], dtype=torch.int64)
+        rois = torch.from_numpy(roi_rows(len(self), frame=np.arange(len(self)), window=(0, 0, w, h)))
         frames = crop_resize(self.data, rois.to(self.data.device, non_blocking=True), (h, w), layout=self.layout,
                              matrix=self.info.color_matrix, full_range=self.info.full_range, rotation=self.info.rotation)
         return Video(frames, self.indices, self.info, self.decoder)
@@ -153,3 +154,10 @@ def _span(indices: torch.Tensor) -> str:
     if n <= 4:
         return ", ".join(str(int(i)) for i in indices)
     return f"{int(indices[0])}, {int(indices[1])}, ..., {int(indices[-1])} ({n})"
+
+
+def normalize_rotation(degrees: float | int | None) -> int:
+    """Display rotation in {0, 90, 180, 270}; non-right angles round to the nearest."""
+    if degrees is None:
+        return 0
+    return int(round(float(degrees) / 90.0)) % 4 * 90

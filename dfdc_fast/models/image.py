@@ -1,6 +1,10 @@
 """2D face classifiers from timm, and NTechLab's clip variant of EfficientNet-B7.
 
-* ``seresnext50_32x4d`` -- the Medics' 2D seed model, dropout 0.5 before the head.
+* ``legacy_seresnext50_32x4d`` -- the Medics' 2D seed model as they built it: Cadene's
+  SE-ResNeXt50 (timm's ``legacy_`` port, same keys and output) as ``backbone``, dropout
+  0.5, ``fc``. Their published ``SRXT50_*.PTH`` loads into it as it is.
+* ``seresnext50_32x4d`` -- timm's newer SE-ResNeXt50 (its stem max-pool pads differently,
+  about 1.4 % off the Cadene output on the same weights); kept for runs trained with it.
 * ``efficientnet_b0`` ... ``efficientnet_b7`` -- timm's ``tf_efficientnet_bN`` (the TF
   "SAME"-padded ports whose ImageNet weights the 1st place solution fine-tuned), at the
   sides Selim Seferbekov trained on; B7 with stochastic depth 0.2 as he used.
@@ -40,6 +44,28 @@ def seresnext50_32x4d(*, num_classes: int = 1, drop_rate: float = 0.5, **kwargs:
     return timm_model("seresnext50_32x4d", num_classes=num_classes, drop_rate=drop_rate, **kwargs)
 
 
+class SingleHead(nn.Module):
+    """A pooled-feature backbone, dropout, one linear head: the Medics' ``SingleHead``, whose
+    state dict holds ``backbone.*`` and ``fc.*``."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, *, num_classes: int = 1, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.backbone(x)))
+
+
+@register_model("legacy_seresnext50_32x4d", ModelSpec(
+    "legacy_seresnext50_32x4d", "2d", 256, 1, "imagenet",
+    "SE-ResNeXt50 32x4d as the Medics trained it (Cadene layout, timm legacy_), dropout 0.5, fc", head="fc"))
+def legacy_seresnext50_32x4d(*, num_classes: int = 1, dropout: float = 0.5) -> nn.Module:
+    backbone = timm_model("legacy_seresnext50_32x4d", num_classes=0)
+    return SingleHead(backbone, backbone.num_features, num_classes=num_classes, dropout=dropout)
+
+
 # Training sides per variant; B7 at 380 rather than its native 600, as the 1st place did.
 EFFICIENTNET_SIDES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 380}
 
@@ -65,6 +91,8 @@ for _variant, _side in EFFICIENTNET_SIDES.items():
 # --------------------------------------------------------------------------- sequence EfficientNet
 
 TEMPORAL_INITS = ("mean", "center")
+TEMPORAL_PADDINGS = ("replicate", "zeros")
+SEQUENCE_OUTPUTS = ("clip", "frames")
 
 
 def inflate_pointwise_weight(weight: torch.Tensor, init: str = "mean") -> torch.Tensor:
@@ -153,14 +181,23 @@ class SequenceEfficientNet(nn.Module):
     """A timm EfficientNet turned into a clip classifier ``(B, 3, T, H, W) -> (B, classes)``.
 
     Frames are folded into the batch for the 2D layers; the temporal expansion convs
-    unfold them. Features are averaged over time and space, then the 2D head (dropout,
-    linear) gives the logits, i.e. the mean of per-frame logits when nothing mixes time.
+    unfold them. ``output="clip"``: features are averaged over time and space, then the 2D
+    head (dropout, linear) gives ``(B, classes)``, i.e. the mean of per-frame logits when
+    nothing mixes time. ``output="frames"``: the head runs on each frame's pooled features
+    and gives ``(B, T, classes)``, one logit per frame, as NTechLab's model did (their
+    video score pools every frame's probability).
     """
 
-    def __init__(self, net2d: nn.Module, *, temporal_init: str = "mean", temporal_padding: str = "replicate"):
+    def __init__(self, net2d: nn.Module, *, temporal_init: str = "mean", temporal_padding: str = "replicate",
+                 output: str = "clip"):
         super().__init__()
         if temporal_init not in TEMPORAL_INITS:
             raise ValueError(f"temporal_init must be one of {TEMPORAL_INITS}, got {temporal_init!r}")
+        if temporal_padding not in TEMPORAL_PADDINGS:
+            raise ValueError(f"temporal_padding must be one of {TEMPORAL_PADDINGS}, got {temporal_padding!r}")
+        if output not in SEQUENCE_OUTPUTS:
+            raise ValueError(f"output must be one of {SEQUENCE_OUTPUTS}, got {output!r}")
+        self.output = output
         for required in ("forward_features", "classifier", "blocks"):
             if not hasattr(net2d, required):
                 raise TypeError(f"expected a timm EfficientNet (no {required!r} on {type(net2d).__name__})")
@@ -181,8 +218,8 @@ class SequenceEfficientNet(nn.Module):
         if not self.temporal_conv_names:
             raise TypeError(f"no MBConv expansion convs found in {type(net2d).__name__}")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled clip features ``(B, num_features)``."""
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatially pooled features of every frame ``(B, T, num_features)``."""
         if x.dim() != 5:
             raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")
         batch, channels, frames, height, width = x.shape
@@ -192,10 +229,14 @@ class SequenceEfficientNet(nn.Module):
                 module.frames = frames
         flat = x.transpose(1, 2).reshape(batch * frames, channels, height, width)
         feats = self.net.forward_features(flat)
-        return feats.mean(dim=(2, 3)).reshape(batch, frames, -1).mean(dim=1)
+        return feats.mean(dim=(2, 3)).reshape(batch, frames, -1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled clip features ``(B, num_features)``."""
+        return self.frame_features(x).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.forward_features(x)
+        pooled = self.frame_features(x) if self.output == "frames" else self.forward_features(x)
         drop_rate = float(getattr(self.net, "drop_rate", 0.0))
         if drop_rate > 0:
             pooled = F.dropout(pooled, p=drop_rate, training=self.training)
@@ -213,22 +254,24 @@ class SequenceEfficientNet(nn.Module):
         return out
 
 
-def inflate_efficientnet(net2d: nn.Module, *, temporal_init: str = "mean",
-                         temporal_padding: str = "replicate") -> SequenceEfficientNet:
+def inflate_efficientnet(net2d: nn.Module, *, temporal_init: str = "mean", temporal_padding: str = "replicate",
+                         output: str = "clip") -> SequenceEfficientNet:
     """Wrap a timm EfficientNet as a sequence model; ``net2d`` is modified and owned by the result."""
-    return SequenceEfficientNet(net2d, temporal_init=temporal_init, temporal_padding=temporal_padding)
+    return SequenceEfficientNet(net2d, temporal_init=temporal_init, temporal_padding=temporal_padding, output=output)
 
 
 def efficientnet_seq(variant: str = "tf_efficientnet_b0", *, num_classes: int = 1, temporal_init: str = "mean",
-                     temporal_padding: str = "replicate", **timm_kwargs: Any) -> SequenceEfficientNet:
+                     temporal_padding: str = "replicate", output: str = "clip",
+                     **timm_kwargs: Any) -> SequenceEfficientNet:
     """NTechLab-style sequence EfficientNet from any timm EfficientNet ``variant``.
 
-    ``temporal_padding`` is the Conv3d padding mode along time: ``replicate`` (default)
+    ``temporal_padding`` is the Conv3d padding mode along time: ``replicate`` (our default)
     keeps the first and last frames consistent with the 2D net on a still clip; ``zeros``
-    is the plain Conv3d behaviour.
+    is the plain Conv3d behaviour, NTechLab's. ``output``: ``clip`` (one logit per clip,
+    ours) or ``frames`` (one per frame, theirs).
     """
     net2d = timm_model(variant, num_classes=num_classes, **timm_kwargs)
-    return inflate_efficientnet(net2d, temporal_init=temporal_init, temporal_padding=temporal_padding)
+    return inflate_efficientnet(net2d, temporal_init=temporal_init, temporal_padding=temporal_padding, output=output)
 
 
 @register_model("efficientnet_b7_seq", ModelSpec(
@@ -246,6 +289,6 @@ def efficientnet_b0_seq(*, num_classes: int = 1, drop_path_rate: float = 0.0, **
     return efficientnet_seq("tf_efficientnet_b0", num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
 
 
-__all__ = ["timm_model", "efficientnet_b0_seq", "seresnext50_32x4d", "EFFICIENTNET_SIDES", "TemporalPointwiseConv", "ClipDropPath",
+__all__ = ["timm_model", "efficientnet_b0_seq", "seresnext50_32x4d", "legacy_seresnext50_32x4d", "SingleHead", "EFFICIENTNET_SIDES", "TemporalPointwiseConv", "ClipDropPath",
            "SequenceEfficientNet", "inflate_efficientnet", "inflate_pointwise_weight", "efficientnet_seq",
            "efficientnet_b7_seq"] + [f"efficientnet_{v}" for v in EFFICIENTNET_SIDES]

@@ -7,8 +7,11 @@
   shortcut; names follow their code (``conv1``, ``layer1.0.bn2``, ``fc``).
 * :func:`mc3_18`, :func:`r2plus1d_18` -- torchvision's video ResNets with a new ``fc``.
 
-All end in global average pooling, so any clip length and side that survives the
-strides works (I3D: T >= 8 and H, W >= 32 keep every stage non-empty and meaningful).
+All end in global average pooling by default, so any clip length and side that survives
+the strides works (I3D: T >= 8 and H, W >= 32 keep every stage non-empty and meaningful);
+I3D also has the Medics' windowed head (``head_pool="windows"``), which their weights need.
+Normalisation per model is the Medics': I3D ``x * 2 - 1``, Res34 raw 0..255, MC3 and
+R(2+1)D ImageNet.
 """
 from __future__ import annotations
 
@@ -107,11 +110,26 @@ I3D_INCEPTION_WIDTHS = {
 }
 
 
-class InceptionI3d(nn.Module):
-    """Inflated Inception-v1 for clips; logits from a 1x1x1 conv after global pooling."""
+I3D_HEAD_POOLS = ("global", "windows")
+#: The Medics' (piergiaj's) head: average windows of 2 x 7 x 7 with stride 1, a logit per window.
+I3D_WINDOW = (2, 7, 7)
 
-    def __init__(self, *, num_classes: int = 400, in_channels: int = 3, dropout: float = 0.5):
+
+class InceptionI3d(nn.Module):
+    """Inflated Inception-v1 for clips; logits from a 1x1x1 conv after pooling.
+
+    ``head_pool="global"`` averages the whole feature map (ours: any clip length and side).
+    ``"windows"`` is the head the Medics trained (piergiaj's port): ``AvgPool3d([2, 7, 7],
+    stride 1)``, a logit per time window, then the mean over windows, so the first and last
+    time steps weigh half; it needs a 7 x 7 map (224 px input).
+    """
+
+    def __init__(self, *, num_classes: int = 400, in_channels: int = 3, dropout: float = 0.5,
+                 head_pool: str = "global"):
         super().__init__()
+        if head_pool not in I3D_HEAD_POOLS:
+            raise ValueError(f"head_pool must be one of {I3D_HEAD_POOLS}, got {head_pool!r}")
+        self.head_pool = head_pool
         self.Conv3d_1a_7x7 = ConvUnit3d(in_channels, 64, 7, 2)
         self.MaxPool3d_2a_3x3 = MaxPoolSame3d((1, 3, 3), (1, 2, 2))
         self.Conv3d_2b_1x1 = ConvUnit3d(64, 64, 1)
@@ -142,8 +160,15 @@ class InceptionI3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_clip(x)
-        x = F.adaptive_avg_pool3d(self.forward_features(x), 1)
-        return self.logits(self.dropout(x)).flatten(1)
+        features = self.forward_features(x)
+        if self.head_pool == "global":
+            return self.logits(self.dropout(F.adaptive_avg_pool3d(features, 1))).flatten(1)
+        if features.shape[3] < I3D_WINDOW[1] or features.shape[4] < I3D_WINDOW[2]:
+            raise ValueError(f"the windows head needs a 7 x 7 feature map (224 px input), got {tuple(features.shape[3:])}")
+        # A clip of under 9 frames has one time step: one window of it (theirs would fail there).
+        window = (min(I3D_WINDOW[0], features.shape[2]),) + I3D_WINDOW[1:]
+        windows = self.logits(self.dropout(F.avg_pool3d(features, window, stride=1)))  # (B, C, T', H', W')
+        return windows.mean(dim=(2, 3, 4))
 
 
 def _check_clip(x: torch.Tensor) -> None:
@@ -212,8 +237,8 @@ class ResNet3d(nn.Module):
 
 @register_model("i3d", ModelSpec(
     "i3d", "3d", 224, 64, "i3d", "Inception-3D (Carreira & Zisserman 2017), Kinetics layout", head="logits"))
-def i3d(*, num_classes: int = 1, dropout: float = 0.5, in_channels: int = 3) -> nn.Module:
-    return InceptionI3d(num_classes=num_classes, dropout=dropout, in_channels=in_channels)
+def i3d(*, num_classes: int = 1, dropout: float = 0.5, in_channels: int = 3, head_pool: str = "global") -> nn.Module:
+    return InceptionI3d(num_classes=num_classes, dropout=dropout, in_channels=in_channels, head_pool=head_pool)
 
 
 @register_model("r3d_34", ModelSpec(
