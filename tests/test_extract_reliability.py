@@ -88,8 +88,8 @@ def test_one_writer_per_folder_and_shard(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / ".tmp-s1-999-other.json").write_text("a temporary of shard 1, still being written")
-    with FolderLock(str(out), "extract-0"):  # another run holds shard 0
-        with pytest.raises(RuntimeError, match="in use by pid"):
+    with FolderLock(str(out), "extract", shard=0):  # another run holds shard 0
+        with pytest.raises(RuntimeError, match=r"in use by extract \(shard 0\), pid"):
             extract.run_extraction(cfg([src], out, every=5))
     extract.run_extraction(cfg([src], out, every=5, shard="0/2"))
     assert (out / ".tmp-s1-999-other.json").exists()  # not ours to remove

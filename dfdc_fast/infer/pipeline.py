@@ -90,14 +90,14 @@ class VideoResult:
     output_id: str = ""                            # file name of its JSON in videos/ (unique in the run)
 
 
-def list_videos(inputs: list[str]) -> tuple[list[VideoResult], list[tuple[str, str]]]:
+def list_videos(inputs: list[str], exclude: tuple = ()) -> tuple[list[VideoResult], list[tuple[str, str]]]:
     """(every video of the inputs, plus those a metadata.json lists but that are missing
     (scored 0.5 with their status); the names refused as unsafe, with why). Refused names
     get no row: they are not videos of the test set."""
     from dfdc_fast.data import from_paths
     from dfdc_fast.data.identity import assign_ids
 
-    datasets = from_paths(inputs)
+    datasets = from_paths(inputs, exclude=exclude)  # never an output folder (this run's or another job's)
     ids = assign_ids(datasets)
     results, refused, seen = [], [], {}
     for ds in datasets:
@@ -223,7 +223,7 @@ def run_inference(config: InferConfig) -> dict:
     budget_start = time.perf_counter()
     deadline = None if config.time_budget is None else budget_start + config.time_budget
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results, refused = list_videos(config.inputs)
+    results, refused = list_videos(config.inputs, exclude=[config.out])
     if config.limit is not None:
         results = results[:config.limit]
     for name, reason in refused:
@@ -235,12 +235,8 @@ def run_inference(config: InferConfig) -> dict:
 
         scorer = RecipeScorer(config, device)
         scorer.request()  # refuses members the recipe cannot score, before any output
-    os.makedirs(config.out, exist_ok=True)
-    lock = FolderLock(config.out, "infer").acquire()
-    try:
+    with FolderLock(config.out, "infer"):  # refuses a folder another job made or holds
         return _score_all(config, device, results, refused, scorer, budget_start, deadline)
-    finally:
-        lock.release()
 
 
 def _score_all(config: InferConfig, device: torch.device, results: list, refused: list, scorer: FaceScorer,
