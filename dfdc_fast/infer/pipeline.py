@@ -15,6 +15,7 @@ so even a killed run leaves a complete file.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -352,8 +353,11 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                     r.status, r.error = "no_face", g.error
                 else:
                     r.scores = by_key[g.key]
-                    r.label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
-                    r.status = "ok"
+                    label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
+                    if math.isfinite(label):
+                        r.label, r.status = label, "ok"
+                    else:  # one video's bad score is that video's error, never the run's
+                        r.status, r.error = "error", f"the models scored it {label} (not a number); 0.5"
                 write_video(r)
             stage_s["wait_for_faces_s"] += t1 - t0
             stage_s["models_s"] += t2 - t1
@@ -372,13 +376,19 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     for r in results:
         if r.status in ("time_budget", "missing"):
             write_video(r)
-    write_rows(submission)  # complete: now it may replace an earlier one
+    read = sum(r.status in ("ok", "no_face") for r in results)
+    kept = not read and progress_file != submission  # scored nothing: an earlier submission is worth more
+    if kept:
+        log.error("no video could be read: the earlier %s and videos/ are kept (this run's records are in %s)",
+                  submission, videos_dir)
+    else:
+        write_rows(submission)  # complete: now it may replace an earlier one
+        final_videos = os.path.join(config.out, "videos")
+        shutil.rmtree(final_videos, ignore_errors=True)
+        if os.path.isdir(videos_dir):
+            os.replace(videos_dir, final_videos)
     if progress_file != submission and os.path.exists(progress_file):
         os.remove(progress_file)
-    final_videos = os.path.join(config.out, "videos")
-    shutil.rmtree(final_videos, ignore_errors=True)
-    if os.path.isdir(videos_dir):
-        os.replace(videos_dir, final_videos)
     counts: dict = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -395,7 +405,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                "workers": workers, "stage_seconds": {k: round(v, 3) for k, v in stage_s.items()},
                "worker_peak_gpu_mb": max(peaks) if peaks else None,
                "members": [m.name for m in scorer.ensemble.members], "aggregator": config.aggregator,
-               "submission": submission, "config": asdict(config)}
+               "submission": submission, "submission_kept": kept, "config": asdict(config)}
     write_json(os.path.join(config.out, "summary.json"), summary)
     _draw_report(os.path.join(config.out, "report.png"), summary, [asdict(r) for r in results])
     return summary
