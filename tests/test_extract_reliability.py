@@ -277,3 +277,91 @@ def test_a_failed_video_keeps_no_clips_and_counts_none(tmp_path, monkeypatch):
     assert calls["n"] == 2 and summary["status_counts"] == {"error": 1}
     assert summary["clips"] == 0 and summary["crops"] == 0
     assert not list(out.rglob("*.mp4")) and not list(out.rglob("*.jpg"))
+
+
+def _job_processes(token: str) -> list[int]:
+    """Pids of live processes that carry ``token`` in their environment (a run's children)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if token.encode() in env and not zombie:
+            found.append(int(pid))
+    return found
+
+
+def _extract_process(src, out, token, *extra, fault=None):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DFDC_TEST_TOKEN": token, "PYTHONPATH": os.path.dirname(os.path.dirname(extract.__file__))}
+    env.pop("DFDC_FAST_FAULT", None)
+    if fault:
+        env["DFDC_FAST_FAULT"] = fault
+    return subprocess.Popen([sys.executable, "-m", "dfdc_fast.extract", str(src), "-o", str(out), "--every", "5",
+                             "--device", "cpu", "--no-progress", "--contact-sheet", "0", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _gone(token, seconds=5.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _job_processes(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _job_processes(token)
+
+
+@pytest.mark.slow
+def test_a_video_that_kills_the_job_gets_status_error_after_one_retry(tmp_path):
+    import uuid
+
+    src = labelled(tmp_path / "src", {"a.mp4": "REAL", "b.mp4": "REAL", "c.mp4": "REAL"})
+    out, token = tmp_path / "out", uuid.uuid4().hex
+    for _ in range(2):  # b takes the in-process job down (as the OOM killer would), twice
+        p = _extract_process(src, out, token, "--workers", "0", "--encoders", "1", fault="crash:b.mp4")
+        assert p.wait(60) == 70
+        assert (out / "videos" / "_" / "a.json").exists()  # the video before it kept its record
+        assert not _gone(token)  # the encoder pool died with it
+    p = _extract_process(src, out, token, "--workers", "0", "--encoders", "1")
+    assert p.wait(60) == 1, p.stderr.read()
+    rows = {r["video"]: r for r in index(out)}
+    assert rows["b.mp4"]["status"] == "error" and "died 2 times" in rows["b.mp4"]["error"]
+    assert rows["a.mp4"]["status"] == rows["c.mp4"]["status"] == "no_face"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_a_stopped_run_leaves_no_process_and_resumes(tmp_path, how):
+    import signal
+    import time
+    import uuid
+
+    src = labelled(tmp_path / "src", {"a.mp4": "REAL", "b.mp4": "REAL", "c.mp4": "REAL"})
+    out, token = tmp_path / "out", uuid.uuid4().hex
+    p = _extract_process(src, out, token, "--workers", "1", "--encoders", "2", fault="hang:c.mp4")
+    deadline = time.monotonic() + 60
+    while len(list((out / "videos").rglob("*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # c is now hanging in the worker
+    if how == "SIGINT":
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    else:
+        os.kill(p.pid, getattr(signal, how))
+    rc = p.wait(30)
+    err = p.stderr.read()
+    assert rc == {"SIGTERM": 143, "SIGINT": 130, "SIGKILL": -9}[how], err
+    if how != "SIGKILL":
+        assert "Traceback" not in err and len([ln for ln in err.splitlines() if "extract:" in ln]) == 1, err
+    assert not _gone(token), "processes of the run outlived it"
+    p = _extract_process(src, out, token, "--workers", "0", "--encoders", "0")
+    assert p.wait(60) == 0, p.stderr.read()
+    assert [r["status"] for r in index(out)] == ["no_face"] * 3

@@ -95,7 +95,8 @@ class Writers:
     def submit(self, record: dict, json_path: str, clips: list, crops: list, stale: Iterable[str] = ()) -> None:
         """Write ``clips`` and ``crops``, then the record; ``stale`` are files of an earlier
         record of the video that the new one no longer has (removed once it is written)."""
-        jobs = [(encode_clip, (p, f, fps, self.crf, self.keyint)) for p, f, fps in clips] + [(write_files, (crops,))]
+        jobs = [(encode_clip, (p, f, fps, self.crf, self.keyint)) for p, f, fps in clips]
+        jobs += [(write_files, (crops,))] if crops else []  # a video without files is written at once
         files = [p for p, _, _ in clips] + [p for p, _ in crops]
         if self.pool is None:
             futures = [_run_now(fn, *args) for fn, args in jobs]
