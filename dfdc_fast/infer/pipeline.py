@@ -353,11 +353,15 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                     r.status, r.error = "no_face", g.error
                 else:
                     r.scores = by_key[g.key]
-                    label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
-                    if math.isfinite(label):
+                    try:  # one video's bad score (NaN) is that video's error, never the run's
+                        label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
+                        why = None if math.isfinite(label) else f"the models scored it {label}"
+                    except ValueError as exc:
+                        why = str(exc)
+                    if why is None:
                         r.label, r.status = label, "ok"
-                    else:  # one video's bad score is that video's error, never the run's
-                        r.status, r.error = "error", f"the models scored it {label} (not a number); 0.5"
+                    else:
+                        r.status, r.error = "error", f"{why}; scored 0.5"
                 write_video(r)
             stage_s["wait_for_faces_s"] += t1 - t0
             stage_s["models_s"] += t2 - t1
