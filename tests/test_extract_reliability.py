@@ -365,3 +365,15 @@ def test_a_stopped_run_leaves_no_process_and_resumes(tmp_path, how):
     p = _extract_process(src, out, token, "--workers", "0", "--encoders", "0")
     assert p.wait(60) == 0, p.stderr.read()
     assert [r["status"] for r in index(out)] == ["no_face"] * 3
+
+
+def test_a_header_that_under_reports_its_frames_does_not_lift_the_limit(tmp_path, monkeypatch):
+    from dfdc_fast.engine.path import FacePath
+
+    monkeypatch.setattr(FacePath, "_check_limits", lambda self, task: None)  # as if the header said 1 frame
+    src = tmp_path / "src"
+    src.mkdir()
+    make_video(str(src / "long.mp4"), frames=30)
+    extract.run_extraction(cfg([src], tmp_path / "out", every=5, max_frames=20))
+    row = index(tmp_path / "out")[0]
+    assert row["status"] == "decode_error" and "more than 20 frames" in row["error"]

@@ -169,7 +169,14 @@ class FacePath:
                                               "(max_frames); not decoded")
 
     def _decode(self, task: VideoTask) -> RawVideo:
-        return self.reader.read_raw(task.path, self._frames(task))
+        frames, limit = self._frames(task), self.request.max_frames
+        if frames is None and limit is not None:
+            frames = First(limit + 1)  # a header may under-report the count: decoding stops past the limit too
+        raw = self.reader.read_raw(task.path, frames)
+        if limit is not None and len(raw) > limit:
+            raise VideoDecodeError(task.path, f"more than {limit} frames to decode (max_frames; the header said "
+                                              f"{raw.info.num_frames}); refused")
+        return raw
 
     def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces) -> None:
         req, info = self.request, raw.info
