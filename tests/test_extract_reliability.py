@@ -323,12 +323,26 @@ def _gone(token, seconds=5.0):
     return _job_processes(token)
 
 
-@pytest.mark.slow
-def test_a_video_that_kills_the_job_gets_status_error_after_one_retry(tmp_path):
+@pytest.fixture
+def token():
+    """A mark in the environment of a test's job processes; any left at the end are killed
+    (a failing test must not leave orphans behind)."""
+    import signal
     import uuid
 
+    mark = uuid.uuid4().hex
+    yield mark
+    for pid in _job_processes(mark):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_video_that_kills_the_job_gets_status_error_after_one_retry(tmp_path, token):
     src = labelled(tmp_path / "src", {"a.mp4": "REAL", "b.mp4": "REAL", "c.mp4": "REAL"})
-    out, token = tmp_path / "out", uuid.uuid4().hex
+    out = tmp_path / "out"
     for _ in range(2):  # b takes the in-process job down (as the OOM killer would), twice
         p = _extract_process(src, out, token, "--workers", "0", "--encoders", "1", fault="crash:b.mp4")
         assert p.wait(60) == 70
@@ -343,13 +357,12 @@ def test_a_video_that_kills_the_job_gets_status_error_after_one_retry(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
-def test_a_stopped_run_leaves_no_process_and_resumes(tmp_path, how):
+def test_a_stopped_run_leaves_no_process_and_resumes(tmp_path, how, token):
     import signal
     import time
-    import uuid
 
     src = labelled(tmp_path / "src", {"a.mp4": "REAL", "b.mp4": "REAL", "c.mp4": "REAL"})
-    out, token = tmp_path / "out", uuid.uuid4().hex
+    out = tmp_path / "out"
     p = _extract_process(src, out, token, "--workers", "1", "--encoders", "2", fault="hang:c.mp4")
     deadline = time.monotonic() + 60
     while len(list((out / "videos").rglob("*.json"))) < 2 and time.monotonic() < deadline:

@@ -2,8 +2,9 @@
 
 Exit codes: 0 every video was read (some may have no face); 1 some videos failed (their
 statuses are in the index); 2 the run was refused (bad arguments, another run on the same
-folder, settings that differ from the folder's); 3 the run stopped early (disk full or I/O
-error), with what was done intact: rerun the same command to resume.
+folder, a folder another job made, settings that differ from the folder's); 3 the run
+stopped early (disk full or read-only, I/O error), with what was done intact: rerun the
+same command to resume; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), as resumable.
 """
 from __future__ import annotations
 
