@@ -162,6 +162,12 @@ class FacesRequest:
     reuse: str = "none"
     #: Copy clips and crops to host memory (one copy per video), or leave them on the device.
     to_host: bool = True
+    #: Decoding is refused (status decode_error, before anything is allocated) for a video
+    #: whose header declares frames of more pixels, or more frames to decode, than these:
+    #: a decompression bomb must not take the job down. Defaults: 4096x4096 (8K is refused)
+    #: and an hour at 30 fps, far above DFDC's 1920x1080x300.
+    max_frame_pixels: Optional[int] = 4096 * 4096
+    max_frames: Optional[int] = 108_000
 
     def __post_init__(self):
         if self.every < 1:

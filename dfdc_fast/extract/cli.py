@@ -2,8 +2,9 @@
 
 Exit codes: 0 every video was read (some may have no face); 1 some videos failed (their
 statuses are in the index); 2 the run was refused (bad arguments, another run on the same
-folder, settings that differ from the folder's); 3 the run stopped early (disk full or I/O
-error), with what was done intact: rerun the same command to resume.
+folder, a folder another job made, settings that differ from the folder's); 3 the run
+stopped early (disk full or read-only, I/O error), with what was done intact: rerun the
+same command to resume; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), as resumable.
 """
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a video may take before its worker is replaced and it gets status error (default: %(default)s)")
     g.add_argument("--max-pending", type=int, default=d.max_pending,
                    help="videos waiting for the encoders before decoding pauses (default: %(default)s)")
+    g.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels,
+                   help="refuse (decode_error) videos whose frames have more pixels (default: %(default)s, 4096x4096)")
+    g.add_argument("--max-frames", type=int, default=d.max_frames,
+                   help="refuse (decode_error) videos with more frames to decode (default: %(default)s, an hour at 30 fps)")
     g.add_argument("--shard", default=None, help="process shard i of N, as i/N (default: torchrun rank, else 0/1)")
     g.add_argument("--overwrite", action="store_true", help="redo videos that are already done")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Iterator, Optional
 
 import torch
@@ -16,10 +16,11 @@ from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
 from dfdc_fast.data.folds import check_folds, fold_of
 from dfdc_fast.engine import Engine, VideoFaces, VideoTask, default_workers, track_json
-from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
-from dfdc_fast.extract.report import (crop_rows, index_rows, pair_rows, read_records, write_crops_index, write_index,
-                                      write_pairs_index)
-from dfdc_fast.extract.writers import Writers, default_encoders
+from dfdc_fast.extract.config import ExtractConfig, check_settings, finish_overwrite, parse_shard, resolve_device
+from dfdc_fast.extract.report import (crop_rows, index_folder, pair_rows, record_files,
+                                      write_crops_index, write_index, write_pairs_index)
+from dfdc_fast.extract.resume import ATTEMPTS, Resume, mark_started, read_record, started_attempts
+from dfdc_fast.extract.writers import Writers, default_encoders, started_path
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
 from dfdc_fast.io import resolve_decoder
 
@@ -42,14 +43,6 @@ def ordered_shard(datasets: list[Dataset], shard_i: int, shard_n: int) -> list[t
         members = sorted(groups[key], key=lambda e: (e.name != key[2], e.key))
         out += [(ds_of[key[0]], e) for e in members]
     return out
-
-
-def _is_done(path: str) -> bool:
-    try:
-        with open(path) as f:
-            return json.load(f).get("status") != "error"  # errors are retried
-    except (OSError, ValueError):
-        return False
 
 
 def _base_record(entry: VideoEntry, vid: VideoId) -> dict:
@@ -151,7 +144,11 @@ class Extractor:
         self.device = resolve_device(cfg.device)
         self.decoder = resolve_decoder(cfg.decoder, self.device)
         self.recipe = cfg.recipe_object
-        self.request = self.recipe.extract_request(cfg)
+        self.request = replace(self.recipe.extract_request(cfg), max_frame_pixels=cfg.max_frame_pixels,
+                               max_frames=cfg.max_frames)
+        self.resume = Resume("")
+        self.stale_files: dict = {}
+        self._running: Optional[str] = None  # in-process mode: the video being made (its marker)
         self.ids: dict = {}
 
     @property
@@ -283,31 +280,76 @@ class Extractor:
     def run(self) -> dict:
         cfg = self.cfg
         shard_i, shard_n = parse_shard(cfg.shard)
-        os.makedirs(cfg.out, exist_ok=True)
-        with FolderLock(cfg.out, f"extract-{shard_i}"):
+        for p in cfg.inputs:  # before the folder is made: a refused run leaves none
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"input {p} does not exist")
+        datasets = from_paths(cfg.inputs, exclude=[cfg.out])
+        with FolderLock(cfg.out, "extract", shard=shard_i):
             os.environ[TAG_ENV] = f"s{shard_i}"  # this shard's temporaries, in every process it starts
             stale = remove_temporaries(cfg.out, f"s{shard_i}")
             if stale:
                 log.info("removed %d temporary files left by an interrupted run", stale)
-            check_settings(cfg)
-            return self._run(shard_i, shard_n)
+            self.resume = Resume(*check_settings(cfg), overwrite=cfg.overwrite)
+            return self._run(datasets, shard_i, shard_n)
 
-    def _run(self, shard_i: int, shard_n: int) -> dict:
+    def _todo(self, entries: list) -> tuple[list, set]:
+        """(the videos to do, as (position, dataset, entry); the paths of those done), saying
+        in one line each why a video with a record is redone."""
+        done, todo, legacy = set(), [], 0
+        self.stale_files = {}
+        for i, (ds, e) in enumerate(entries):
+            path = self.json_path(ds, e)
+            record = read_record(path)
+            why = self.resume.redo_reason(record, e)
+            attempts = started_attempts(path)
+            if why is None:
+                done.add(e.path)
+                if attempts:
+                    _remove(started_path(path))  # its record was written after all
+                continue
+            if attempts >= ATTEMPTS and why in ("new", "error"):
+                log.error("%s: the job died %d times while on this video (out of memory?); status error", e.path,
+                          attempts)
+                write_json(path, {**_base_record(e, self.ids[(ds.root, e.key)]), **self.resume.stamp(e),
+                                  "status": "error", "final": True,
+                                  "error": f"the job died {attempts} times while processing this video (out of memory, "
+                                           "or a crash in a decoder?); --overwrite retries it"})
+                os.remove(started_path(path))
+                done.add(e.path)
+                continue
+            if why == "legacy":
+                legacy += 1
+            elif why not in ("new", "error", "settings"):
+                log.warning("%s changed since it was extracted (%s): redoing it", e.path, why)
+            if record is not None:
+                self.stale_files[path] = record_files(self.cfg.out, record)
+            todo.append((i, ds, e))
+        if legacy:
+            log.warning("%d records predate source identity (an older dfdc_fast): redoing them", legacy)
+        return todo, done
+
+    def _mark(self, tasks: Iterator[Optional[VideoTask]], schedule: "Schedule") -> Iterator[Optional[VideoTask]]:
+        """In-process mode: a marker per video while it runs, so a video that takes the job
+        down is known on the next start."""
+        for task in tasks:
+            if task is not None:
+                _, ds, e = schedule.by_key[task.key]
+                path = self.json_path(ds, e)
+                mark_started(path, started_attempts(path) + 1)
+                self._running = path
+            yield task
+
+    def _run(self, datasets: list, shard_i: int, shard_n: int) -> dict:
         cfg = self.cfg
-        for p in cfg.inputs:
-            if not os.path.exists(p):
-                raise FileNotFoundError(f"input {p} does not exist")
-        datasets = from_paths(cfg.inputs)
         self.ids = assign_ids(datasets)
         entries = ordered_shard(datasets, shard_i, shard_n)
         if cfg.limit is not None:
             entries = entries[:cfg.limit]
         write_json(os.path.join(cfg.out, f"config-{shard_i}.json"),
                    {**asdict(cfg), "decoder_resolved": self.decoder, "device_resolved": str(self.device)})
-        done = {e.path for ds, e in entries if not cfg.overwrite and _is_done(self.json_path(ds, e))}
-        todo = [(i, ds, e) for i, (ds, e) in enumerate(entries) if e.path not in done]
+        todo, done = self._todo(entries)
         windows: dict = {}
-        originals = self._load_originals(entries, windows)
+        originals = self._load_originals([(ds, e) for ds, e in entries if e.path in done], windows)
 
         t0 = time.perf_counter()
         bar = _progress(len(todo), cfg.progress)
@@ -347,17 +389,22 @@ class Extractor:
                 startup = time.perf_counter() - t0
                 workers = engine.workers
                 try:
-                    for res in engine.run(schedule.tasks()):
+                    tasks = schedule.tasks() if engine.workers else self._mark(schedule.tasks(), schedule)
+                    for res in engine.run(tasks):
                         self._take(res, schedule, writers)
                         for rec in writers.finished(block=False):
                             account(rec)
                     for rec in writers.finished(block=True):
                         account(rec)
                 except BaseException as exc:
+                    # the videos under way get no JSON (the next run redoes them) and, as the job
+                    # stopped cleanly, no mark of having taken it down
+                    for path in [self._running] + [p[1] for p in writers.pending]:
+                        _remove(started_path(path) if path else None)
                     if not is_storage_error(exc):
                         raise
                     stopped = exc
-                    writers.pending.clear()  # those videos get no JSON: the next run redoes them
+                    writers.pending.clear()
                 self.decoder = engine.decoder_resolved or self.decoder
                 replaced = engine.replaced
         finally:
@@ -368,6 +415,8 @@ class Extractor:
                       stopped)
         try:
             summary = self._report(datasets, entries, shard_i, shard_n, len(todo), len(done), elapsed)
+            if self.resume.generation is not None and not summary.get("stale_records") and stopped is None:
+                finish_overwrite(cfg)
         except BaseException as exc:
             if stopped is not None and is_storage_error(exc):
                 raise StorageError(getattr(stopped, "errno", None), f"{stopped}; the index could not be written "
@@ -404,14 +453,18 @@ class Extractor:
             clips, crops = [], []
             if entry.label == "REAL":
                 schedule.original_done(ds, entry, None)
-        writers.submit(record, self.json_path(ds, entry), clips, crops)
+        record.update(self.resume.stamp(entry))
+        path = self.json_path(ds, entry)
+        writers.submit(record, path, clips, crops, stale=self.stale_files.pop(path, ()))
 
     def _report(self, datasets, entries, shard_i, shard_n, processed, skipped, elapsed) -> dict:
         cfg = self.cfg
-        rows, records = [], []
-        for rec, rel in read_records(cfg.out, [self.ids[(ds.root, e.key)] for ds, e in entries]):
-            records.append(rec)
-            rows += index_rows(rec, rel)
+        # the whole folder's records (one shard's, in a sharded run), not only this run's inputs
+        records, rows, stale = index_folder(cfg.out, self.resume.settings_key,
+                                            [self.ids[(ds.root, e.key)] for ds, e in entries] if shard_n > 1 else None)
+        if stale:
+            log.warning("%d records were made with other settings (an --overwrite not finished): they are left out "
+                        "of the index; rerun to finish it", stale)
         for ds in datasets:
             rows += [{"video": m.name, "part": m.part, "label": m.label, "original": m.original,
                       "status": "missing", "error": "listed in metadata.json but not on disk"} for m in ds.missing]
@@ -444,7 +497,7 @@ class Extractor:
                 statuses["missing"] = statuses.get("missing", 0) + len(ds.missing)
             if ds.rejected:
                 statuses["error"] = statuses.get("error", 0) + len(ds.rejected)
-        clips = [c for r in records for c in r.get("clips", [])]
+        clips = [c for r in records if r["status"] == "ok" for c in r.get("clips", [])]
         sheet = os.path.join(cfg.out, f"contact_sheet-{shard_i}.png" if shard_n > 1 else "contact_sheet.png")
         if cfg.contact_sheet:
             try:  # drawn from the files on disk, so a resumed run gets a complete sheet too
@@ -461,12 +514,13 @@ class Extractor:
             "videos": sum(statuses.values()), "processed": processed, "skipped_done": skipped,
             "status_counts": statuses,
             "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
-            "crops": sum(len(r.get("crops", [])) for r in records),
+            "crops": sum(len(r.get("crops", [])) for r in records if r["status"] == "ok"),
             "faces_per_video": round(sum(_people(r["tracks"]) for r in with_tracks) / len(with_tracks), 3)
             if with_tracks else None,
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
             "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
+            **({"stale_records": stale} if stale else {}),
             **({"recipe": cfg.recipe, **extra} if self.recipe.records_recipe else {}),
         }
 
@@ -488,6 +542,14 @@ def load_crop_images(out: str, crops: list) -> Optional[tuple]:
     for k, im in enumerate(images):
         canvas[k, :im.shape[0], :im.shape[1]] = im
     return torch.from_numpy(canvas), [(c["track"], c["frame"], im.shape[0], im.shape[1]) for c, im in zip(crops, images)]
+
+
+def _remove(path: Optional[str]) -> None:
+    try:
+        if path:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _people(tracks: list) -> int:

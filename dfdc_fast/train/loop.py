@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import torch
 
 from dfdc_fast.errors import ConfigError, UserError
+from dfdc_fast.files import FolderLock, make_dirs
 from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
-from dfdc_fast.models.checkpoint import BEST
+from dfdc_fast.models.checkpoint import BEST, remove_checkpoint_temporaries
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.checkpoints import (CheckpointKeeper, changed_settings, checkpoint_dir, clear_run, epoch_path,
                                          refuse_changes, resume_source)
@@ -235,8 +236,24 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
     ``stop_after_epochs`` ends this invocation early (after that many epochs of it); the
     schedule still spans ``config.epochs``, so a later call resumes where this one stopped.
     A folder holding a run resumes it when the settings agree (see
-    :mod:`dfdc_fast.train.checkpoints`), and a finished one has nothing to do.
+    :mod:`dfdc_fast.train.checkpoints`), and a finished one has nothing to do. The output
+    folder is held (:class:`~dfdc_fast.files.FolderLock`) while it runs.
     """
+    locks: list = []
+    try:
+        result = _train(config, device, stop_after_epochs, locks)
+    except BaseException:
+        for lock in locks:
+            lock.release(ok=False)
+        raise
+    for lock in locks:
+        lock.release()
+    return result
+
+
+def _train(config: TrainConfig, device: torch.device | str | None, stop_after_epochs: int | None,
+           locks: list) -> TrainResult:
+    """The body of :func:`train` (``locks`` receives the folder lock it takes)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world, device = setup_distributed(device)
     main = rank == 0
@@ -261,7 +278,12 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
             return TrainResult(config.out, resume_from, [], done_steps, done_epoch, {},
                                nothing_to_do=_nothing_to_do(config, done_epoch))  # the CLI prints it
         total_steps = done_steps + (config.epochs - done_epoch) * steps_per_epoch  # the epochs left at this length
-    os.makedirs(checkpoint_dir(config.out), exist_ok=True)
+    if main:  # one owner per folder: no other job, nor a second training, writes here
+        locks.append(FolderLock(config.out, "train").acquire())
+        removed = remove_checkpoint_temporaries(checkpoint_dir(config.out))
+        if removed:
+            log.info("removed %d partial checkpoint files a killed save left", removed)
+    make_dirs(checkpoint_dir(config.out))
     if main and not config.resume:
         removed = clear_run(config.out)
         if removed:
