@@ -13,6 +13,7 @@ from dfdc_fast.detect import PRESETS
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
 REUSE = ("none", "2d", "all")
 RECIPES = ("medics", "selim", "ntech")
+EXECUTORS = ("local", "ray")
 
 #: What each recipe prepares, as the settings it gives the fields left unset (None). The
 #: Medics' (the default) cuts 256x256 face clips per 150-frame chunk and 32 JPEG crops;
@@ -72,6 +73,14 @@ class ExtractConfig:
     max_pending: int = 4
     contact_sheet: int = 12
     shard: Optional[str] = None
+    #: Only merge the records of finished ``--shard`` runs into one index.csv/crops.csv/pairs.csv/summary.json.
+    merge: bool = False
+    #: "local": this process and its workers; "ray": actors on a Ray cluster (dfdc_fast.cluster).
+    executor: str = "local"
+    #: Ray cluster to join ("auto", "HOST:PORT"); None: the running one, else a local one on 127.0.0.1.
+    ray_address: Optional[str] = None
+    #: Ray actors; None: one per GPU of the cluster, or one per node on CPU-only clusters.
+    ray_actors: Optional[int] = None
     overwrite: bool = False
     limit: Optional[int] = None  # only the first N videos (after ordering), for a quick try
     progress: bool = True
@@ -110,6 +119,12 @@ class ExtractConfig:
         for name in ("max_pending", "clip_keyint"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.executor == "ray" and self.shard:
+            raise ValueError("--executor ray schedules the whole dataset itself: drop --shard")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise ValueError(f"ray_actors must be >= 1, got {self.ray_actors}")
         for name in ("workers", "encoders"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
