@@ -57,18 +57,31 @@ class ExtractActor:
         datasets = from_paths(self.cfg.inputs)
         self.extractor.ids = assign_ids(datasets)
         self.entries = {(ds.root, e.key): (ds, e) for ds in datasets for e in ds.videos}
-        device = self.extractor.device
-        workers = self.cfg.workers if self.cfg.workers is not None else (0 if device.type == "cpu" else None)
-        encoders = self.cfg.encoders if self.cfg.encoders is not None else (
-            threads if device.type == "cpu" else default_encoders(self.cfg.device, workers))
-        self.engine = Engine(self.extractor.request, device, workers=workers, decoder=self.extractor.decoder,
-                             threads=threads, video_timeout=self.cfg.video_timeout).__enter__()
-        self.writers = Writers(encoders, self.cfg.clip_crf, self.cfg.clip_keyint, self.cfg.max_pending).__enter__()
+        self.threads = threads
+        self._open()
         self.fault = fault.split(":") if fault else None
         import ray
 
         ctx = ray.get_runtime_context()
         self.node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
+        if self.fault:
+            self._arm_fault()
+
+    def _open(self) -> None:
+        device, cfg = self.extractor.device, self.cfg
+        workers = cfg.workers if cfg.workers is not None else (0 if device.type == "cpu" else None)
+        encoders = cfg.encoders if cfg.encoders is not None else (
+            self.threads if device.type == "cpu" else default_encoders(cfg.device, workers))
+        self.engine = Engine(self.extractor.request, device, workers=workers, decoder=self.extractor.decoder,
+                             threads=self.threads, video_timeout=cfg.video_timeout).__enter__()
+        self.writers = Writers(encoders, cfg.clip_crf, cfg.clip_keyint, cfg.max_pending).__enter__()
+
+    def _reopen(self) -> None:
+        """After a task failed midway: drop what it left in flight (its videos get no JSON)."""
+        self.writers.pending.clear()
+        self.engine.close(kill=True)
+        self.writers.__exit__(RuntimeError, None, None)
+        self._open()
         if self.fault:
             self._arm_fault()
 
@@ -89,7 +102,11 @@ class ExtractActor:
             for k, v in (record.get("timings_s") or {}).items():
                 busy[k] += v
 
-        self.extractor.process(entries, items, self.engine, self.writers, account)
+        try:
+            self.extractor.process(entries, items, self.engine, self.writers, account)
+        except BaseException:
+            self._reopen()
+            raise
         return {"statuses": statuses, "busy": dict(busy), "decoder": self.engine.decoder_resolved}
 
     def _arm_fault(self) -> None:
@@ -109,6 +126,7 @@ class ExtractActor:
                 return
             with open(count, "a") as f:
                 f.write("x")
+            os.makedirs(os.path.dirname(json_path), exist_ok=True)
             with open(temporary_path(json_path), "w") as f:
                 f.write('{"video": "half a rec')
             os._exit(1)

@@ -98,6 +98,7 @@ class ActorQueue:
                     continue
                 i, task = flight.pop(ref)
                 running = lanes[i][0] is ref
+                log.debug("task %s back from actor %d (running: %s)", task.todo, i, running)
                 lanes[i].remove(ref)
                 try:
                     value = ray.get(ref)
@@ -128,6 +129,7 @@ class ActorQueue:
                     return
                 waiting.remove(task)
                 ref = self.call(self.actors[i], task)
+                log.debug("task %s sent to actor %d", task.todo, i)
                 lanes[i].append(ref)
                 flight[ref] = (i, task)
 
