@@ -158,6 +158,48 @@ def test_driver_killed_then_rerun_does_only_the_missing_videos(ray_cluster, refe
     assert got[0] == reference[0] and got[1] == reference[1] and got[2] == reference[2]
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A 3D and a 2D model, untrained and small (as tests/test_infer.py)."""
+    import torch
+
+    from dfdc_fast.models import create_model, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    out = []
+    for name, size, seed in (("mc3_18", 32, 0), ("efficientnet_b0", 64, 1)):
+        torch.manual_seed(seed)
+        path = str(folder / f"{name}.pth")
+        save_checkpoint(path, create_model(name, num_classes=1), model_name=name, model_kwargs={"num_classes": 1},
+                        config={"input_size": size})
+        out.append(path)
+    return out
+
+
+def test_infer_on_the_cluster_gives_the_in_process_submission(ray_cluster, checkpoints, tmp_path):
+    from dfdc_fast.cluster.infer import run_inference_on_ray
+    from dfdc_fast.infer import InferConfig, read_submission, run_inference, validate_submission
+
+    def config(out, **kw):
+        return InferConfig(inputs=[DEMO], checkpoints=checkpoints, out=str(tmp_path / out), frames=40, device="cpu",
+                           progress=False, videos_per_batch=2, **kw)
+
+    local = run_inference(config("local"))
+    summary = run_inference_on_ray(config("ray"), actors=2)
+    names = sorted(n for n in os.listdir(DEMO) if n.endswith(".mp4"))
+    assert validate_submission(str(tmp_path / "ray" / "submission.csv"), expected=names)["ok"]
+    assert summary["statuses"] == local["statuses"] == {"ok": 4} and sum(summary["videos_per_node"].values()) == 4
+    mine, theirs = read_submission(str(tmp_path / "ray" / "submission.csv")), read_submission(local["submission"])
+    assert mine.keys() == theirs.keys() and all(abs(mine[k] - theirs[k]) < 1e-5 for k in mine)
+    assert sorted(os.listdir(tmp_path / "ray" / "videos")) == sorted(os.listdir(tmp_path / "local" / "videos"))
+
+    t0 = time.perf_counter()  # a budget too short for the actors to start: still every row, on time
+    late = run_inference_on_ray(config("late", time_budget=1.0), actors=1)
+    assert time.perf_counter() - t0 < 1.0 + 3.0
+    assert late["statuses"] == {"time_budget": 4}
+    assert validate_submission(str(tmp_path / "late" / "submission.csv"), expected=names)["ok"]
+
+
 def test_node_removed_midway_still_finishes(ray_cluster, reference, tmp_path):
     """Runs last: it takes the worker node away (and puts a fresh one back)."""
     result = {}

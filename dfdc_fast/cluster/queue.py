@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from dfdc_fast.files import is_storage_error
+
 log = logging.getLogger("dfdc_fast.cluster")
 
 #: Deaths of its actor after which a task is given up (NeMo Curator/Xenna's cap, Dask's allowed-failures).
@@ -50,14 +52,16 @@ class ActorQueue:
         on_give_up: ``on_give_up(task, keys, reason)`` for a task charged ``max_deaths`` times.
         depth: tasks in flight per actor (one running, the rest waiting on it).
         stop: ``stop()`` -> True to send no more tasks (a time budget).
+        deadline: epoch seconds after which tasks still in flight are abandoned.
     """
 
     def __init__(self, ray, actors: list, call: Callable, remaining: Callable, split: Callable, on_result: Callable,
                  on_give_up: Callable, depth: int = 2, max_deaths: int = MAX_DEATHS,
-                 stop: Optional[Callable[[], bool]] = None):
+                 stop: Optional[Callable[[], bool]] = None, deadline: Optional[float] = None):
         self.ray, self.actors, self.call = ray, actors, call
         self.remaining, self.split, self.on_result, self.on_give_up = remaining, split, on_result, on_give_up
         self.depth, self.max_deaths, self.stop = depth, max_deaths, stop or (lambda: False)
+        self.deadline = deadline  # epoch seconds: past it, tasks still in flight are abandoned
         self.nodes: dict = {}  # actor index -> node label, once it answered
         self.deaths = 0
         self.requeued = 0
@@ -78,6 +82,9 @@ class ActorQueue:
             elif not flight:
                 break
             if not flight and not waiting:
+                break
+            if self.deadline is not None and time.time() > self.deadline:
+                log.warning("deadline reached with %d tasks in flight: they are abandoned", len(flight))
                 break
             if not flight and not ready and not pings:
                 raise RuntimeError("no Ray actor is left to run the remaining videos")
@@ -160,6 +167,4 @@ def _cause(exc: BaseException) -> str:
 
 
 def _is_storage(exc: BaseException) -> bool:
-    from dfdc_fast.files import is_storage_error
-
     return is_storage_error(exc)
