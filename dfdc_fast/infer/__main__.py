@@ -119,6 +119,10 @@ def main(argv=None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from dfdc_fast.infer.pipeline import run_inference
 
+    if args.executor == "ray":
+        from dfdc_fast.cluster import require_ray
+
+        require_ray()  # before anything is read: without the extra, one line naming it
     config = config_from_args(args)
     if not config.inputs:
         raise ConfigError("no videos given: name folders or files of videos")

@@ -1,4 +1,5 @@
-"""extract/infer --executor ray on one local Ray cluster (127.0.0.1, two 1-CPU nodes), CPU.
+"""Extraction and inference past one process: --shard runs merged into one index, and
+--executor ray on one local Ray cluster (127.0.0.1, two 1-CPU nodes), on the CPU.
 
 Every claim is checked against an in-process run of the same videos: the index, the
 per-video records, and the bytes of every clip and crop.
@@ -19,7 +20,6 @@ from dfdc_fast.cluster.extract import FAULT_ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = extract.DEMO_DIR
-pytestmark = pytest.mark.slow
 VOLATILE = ("timings_s", "worker", "peak_gpu_mb")  # differ between any two runs
 
 
@@ -83,6 +83,36 @@ def listening_addresses(session_dir):
     return pids, found
 
 
+@pytest.mark.slow
+def test_without_ray_the_executor_is_refused_in_one_line(tmp_path):
+    block = "import sys; sys.modules['ray'] = None; "  # as if Ray were not installed
+    for job, args in (("dfdc_fast.extract", [DEMO, "-o", str(tmp_path / "x"), "--device", "cpu"]),
+                      ("dfdc_fast.infer.__main__", [DEMO, str(tmp_path / "m.pth"), "-o", str(tmp_path / "y")])):
+        (tmp_path / "m.pth").write_bytes(b"")
+        code = block + f"from {job} import main; sys.exit(main({args + ['--executor', 'ray']!r}))"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(("No input", "Output folder"))]
+        assert proc.returncode == 2, proc.stderr
+        assert len(lines) == 1 and 'pip install "dfdc_fast[ray]"' in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_last_shard_merges_one_index_equal_to_one_process(reference, tmp_path):
+    for i in (1, 0):
+        summary = extract.run_extraction(extract.ExtractConfig(inputs=[DEMO], out=str(tmp_path), device="cpu",
+                                                               workers=0, encoders=0, progress=False, shard=f"{i}/2"))
+    assert "merged" in summary and not (tmp_path / "summary-0.json").samefile(tmp_path / "summary.json")
+    got = outputs(tmp_path)
+    assert got[0] == reference[0] and got[1] == reference[1] and got[2] == reference[2]
+    merged = json.loads((tmp_path / "summary.json").read_text())
+    assert merged["status_counts"] == {"ok": 4} and merged["processed"] == 4 and len(merged["shards"]) == 2
+    (tmp_path / "index.csv").unlink()
+    again = extract.run_extraction(extract.ExtractConfig(inputs=[DEMO], out=str(tmp_path), device="cpu", merge=True,
+                                                         progress=False))
+    assert again["index"] == str(tmp_path / "index.csv") and outputs(tmp_path)[0] == reference[0]
+
+
+@pytest.mark.slow
 def test_cluster_is_on_loopback_with_token_auth(ray_cluster):
     import ray
 
@@ -95,6 +125,7 @@ def test_cluster_is_on_loopback_with_token_auth(ray_cluster):
     assert os.path.exists(os.path.expanduser("~/.ray/auth_token"))  # token authentication is on (Ray >= 2.59)
 
 
+@pytest.mark.slow
 def test_ray_extract_equals_in_process(ray_cluster, reference, tmp_path):
     summary = extract.run_extraction(ray_config(tmp_path, ray_actors=2))
     assert summary["status_counts"] == {"ok": 4} and summary["actors"] == 2 and summary["actor_deaths"] == 0
@@ -107,6 +138,7 @@ def test_ray_extract_equals_in_process(ray_cluster, reference, tmp_path):
     assert again["processed"] == 0 and again["skipped_done"] == 4 and again["actors"] == 0
 
 
+@pytest.mark.slow
 def test_killed_actor_is_retried_without_partial_files(ray_cluster, reference, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "exit:acqfdwsrhi.mp4:1")  # dies once, half its JSON written
     summary = extract.run_extraction(ray_config(tmp_path, ray_actors=1))
@@ -117,6 +149,7 @@ def test_killed_actor_is_retried_without_partial_files(ray_cluster, reference, t
     assert got[0] == reference[0] and got[1] == reference[1] and got[2] == reference[2]
 
 
+@pytest.mark.slow
 def test_poison_video_gets_error_after_three_deaths_and_the_rest_finish(ray_cluster, reference, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "exit:ccfoszqabv.mp4:always")  # a REAL video: its fake waits, then runs alone
     summary = extract.run_extraction(ray_config(tmp_path, ray_actors=1))
@@ -130,6 +163,7 @@ def test_poison_video_gets_error_after_three_deaths_and_the_rest_finish(ray_clus
     assert index["afoovlsmtx.mp4"] == ref["afoovlsmtx.mp4"] and index["bndybcqhfr.mp4"] == ref["bndybcqhfr.mp4"]
 
 
+@pytest.mark.slow
 def test_driver_killed_then_rerun_does_only_the_missing_videos(ray_cluster, reference, tmp_path):
     import ray
 
@@ -176,6 +210,7 @@ def checkpoints(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_infer_on_the_cluster_gives_the_in_process_submission(ray_cluster, checkpoints, tmp_path):
     from dfdc_fast.cluster.infer import run_inference_on_ray
     from dfdc_fast.infer import InferConfig, read_submission, run_inference, validate_submission
@@ -200,6 +235,7 @@ def test_infer_on_the_cluster_gives_the_in_process_submission(ray_cluster, check
     assert validate_submission(str(tmp_path / "late" / "submission.csv"), expected=names)["ok"]
 
 
+@pytest.mark.slow
 def test_node_removed_midway_still_finishes(ray_cluster, reference, tmp_path):
     """Runs last: it takes the worker node away (and puts a fresh one back)."""
     result = {}
