@@ -2,7 +2,8 @@
 
 * Exit codes: 0 all inputs done; 1 some inputs failed (their statuses are written);
   2 usage or refused to start (the message says why); 3 stopped early (disk full, I/O
-  error), with the work done kept: rerun the same command to resume; 130 interrupted.
+  error), with the work done kept: rerun the same command to resume; 130 interrupted
+  (Ctrl-C), 143 terminated (SIGTERM): both stop cleanly, as resumable as a full disk.
 * User errors print one line (``--debug`` prints the traceback and DEBUG logs).
 * ``--limit N`` takes the first N videos (a quick try on a big dataset).
 * Log lines are routed through the progress bars, so bars are not broken by them.
@@ -17,7 +18,15 @@ from typing import Callable, Iterator, Optional
 
 from dfdc_fast.errors import UserError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the job's main thread so it stops as cleanly as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 #: Exceptions shown as one line: what a user can fix (bad values, missing files, a backend
 #: not installed, a busy folder); anything else is a bug and keeps its traceback.
@@ -55,26 +64,42 @@ def logging_through_bars(debug: bool = False) -> Iterator[None]:
 
 def run(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     """Run a job's body and turn its outcome into an exit code and, for errors, one line."""
-    from dfdc_fast.files import StorageError
+    import signal
 
+    from dfdc_fast.files import is_storage_error
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: SIGTERM keeps its default
+        previous = None
     try:
         with logging_through_bars(debug):
             return body()
-    except StorageError as exc:
-        if debug:
+    except OSError as exc:  # a read-only or full disk anywhere (making a folder, a lock) stops the run
+        if debug or not is_storage_error(exc) and not isinstance(exc, USER_ERRORS):
             raise
-        print(f"{prog}: stopped: {exc}", file=sys.stderr)
-        return EXIT_STOPPED
+        if is_storage_error(exc):
+            print(f"{prog}: stopped: {exc}", file=sys.stderr)
+            return EXIT_STOPPED
+        print(f"{prog}: error: {str(exc).strip() or type(exc).__name__}  (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_USAGE
     except USER_ERRORS as exc:
         if debug:
             raise
         text = str(exc).strip() or type(exc).__name__
         print(f"{prog}: error: {text}  (--debug shows the traceback)", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_STOPPED", "EXIT_INTERRUPTED", "USER_ERRORS",
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_STOPPED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated",
+           "USER_ERRORS",
            "add_common_arguments", "first", "logging_through_bars", "run"]

@@ -180,3 +180,29 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             node = child
         node[leaf] = value
     return out
+
+
+def exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """End this child process when the process that started it is gone (killed, crashed,
+    out of memory): a child busy with a video or a file, or blocked where a closed pipe
+    cannot reach it, would otherwise live on as an orphan holding its memory and writing."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent_pid:
+                os._exit(75)
+
+    threading.Thread(target=watch, name="dfdc-parent-watch", daemon=True).start()
+
+
+def child_of_job(parent_pid: int) -> None:
+    """Set up a job's helper process: it dies with its parent, and it leaves Ctrl-C (which
+    the terminal sends to every process of the group) and SIGTERM to its parent, which
+    stops it cleanly, so an interrupt prints one line and no helper's traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)

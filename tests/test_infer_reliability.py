@@ -91,3 +91,51 @@ def test_the_time_budget_holds_with_every_row(tmp_path, samples_dir, checkpoint)
     rows = read_submission(str(tmp_path / "out" / "submission.csv"))
     assert len(rows) == 20 and summary["videos"] == 20
     assert summary["statuses"].get("ok", 0) >= 1 and summary["statuses"].get("time_budget", 0) >= 1, summary["statuses"]
+
+
+def test_infer_refuses_a_folder_another_job_made(tmp_path, samples_dir, checkpoint):
+    from dfdc_fast import extract
+
+    out = tmp_path / "faces"
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4"])
+    extract.run_extraction(extract.ExtractConfig(inputs=[str(src)], out=str(out), device="cpu", workers=0, encoders=0,
+                                                 progress=False, contact_sheet=0, every=30))
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    summary = (out / "summary.json").read_bytes()
+    with pytest.raises(RuntimeError, match="made by extract"):
+        run(src, out, [checkpoint])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert (out / "summary.json").read_bytes() == summary
+
+
+def test_a_nan_score_is_that_videos_error(tmp_path, samples_dir):
+    path = str(tmp_path / "nan.pth")
+    model = create_model("mc3_18", num_classes=1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(path, model, model_name="mc3_18", model_kwargs={"num_classes": 1}, config={"input_size": 32})
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4"])
+    summary = run(src, tmp_path / "out", [path])
+    assert summary["statuses"] == {"error": 1}
+    assert read_submission(str(tmp_path / "out" / "submission.csv")) == {"ccfoszqabv.mp4": 0.5}
+
+
+def test_a_run_that_read_nothing_keeps_the_earlier_submission(tmp_path, samples_dir, checkpoint, monkeypatch):
+    from dfdc_fast.files import StorageError
+
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4"])
+    out = tmp_path / "out"
+    run(src, out, [checkpoint])
+    before = (out / "submission.csv").read_bytes()
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "metadata.json").write_text(json.dumps({"ccfoszqabv.mp4": {"label": "REAL"}}))  # listed, not on disk
+    summary = run(gone, out, [checkpoint])
+    assert summary["submission_kept"] and summary["statuses"] == {"missing": 1}
+    assert (out / "submission.csv").read_bytes() == before and os.listdir(out / "videos") == ["ccfoszqabv.json"]
+    monkeypatch.setenv("DFDC_FAST_FAULT", "enospc:1")  # the disk is full when the submission is written
+    with pytest.raises(StorageError):
+        run(src, out, [checkpoint])
+    assert (out / "submission.csv").read_bytes() == before
+    assert not [n for n in os.listdir(out) if n.startswith((".tmp", ".lock"))]

@@ -26,11 +26,13 @@ from dfdc_fast.data import from_paths
 from dfdc_fast.data.identity import assign_ids
 from dfdc_fast.engine import Engine
 from dfdc_fast.errors import ConfigError
-from dfdc_fast.extract.config import ExtractConfig, check_settings
+from dfdc_fast.extract.config import ExtractConfig, check_settings, finish_overwrite
 from dfdc_fast.extract.groups import video_groups
 from dfdc_fast.extract.index import rebuild_index
-from dfdc_fast.extract.job import Extractor, base_record, is_done
-from dfdc_fast.extract.writers import Writers, default_encoders
+from dfdc_fast.extract.job import Extractor, base_record
+from dfdc_fast.extract.report import record_files
+from dfdc_fast.extract.resume import Resume, read_record
+from dfdc_fast.extract.writers import Writers, default_encoders, started_path
 from dfdc_fast.files import TAG_ENV, FolderLock, remove_temporaries, temporary_path, write_json
 
 log = logging.getLogger("dfdc_fast.cluster")
@@ -45,7 +47,7 @@ IN_FLIGHT = 2  # tasks per actor: one running, one waiting, so an actor never id
 class ExtractActor:
     """One GPU's (or CPU share's) extraction engine, built once, run on groups of videos."""
 
-    def __init__(self, cfg: dict, threads: int, probe: str, fault: str = ""):
+    def __init__(self, cfg: dict, resume: tuple, threads: int, probe: str, fault: str = ""):
         os.environ[TAG_ENV] = RAY_TAG  # this actor's temporaries, in every process it starts
         if not os.path.exists(probe):
             raise ConfigError(f"{socket.gethostname()} does not see {os.path.dirname(probe)}: --executor ray writes "
@@ -54,8 +56,9 @@ class ExtractActor:
         torch.set_num_threads(max(1, threads))
         self.cfg = ExtractConfig(**{**cfg, "progress": False})
         self.extractor = Extractor(self.cfg)
-        datasets = from_paths(self.cfg.inputs)
+        datasets = from_paths(self.cfg.inputs, exclude=[self.cfg.out])
         self.extractor.ids = assign_ids(datasets)
+        self.extractor.resume = Resume(*resume)
         self.entries = {(ds.root, e.key): (ds, e) for ds in datasets for e in ds.videos}
         self.threads = threads
         self._open()
@@ -94,6 +97,13 @@ class ExtractActor:
         entries = [self.entries[tuple(k)] for k in keys]
         wanted = {tuple(k) for k in todo}
         items = [(i, ds, e) for i, (ds, e) in enumerate(entries) if (ds.root, e.key) in wanted]
+        stale = {}  # the files of records being redone (removed when their new record is written)
+        for _, ds, e in items:
+            path = self.extractor.json_path(ds, e)
+            record = read_record(path)
+            if record is not None:
+                stale[path] = record_files(self.cfg.out, record)
+        self.extractor.stale_files = stale
         statuses: list = []
         busy: dict = collections.Counter()
 
@@ -110,28 +120,27 @@ class ExtractActor:
         return {"statuses": statuses, "busy": dict(busy), "decoder": self.engine.decoder_resolved}
 
     def _arm_fault(self) -> None:
-        """The test hook: die, leaving half a temporary, while writing the named video's JSON."""
+        """The test hook: die, its files written and half a temporary of its JSON left, just
+        before the named video's record is written."""
         _, name, times = self.fault
         folder = os.path.join(self.cfg.out, ".ray-faults")
-        submit = self.writers.submit
+        write = self.writers._write
 
-        def submit_then_die(record, json_path, clips, crops):
-            submit(record, json_path, clips, crops)
-            if record.get("video") != name:
-                return
-            os.makedirs(folder, exist_ok=True)
-            count = os.path.join(folder, name)
-            n = len(open(count).read()) if os.path.exists(count) else 0
-            if times != "always" and n >= int(times):
-                return
-            with open(count, "a") as f:
-                f.write("x")
-            os.makedirs(os.path.dirname(json_path), exist_ok=True)
-            with open(temporary_path(json_path), "w") as f:
-                f.write('{"video": "half a rec')
-            os._exit(1)
+        def die_before_record(record, json_path, *rest):
+            if record.get("video") == name:
+                os.makedirs(folder, exist_ok=True)
+                count = os.path.join(folder, name)
+                n = len(open(count).read()) if os.path.exists(count) else 0
+                if times == "always" or n < int(times):
+                    with open(count, "a") as f:
+                        f.write("x")
+                    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+                    with open(temporary_path(json_path), "w") as f:
+                        f.write('{"video": "half a rec')
+                    os._exit(1)
+            write(record, json_path, *rest)
 
-        self.writers.submit = submit_then_die
+        self.writers._write = die_before_record
 
 
 def actor_plan(ray, cfg: ExtractConfig) -> tuple[int, dict, int]:
@@ -158,41 +167,45 @@ def run_on_ray(cfg: ExtractConfig) -> dict:
     ray, started = connect(cfg.ray_address)
     try:
         os.makedirs(cfg.out, exist_ok=True)
-        with FolderLock(cfg.out, "extract-0"):  # the folder's unsharded run, wherever it executes
+        for p in cfg.inputs:  # before the folder is made: a refused run leaves none
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"input {p} does not exist")
+        datasets = from_paths(cfg.inputs, exclude=[cfg.out])
+        with FolderLock(cfg.out, "extract"):  # exclusive: no shard runs beside the cluster
             os.environ[TAG_ENV] = RAY_TAG
             stale = remove_temporaries(cfg.out, RAY_TAG)
             if stale:
                 log.info("removed %d temporary files left by an interrupted run", stale)
-            check_settings(cfg)
-            return _Driver(ray, cfg, time.perf_counter() - t0).run()
+            resume = Resume(*check_settings(cfg), overwrite=cfg.overwrite)
+            return _Driver(ray, cfg, datasets, resume, time.perf_counter() - t0).run()
     finally:
         if started:
             ray.shutdown()
 
 
 class _Driver:
-    def __init__(self, ray, cfg: ExtractConfig, connect_s: float):
-        self.ray, self.cfg, self.connect_s = ray, cfg, connect_s
-        self.datasets = from_paths(cfg.inputs)
+    def __init__(self, ray, cfg: ExtractConfig, datasets: list, resume: Resume, connect_s: float):
+        self.ray, self.cfg, self.connect_s, self.resume = ray, cfg, connect_s, resume
+        self.datasets = datasets
         self.ids = assign_ids(self.datasets)
+        self.planner = Extractor(cfg)  # which videos are done: the job's own rules (source, settings, attempts)
+        self.planner.ids, self.planner.resume = self.ids, resume
 
     def json_path(self, key) -> str:
         return os.path.join(self.cfg.out, "videos", self.ids[tuple(key)].path + ".json")
 
     def run(self) -> dict:
         ray, cfg = self.ray, self.cfg
-        for p in cfg.inputs:
-            if not os.path.exists(p):
-                raise FileNotFoundError(f"input {p} does not exist")
         groups = video_groups(self.datasets)
         if cfg.limit is not None:
             groups = _first_videos(groups, cfg.limit)
         entries = [item for g in groups for item in g]
         by_key = {(ds.root, e.key): (ds, e) for ds, e in entries}
+        _, done = self.planner._todo(entries)
         tasks = []
         for g in groups:
             keys = [(ds.root, e.key) for ds, e in g]
-            todo = [k for k in keys if cfg.overwrite or not is_done(self.json_path(k))]
+            todo = [k for k in keys if by_key[k][1].path not in done]
             if todo:
                 tasks.append(Task(keys, todo, size=sum(_size(by_key[k][1].path) for k in todo)))
         tasks.sort(key=lambda t: -t.size)  # largest first: the long ones do not end the run alone
@@ -208,7 +221,8 @@ class _Driver:
         busy: dict = collections.Counter()
         decoders: set = set()
         t_actors = time.perf_counter()
-        actors = [remote.remote(asdict(cfg), threads, probe, os.environ.get(FAULT_ENV, ""))
+        resume = (self.resume.settings_key, self.resume.generation, self.resume.overwrite)
+        actors = [remote.remote(asdict(cfg), resume, threads, probe, os.environ.get(FAULT_ENV, ""))
                   for _ in range(n if tasks else 0)]
 
         def on_result(task: Task, value: Optional[dict], node: Optional[str]) -> None:
@@ -223,9 +237,14 @@ class _Driver:
         def give_up(task: Task, keys: list, reason: str) -> None:
             for k in keys:
                 ds, e = by_key[tuple(k)]
-                write_json(self.json_path(k), {**base_record(e, self.ids[tuple(k)]), "status": "error",
-                                               "error": f"its task ended its Ray actor {task.deaths} times; "
-                                                        f"last: {reason}"})
+                write_json(self.json_path(k), {**base_record(e, self.ids[tuple(k)]), **self.resume.stamp(e),
+                                               "status": "error", "final": True,
+                                               "error": f"its task ended its Ray actor {task.deaths} times "
+                                                        f"(--overwrite retries it); last: {reason}"})
+                try:
+                    os.remove(started_path(self.json_path(k)))
+                except OSError:
+                    pass
             bar.update(len(keys))
             log.error("%s: gave up after %d actor deaths", ", ".join(by_key[tuple(k)][1].path for k in keys),
                       task.deaths)
@@ -246,17 +265,19 @@ class _Driver:
         remove_temporaries(cfg.out, RAY_TAG)  # what killed actors left
         elapsed = time.perf_counter() - t_actors
         steady = elapsed - (queue.startup_s or 0.0)
-        summary = {**rebuild_index(cfg, self.datasets, self.ids, entries), "shard": "ray", "executor": "ray",
+        summary = {**rebuild_index(cfg, self.datasets, self.resume.settings_key), "shard": "ray", "executor": "ray",
                    "device": cfg.device, "decoder": sorted(d for d in decoders if d) or cfg.decoder,
                    "processed": todo_n, "skipped_done": len(entries) - todo_n,
                    "elapsed_s": round(time.perf_counter() - (t_actors - self.connect_s), 3),
                    "videos_per_s": round(todo_n / elapsed, 3) if todo_n and elapsed > 0 else None,
                    "cluster_start_s": round(self.connect_s, 3), "startup_s": round(queue.startup_s or 0.0, 3),
                    "steady_videos_per_s": round(todo_n / steady, 3) if todo_n and steady > 0 else None,
-                   "actors": len(actors), "actor_resources": {k: v for k, v in resources.items() if k != "scheduling_strategy"},
+                   "actors": len(actors), "videos_retried": sorted(by_key[tuple(k)][1].name for k in queue.retried), "actor_resources": {k: v for k, v in resources.items() if k != "scheduling_strategy"},
                    "threads_per_actor": threads, "actor_deaths": queue.deaths, "videos_requeued": queue.requeued,
                    "videos_per_node": dict(sorted(per_node.items())),
                    "stage_busy_s": {k: round(v, 3) for k, v in sorted(busy.items())}}
+        if self.resume.generation is not None and not summary.get("stale_records"):
+            finish_overwrite(cfg)
         write_json(os.path.join(cfg.out, "summary.json"), summary)
         return summary
 

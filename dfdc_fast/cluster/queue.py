@@ -65,6 +65,7 @@ class ActorQueue:
         self.nodes: dict = {}  # actor index -> node label, once it answered
         self.deaths = 0
         self.requeued = 0
+        self.retried: list = []  # keys of the tasks running when their actor died (or raised)
         self.startup_s: Optional[float] = None
 
     def run(self, tasks: list) -> list:
@@ -76,6 +77,7 @@ class ActorQueue:
         ready: set = set()
         lanes = {i: collections.deque() for i in range(len(self.actors))}  # refs in submission order
         flight: dict = {}  # ref -> (actor index, task)
+        orphans: set = set()  # refs sent to an actor that died before it started them
         while True:
             if not self.stop():
                 self._fill(waiting, ready, lanes, flight)
@@ -104,14 +106,16 @@ class ActorQueue:
                         self.startup_s = time.perf_counter() - t0
                     continue
                 i, task = flight.pop(ref)
-                running = lanes[i][0] is ref
-                log.debug("task %s back from actor %d (running: %s)", task.todo, i, running)
+                head = lanes[i][0]
                 lanes[i].remove(ref)
+                running = head is ref and ref not in orphans  # the one its actor was running
+                log.debug("task %s back from actor %d (running: %s)", task.todo, i, running)
                 try:
                     value = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                     if i in ready:
                         ready.discard(i)
+                        orphans.update(r for r in lanes[i] if r is not head)  # queued behind: never started
                         self.deaths += 1
                         log.warning("Ray actor %d (node %s) died: %s; its videos are requeued", i,
                                     self.nodes.get(i), _cause(exc))
@@ -150,6 +154,7 @@ class ActorQueue:
         if charged:
             task.deaths += 1
             task.errors.append(reason)
+            self.retried += [k for k in keys if k not in self.retried]
         if task.deaths >= self.max_deaths:
             task.finished = True
             self.on_give_up(task, keys, reason)

@@ -12,6 +12,7 @@ otherwise resolves outside the dataset root is rejected, never opened.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from typing import Iterable, Optional
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 LABELS = ("REAL", "FAKE")
 _PART_RE = re.compile(r"^dfdc_train_part_(\d+)$")
+#: The marker every dfdc_fast job leaves in its output folder (see dfdc_fast.files.FolderLock):
+#: a folder holding it is a job's outputs, never a dataset's videos.
+JOB_MARKER = ".dfdc_fast-job.json"
+log = logging.getLogger("dfdc_fast.data")
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,20 @@ def _load_metadata(path: str) -> list:
     return [(name, dict(record) if isinstance(record, _Pairs) else record) for name, record in meta]
 
 
-def _scan_videos(folder: str, recursive: bool) -> list[str]:
+def _is_output(folder: str, exclude: frozenset) -> bool:
+    """An output folder (a job's, or the running job's own): never scanned for inputs."""
+    if os.path.realpath(folder) in exclude or os.path.isfile(os.path.join(folder, JOB_MARKER)):
+        log.info("not reading %s: it is an output folder of dfdc_fast, never an input", folder)
+        return True
+    return False
+
+
+def _scan_videos(folder: str, recursive: bool, exclude: frozenset = frozenset()) -> list[str]:
     found = []
     if recursive:
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and not _is_output(os.path.join(dirpath, d), exclude))
             found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(VIDEO_EXTENSIONS)]
     else:
         found = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(VIDEO_EXTENSIONS)]
@@ -168,7 +182,14 @@ def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
         except ValueError as exc:
             ds.rejected.append((shown, str(exc)))
             continue
-        record = record if isinstance(record, dict) else {}
+        if not isinstance(record, dict):  # never silently unlabelled
+            ds.rejected.append((shown, f"its record must be an object like {{\"label\": \"REAL\"}}, "
+                                       f"got {type(record).__name__} {str(record)[:40]!r}"))
+            continue
+        original = record.get("original")
+        if original is not None and not isinstance(original, str):
+            ds.rejected.append((shown, f"its original must be a file name, got {type(original).__name__}"))
+            continue
         label = record.get("label")
         if label is not None and label not in LABELS:
             ds.rejected.append((shown, f"label {label!r} is not one of {LABELS}"))
@@ -200,13 +221,15 @@ def _refuse_aliases(ds: Dataset) -> None:
     ds.videos[:] = kept
 
 
-def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
+def discover(root: str | os.PathLike, layout: str = "auto", exclude: Iterable[str] = ()) -> Dataset:
     """Find the videos under ``root``.
 
     Args:
         root: the dataset folder.
         layout: ``"auto"`` (default: parts, then metadata.json, then plain), ``"dfdc_parts"``,
             ``"metadata"`` or ``"plain"``.
+        exclude: folders not to search (a job's own output folder inside its input); any
+            folder a dfdc_fast job made is skipped too, with a note.
     """
     allowed = ("auto", "dfdc_parts", "metadata", "plain")
     if layout not in allowed:
@@ -214,6 +237,9 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
     root = os.path.realpath(os.fspath(root))
     if not os.path.isdir(root):
         raise NotADirectoryError(f"dataset root {root!r} is not a folder")
+    skip = frozenset(os.path.realpath(os.fspath(p)) for p in exclude)
+    if root in skip or os.path.isfile(os.path.join(root, JOB_MARKER)):
+        raise ValueError(f"{root} is an output folder of dfdc_fast, not a dataset")
     parts = sorted(
         (int(m.group(1)), d) for d in os.listdir(root)
         if (m := _PART_RE.match(d)) and os.path.isdir(os.path.join(root, d))
@@ -238,12 +264,12 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
     elif layout == "metadata":
         _read_folder_with_metadata(root, "", ds)
     else:
-        for path in _scan_videos(root, recursive=True):
+        for path in _scan_videos(root, recursive=True, exclude=skip):
             ds.videos.append(VideoEntry(path=path, name=os.path.relpath(path, root)))
     return ds
 
 
-def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto") -> list[Dataset]:
+def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto", exclude: Iterable[str] = ()) -> list[Dataset]:
     """Datasets for a command line's mix of folders and single video files.
 
     Loose files are grouped into one ``plain`` dataset per parent folder, named as given
@@ -254,8 +280,12 @@ def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto") -> list
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            out.append(discover(p, layout))
+            out.append(discover(p, layout, exclude))
         else:
+            real = os.path.realpath(p)
+            if any(os.path.commonpath([real, x]) == x for x in exclude):
+                log.info("not reading %s: it is in the output folder, never an input", p)
+                continue
             given = os.path.abspath(p)
             parent = os.path.dirname(given)
             ds = loose.get(parent)

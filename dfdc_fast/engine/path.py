@@ -25,6 +25,7 @@ from dfdc_fast.detect import MTCNN, Detections
 from dfdc_fast.engine.request import (ClipMeta, CropMeta, FacesRequest, PairMeta, VideoFaces, VideoTask, WindowMeta,
                                       tracks_from_json)
 from dfdc_fast.io import VideoDecodeError, open_reader
+from dfdc_fast.io.base import DecodePlan
 from dfdc_fast.io.selectors import First, as_selector
 from dfdc_fast.io.types import RawVideo
 from dfdc_fast.ops import crop_resize
@@ -120,6 +121,7 @@ class FacePath:
         result = VideoFaces(key=task.key, path=task.path)
         t0 = time.perf_counter()
         try:
+            self._check_limits(task)
             raw = self._decode(task)
         except VideoDecodeError as exc:
             result.status, result.error = "decode_error", exc.cause
@@ -142,13 +144,39 @@ class FacePath:
 
     # ---- stages -----------------------------------------------------------------------
 
-    def _decode(self, task: VideoTask) -> RawVideo:
+    def _frames(self, task: VideoTask):
         frames = self.request.frames
         if task.max_frames is not None:
             sel = as_selector(frames)
             frames = First(task.max_frames) if frames is None or isinstance(sel, First) and sel.n > task.max_frames \
                 else frames
-        return self.reader.read_raw(task.path, frames)
+        return frames
+
+    def _check_limits(self, task: VideoTask) -> None:
+        """Refuse, from the header alone, a video whose decoded frames would exceed the
+        request's limits (a few KB of H.264 can declare gigabytes of frames)."""
+        req = self.request
+        if req.max_frame_pixels is None and req.max_frames is None:
+            return
+        info = self.reader.info(task.path)
+        pixels = info.width * info.height
+        if req.max_frame_pixels is not None and pixels > req.max_frame_pixels:
+            raise VideoDecodeError(task.path, f"frames of {info.width}x{info.height} exceed the limit of "
+                                              f"{req.max_frame_pixels} pixels (max_frame_pixels); not decoded")
+        n = DecodePlan.make(self._frames(task), max(info.num_frames, 0)).capacity(max(info.num_frames, 0))
+        if req.max_frames is not None and n > req.max_frames:
+            raise VideoDecodeError(task.path, f"{n} frames to decode exceed the limit of {req.max_frames} "
+                                              "(max_frames); not decoded")
+
+    def _decode(self, task: VideoTask) -> RawVideo:
+        frames, limit = self._frames(task), self.request.max_frames
+        if frames is None and limit is not None:
+            frames = First(limit + 1)  # a header may under-report the count: decoding stops past the limit too
+        raw = self.reader.read_raw(task.path, frames)
+        if limit is not None and len(raw) > limit:
+            raise VideoDecodeError(task.path, f"more than {limit} frames to decode (max_frames; the header said "
+                                              f"{raw.info.num_frames}); refused")
+        return raw
 
     def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces) -> None:
         req, info = self.request, raw.info

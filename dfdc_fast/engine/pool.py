@@ -16,7 +16,6 @@ import collections
 import logging
 import multiprocessing.connection as mpc
 import os
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch
 
 from dfdc_fast.engine.path import FacePath
 from dfdc_fast.engine.request import FacesRequest, VideoFaces, VideoTask
+from dfdc_fast.runtime import child_of_job
 
 log = logging.getLogger("dfdc_fast.engine")
 
@@ -47,25 +47,11 @@ def default_workers(device: torch.device | str) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
-    """End this worker when the process that started it is gone (killed, crashed): a worker
-    busy with a video, or blocked where the closed pipe cannot reach it, would otherwise
-    live on as an orphan holding its memory (and, on a GPU, its decoder session)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(every_s)
-            if os.getppid() != parent_pid:
-                os._exit(75)
-
-    threading.Thread(target=watch, name="dfdc-parent-watch", daemon=True).start()
-
-
 def _worker_main(conn, request: FacesRequest, device: str, decoder: str, threads: int, worker_id: int,
                  parent_pid: Optional[int] = None) -> None:
     """Body of a worker process: build the path once, then run tasks until told to stop."""
     if parent_pid is not None:
-        _exit_with_parent(parent_pid)
+        child_of_job(parent_pid)
     torch.set_num_threads(max(1, threads))
     try:
         path = FacePath(request, device, decoder, decoder_threads=threads)
@@ -142,7 +128,7 @@ class Engine:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.close(kill=exc[0] is not None)  # interrupted or failed: nothing left to finish
 
     def close(self, kill: bool = False) -> None:
         """Stop the workers: after their current video, or at once with ``kill=True``

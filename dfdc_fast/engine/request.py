@@ -164,6 +164,12 @@ class FacesRequest:
     to_host: bool = True
     #: Width of a thumbnail of the middle of the first track (for contact sheets); None: none.
     thumbnail_width: Optional[int] = None
+    #: Decoding is refused (status decode_error, before anything is allocated) for a video
+    #: whose header declares frames of more pixels, or more frames to decode, than these:
+    #: a decompression bomb must not take the job down. Defaults: 4096x4096 (8K is refused)
+    #: and an hour at 30 fps, far above DFDC's 1920x1080x300.
+    max_frame_pixels: Optional[int] = 4096 * 4096
+    max_frames: Optional[int] = 108_000
 
     def __post_init__(self):
         if self.every < 1:

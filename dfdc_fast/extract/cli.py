@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a video may take before its worker is replaced and it gets status error (default: %(default)s)")
     g.add_argument("--max-pending", type=int, default=d.max_pending,
                    help="videos waiting for the encoders before decoding pauses (default: %(default)s)")
+    g.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels,
+                   help="refuse (decode_error) videos whose frames have more pixels (default: %(default)s, 4096x4096)")
+    g.add_argument("--max-frames", type=int, default=d.max_frames,
+                   help="refuse (decode_error) videos with more frames to decode (default: %(default)s, an hour at 30 fps)")
     g.add_argument("--shard", default=None, help="process shard i of N, as i/N (default: torchrun rank, else 0/1)")
     g.add_argument("--merge", action="store_true",
                    help="only merge the records of finished --shard runs into one index.csv, crops.csv, pairs.csv and "

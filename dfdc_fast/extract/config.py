@@ -71,6 +71,10 @@ class ExtractConfig:
     pair_length: int = 50
     pair_box_mult: float = 1.5
     max_pending: int = 4
+    #: Videos whose header declares bigger frames, or more frames, are refused as decode_error
+    #: before decoding (defaults far above DFDC's 1920x1080x300; see FacesRequest).
+    max_frame_pixels: int = 4096 * 4096
+    max_frames: int = 108_000
     contact_sheet: int = 12
     shard: Optional[str] = None
     #: Only merge the records of finished ``--shard`` runs into one index.csv/crops.csv/pairs.csv/summary.json.
@@ -116,7 +120,7 @@ class ExtractConfig:
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
             raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
-        for name in ("max_pending", "clip_keyint"):
+        for name in ("max_pending", "clip_keyint", "max_frame_pixels", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.executor not in EXECUTORS:
@@ -140,25 +144,53 @@ class SettingsMismatch(ValueError):
     """The output folder was made with other output-shaping settings."""
 
 
-def check_settings(cfg: ExtractConfig) -> None:
+def settings_key(settings: dict) -> str:
+    """A short fingerprint of output settings, stamped on every record made with them."""
+    import hashlib
+
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_settings(cfg: ExtractConfig) -> tuple[str, Optional[str]]:
     """Record the output-shaping settings in ``OUT/settings.json`` on a folder's first run;
-    on later runs refuse different ones (``--overwrite`` redoes everything with the new ones)."""
+    on later runs refuse different ones. ``--overwrite`` redoes everything with the new
+    ones, and is recorded as in progress (``"overwrite"``: its generation) until every
+    record of the folder is redone: a rerun, with or without ``--overwrite``, finishes it.
+    Returns (the settings' key, the overwrite generation in progress or None)."""
+    import uuid
+
     from dfdc_fast.files import write_json
 
     path = os.path.join(cfg.out, "settings.json")
     mine = json.loads(json.dumps(cfg.output_settings()))
-    if os.path.exists(path) and not cfg.overwrite:
+    key = settings_key(mine)
+    theirs = None
+    if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
         theirs.setdefault("recipe", "medics")
-        mine.setdefault("recipe", "medics")
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-        if diff:
-            what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
-            raise SettingsMismatch(f"{cfg.out} was extracted with other settings ({what}). Rerun with --overwrite to "
-                                   "redo every video with the new settings, or choose another output folder (-o).")
-        return
-    write_json(path, mine)
+    compare = {**mine, "recipe": mine.get("recipe", "medics")}
+    same = theirs is not None and all(theirs.get(k) == v for k, v in compare.items())
+    generation = theirs.get("overwrite") if same else None
+    if theirs is not None and not same and not cfg.overwrite:
+        what = ", ".join(f"{k}: {theirs.get(k)!r} there, {v!r} now" for k, v in sorted(compare.items())
+                         if theirs.get(k) != v)
+        pending = " (an --overwrite with those settings is in progress: rerun it to finish)" \
+            if theirs.get("overwrite") else ""
+        raise SettingsMismatch(f"{cfg.out} was extracted with other settings ({what}){pending}. Rerun with --overwrite "
+                               "to redo every video with the new settings, or choose another output folder (-o).")
+    if cfg.overwrite and generation is None:  # a new overwrite (one in progress with these settings resumes)
+        generation = uuid.uuid4().hex[:12]
+    if theirs is None or generation != (theirs.get("overwrite") if same else None) or not same:
+        write_json(path, {**mine, **({"overwrite": generation} if generation else {})})
+    return key, generation
+
+
+def finish_overwrite(cfg: ExtractConfig) -> None:
+    """Mark the folder's overwrite done (every record has the new settings)."""
+    from dfdc_fast.files import write_json
+
+    write_json(os.path.join(cfg.out, "settings.json"), json.loads(json.dumps(cfg.output_settings())))
 
 
 def parse_shard(shard: Optional[str]) -> tuple[int, int]:
@@ -184,4 +216,5 @@ def resolve_device(name: str) -> torch.device:
 
 
 __all__ = ["DEMO_DIR", "REUSE", "RECIPES", "RECIPE_DEFAULTS", "OUTPUT_SETTINGS", "ExtractConfig", "SettingsMismatch", "check_settings",
+           "settings_key", "finish_overwrite",
            "parse_shard", "resolve_device", "asdict"]

@@ -9,28 +9,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import fields
 from typing import Optional
 
 from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import from_paths
 from dfdc_fast.data.folds import check_folds
-from dfdc_fast.data.identity import assign_ids
-from dfdc_fast.extract.groups import ordered_shard
-from dfdc_fast.extract.report import (crop_rows, index_rows, pair_rows, read_records, write_crops_index, write_index,
-                                      write_pairs_index)
+from dfdc_fast.extract.config import ExtractConfig, settings_key
+from dfdc_fast.extract.report import crop_rows, index_folder, pair_rows, write_crops_index, write_index, write_pairs_index
 from dfdc_fast.files import is_storage_error, write_json
 
 log = logging.getLogger("dfdc_fast.extract")
 
 
-def rebuild_index(cfg, datasets: list, ids: dict, entries: list, suffix: str = "") -> dict:
+def rebuild_index(cfg, datasets: list, settings_key: str, only: Optional[list] = None, suffix: str = "") -> dict:
     """Write ``index{suffix}.csv`` (and ``crops``/``pairs`` for the selim/ntech recipes, and
-    the contact sheet) from the JSON records of ``entries`` and the datasets' missing and
-    refused names; returns the summary's counts."""
-    rows, records = [], []
-    for rec, rel in read_records(cfg.out, [ids[(ds.root, e.key)] for ds, e in entries]):
-        records.append(rec)
-        rows += index_rows(rec, rel)
+    the contact sheet) from the folder's records made with ``settings_key`` (only those of
+    the video ids ``only``, for one shard) and the datasets' missing and refused names;
+    returns the summary's counts."""
+    records, rows, stale = index_folder(cfg.out, settings_key, only)
+    if stale:
+        log.warning("%d records were made with other settings (an --overwrite not finished): they are left out "
+                    "of the index; rerun to finish it", stale)
     for ds in datasets:
         rows += [{"video": m.name, "part": m.part, "label": m.label, "original": m.original,
                   "status": "missing", "error": "listed in metadata.json but not on disk"} for m in ds.missing]
@@ -62,7 +62,7 @@ def rebuild_index(cfg, datasets: list, ids: dict, entries: list, suffix: str = "
             statuses["missing"] = statuses.get("missing", 0) + len(ds.missing)
         if ds.rejected:
             statuses["error"] = statuses.get("error", 0) + len(ds.rejected)
-    clips = [c for r in records for c in r.get("clips", [])]
+    clips = [c for r in records if r["status"] == "ok" for c in r.get("clips", [])]
     sheet = os.path.join(cfg.out, f"contact_sheet{suffix}.png")
     if cfg.contact_sheet:
         try:  # drawn from the files on disk, so a resumed run gets a complete sheet too
@@ -77,10 +77,11 @@ def rebuild_index(cfg, datasets: list, ids: dict, entries: list, suffix: str = "
         # every video with a status: the listed ones, plus missing and refused names
         "videos": sum(statuses.values()), "status_counts": statuses,
         "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
-        "crops": sum(len(r.get("crops", [])) for r in records),
+        "crops": sum(len(r.get("crops", [])) for r in records if r["status"] == "ok"),
         "faces_per_video": round(sum(_people(r["tracks"]) for r in with_tracks) / len(with_tracks), 3)
         if with_tracks else None,
         "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
+        **({"stale_records": stale} if stale else {}),
         **({"recipe": cfg.recipe, **extra} if cfg.recipe != "medics" else {}),
     }
 
@@ -89,9 +90,7 @@ def merge_shards(cfg, shard_n: Optional[int] = None) -> dict:
     """The ``--shard`` runs' records as one ``index.csv``/``crops.csv``/``pairs.csv`` and
     ``summary.json`` (with each shard's summary under ``shards``); run by ``--merge``, and
     by the last of N shards to finish."""
-    datasets = from_paths(cfg.inputs)
-    ids = assign_ids(datasets)
-    entries = ordered_shard(datasets, 0, 1)
+    datasets = from_paths(cfg.inputs, exclude=[cfg.out])
     shards = []
     n = shard_n if shard_n is not None else len(_shard_summaries(cfg.out))
     for i in range(n):
@@ -100,12 +99,27 @@ def merge_shards(cfg, shard_n: Optional[int] = None) -> dict:
                 shards.append(json.load(f))
         except (OSError, ValueError):
             shards.append(None)
-    summary = {**rebuild_index(cfg, datasets, ids, entries), "shard": "merged",
+    summary = {**rebuild_index(cfg, datasets, folder_settings_key(cfg.out)), "shard": "merged",
                "shards": [{k: s.get(k) for k in ("shard", "processed", "skipped_done", "elapsed_s", "status_counts")}
                           if s else None for s in shards],
                "processed": sum(s.get("processed") or 0 for s in shards if s)}
     write_json(os.path.join(cfg.out, "summary.json"), summary)
     return summary
+
+
+def folder_settings_key(out: str) -> str:
+    """The settings key of the records a folder's index lists (those of its settings.json)."""
+    with open(os.path.join(out, "settings.json")) as f:
+        return settings_key({k: v for k, v in json.load(f).items() if k != "overwrite"})
+
+
+def rebuild_folder_index(out: str) -> dict:
+    """Write ``out/index.csv`` (and crops.csv/pairs.csv for their recipes) from every record of
+    the folder; returns the counts by status."""
+    with open(os.path.join(out, "settings.json")) as f:
+        settings = {k: v for k, v in json.load(f).items() if k in {f.name for f in fields(ExtractConfig)}}
+    cfg = ExtractConfig(**{**settings, "inputs": [], "out": out, "contact_sheet": 0})
+    return rebuild_index(cfg, [], folder_settings_key(out))["status_counts"]
 
 
 def shards_finished(out: str, shard_n: int) -> bool:

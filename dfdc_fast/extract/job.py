@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Iterator, Optional
 
 import torch
@@ -16,23 +16,17 @@ from dfdc_fast.data.identity import VideoId, assign_ids
 from dfdc_fast.data.folds import fold_of
 from dfdc_fast.engine import ClipSpec, CropSpec, Engine, FacesRequest, VideoFaces, VideoTask, default_workers, track_json
 from dfdc_fast.engine.request import DiffSpec, PairSpec
-from dfdc_fast.extract.config import ExtractConfig, check_settings, parse_shard, resolve_device
+from dfdc_fast.extract.config import ExtractConfig, check_settings, finish_overwrite, parse_shard, resolve_device
 from dfdc_fast.extract.groups import ordered_shard, video_groups  # noqa: F401 - video_groups: for executors
 from dfdc_fast.extract.index import merge_shards, rebuild_index, shards_finished
-from dfdc_fast.extract.writers import Writers, default_encoders
+from dfdc_fast.extract.report import record_files
+from dfdc_fast.extract.resume import ATTEMPTS, Resume, mark_started, read_record, started_attempts
+from dfdc_fast.extract.writers import Writers, default_encoders, started_path
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
 from dfdc_fast.io import resolve_decoder
 from dfdc_fast.track import TrackConfig
 
 log = logging.getLogger("dfdc_fast.extract")
-
-
-def is_done(path: str) -> bool:
-    try:
-        with open(path) as f:
-            return json.load(f).get("status") != "error"  # errors are retried
-    except (OSError, ValueError):
-        return False
 
 
 def base_record(entry: VideoEntry, vid: VideoId) -> dict:
@@ -133,7 +127,10 @@ class Extractor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.decoder = resolve_decoder(cfg.decoder, self.device)
-        self.request = recipe_request(cfg)
+        self.request = replace(recipe_request(cfg), max_frame_pixels=cfg.max_frame_pixels, max_frames=cfg.max_frames)
+        self.resume = Resume("")
+        self.stale_files: dict = {}
+        self._running: Optional[str] = None  # in-process mode: the video being made (its marker)
         self.ids: dict = {}
 
     @property
@@ -265,32 +262,75 @@ class Extractor:
     def run(self) -> dict:
         cfg = self.cfg
         shard_i, shard_n = parse_shard(cfg.shard)
-        os.makedirs(cfg.out, exist_ok=True)
+        for p in cfg.inputs:  # before the folder is made: a refused run leaves none
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"input {p} does not exist")
         if cfg.merge:
-            with FolderLock(cfg.out, "extract-merge"):
+            with FolderLock(cfg.out, "extract"):
                 return merge_shards(cfg, shard_n if cfg.shard else None)
-        with FolderLock(cfg.out, f"extract-{shard_i}"):
+        datasets = from_paths(cfg.inputs, exclude=[cfg.out])
+        with FolderLock(cfg.out, "extract", shard=shard_i):
             os.environ[TAG_ENV] = f"s{shard_i}"  # this shard's temporaries, in every process it starts
             stale = remove_temporaries(cfg.out, f"s{shard_i}")
             if stale:
                 log.info("removed %d temporary files left by an interrupted run", stale)
-            check_settings(cfg)
-            return self._run(shard_i, shard_n)
+            self.resume = Resume(*check_settings(cfg), overwrite=cfg.overwrite)
+            return self._run(datasets, shard_i, shard_n)
 
-    def _run(self, shard_i: int, shard_n: int) -> dict:
+    def _todo(self, entries: list) -> tuple[list, set]:
+        """(the videos to do, as (position, dataset, entry); the paths of those done), saying
+        in one line each why a video with a record is redone."""
+        done, todo, legacy = set(), [], 0
+        self.stale_files = {}
+        for i, (ds, e) in enumerate(entries):
+            path = self.json_path(ds, e)
+            record = read_record(path)
+            why = self.resume.redo_reason(record, e)
+            attempts = started_attempts(path)
+            if why is None:
+                done.add(e.path)
+                continue
+            if attempts >= ATTEMPTS and why in ("new", "error"):
+                log.error("%s: the job died %d times while on this video (out of memory?); status error", e.path,
+                          attempts)
+                write_json(path, {**base_record(e, self.ids[(ds.root, e.key)]), **self.resume.stamp(e),
+                                  "status": "error", "final": True,
+                                  "error": f"the job died {attempts} times while processing this video (out of memory, "
+                                           "or a crash in a decoder?); --overwrite retries it"})
+                os.remove(started_path(path))
+                done.add(e.path)
+                continue
+            if why == "legacy":
+                legacy += 1
+            elif why not in ("new", "error", "settings"):
+                log.warning("%s changed since it was extracted (%s): redoing it", e.path, why)
+            if record is not None:
+                self.stale_files[path] = record_files(self.cfg.out, record)
+            todo.append((i, ds, e))
+        if legacy:
+            log.warning("%d records predate source identity (an older dfdc_fast): redoing them", legacy)
+        return todo, done
+
+    def _mark(self, tasks: Iterator[Optional[VideoTask]], schedule: "Schedule") -> Iterator[Optional[VideoTask]]:
+        """In-process mode: a marker per video while it runs, so a video that takes the job
+        down is known on the next start."""
+        for task in tasks:
+            if task is not None:
+                _, ds, e = schedule.by_key[task.key]
+                path = self.json_path(ds, e)
+                mark_started(path, started_attempts(path) + 1)
+                self._running = path
+            yield task
+
+    def _run(self, datasets: list, shard_i: int, shard_n: int) -> dict:
         cfg = self.cfg
-        for p in cfg.inputs:
-            if not os.path.exists(p):
-                raise FileNotFoundError(f"input {p} does not exist")
-        datasets = from_paths(cfg.inputs)
         self.ids = assign_ids(datasets)
         entries = ordered_shard(datasets, shard_i, shard_n)
         if cfg.limit is not None:
             entries = entries[:cfg.limit]
         write_json(os.path.join(cfg.out, f"config-{shard_i}.json"),
                    {**asdict(cfg), "decoder_resolved": self.decoder, "device_resolved": str(self.device)})
-        done = {e.path for ds, e in entries if not cfg.overwrite and is_done(self.json_path(ds, e))}
-        todo = [(i, ds, e) for i, (ds, e) in enumerate(entries) if e.path not in done]
+        todo, done = self._todo(entries)
 
         t0 = time.perf_counter()
         bar = _progress(len(todo), cfg.progress)
@@ -326,10 +366,14 @@ class Extractor:
                 try:
                     self.process(entries, todo, engine, writers, account)
                 except BaseException as exc:
+                    # the videos under way get no JSON (the next run redoes them) and, as the job
+                    # stopped cleanly, no mark of having taken it down
+                    for path in [self._running] + [p[1] for p in writers.pending]:
+                        _remove(started_path(path) if path else None)
                     if not is_storage_error(exc):
                         raise
                     stopped = exc
-                    writers.pending.clear()  # those videos get no JSON: the next run redoes them
+                    writers.pending.clear()
                 self.decoder = engine.decoder_resolved or self.decoder
                 replaced = engine.replaced
         finally:
@@ -340,6 +384,8 @@ class Extractor:
                       stopped)
         try:
             summary = self._report(datasets, entries, shard_i, shard_n, len(todo), len(done), elapsed)
+            if self.resume.generation is not None and not summary.get("stale_records") and stopped is None:
+                finish_overwrite(cfg)
         except BaseException as exc:
             if stopped is not None and is_storage_error(exc):
                 raise StorageError(getattr(stopped, "errno", None), f"{stopped}; the index could not be written "
@@ -364,16 +410,17 @@ class Extractor:
     def process(self, entries: list, todo: list, engine: Engine, writers: Writers, on_record) -> None:
         """Run ``todo`` (``(position, dataset, entry)`` of ``entries``) through an open engine
         and writers; ``on_record(record)`` after each video's JSON is written. Fakes whose
-        REAL video finished earlier take its boxes (and crops, pair windows) from its JSON."""
+        REAL video is done take its boxes (and crops, pair windows) from its JSON."""
         windows: dict = {}
-        redo = {id(e) for _, _, e in todo}  # their old JSON (--overwrite) must not lend its boxes
+        redo = {id(e) for _, _, e in todo}
         originals = self._load_originals([(ds, e) for ds, e in entries if id(e) not in redo], windows)
         recipe_waits = self.cfg.recipe == "ntech"  # pairs: a fake needs its original's windows
         schedule = Schedule(todo, originals, self.cfg.reuse_original != "none" or recipe_waits,
                             fakes_of=self._fakes_of(entries) if self.cfg.recipe != "medics" else None,
                             load_crops=self._load_crops({Schedule.key(ds, e): (ds, e) for ds, e in entries})
                             if self.request.diffs is not None else None, windows=windows)
-        for res in engine.run(schedule.tasks()):
+        tasks = schedule.tasks() if engine.workers else self._mark(schedule.tasks(), schedule)
+        for res in engine.run(tasks):
             self._take(res, schedule, writers)
             for rec in writers.finished(block=False):
                 on_record(rec)
@@ -397,13 +444,16 @@ class Extractor:
             clips, crops = [], []
             if entry.label == "REAL":
                 schedule.original_done(ds, entry, None)
-        writers.submit(record, self.json_path(ds, entry), clips, crops)
+        record.update(self.resume.stamp(entry))
+        path = self.json_path(ds, entry)
+        writers.submit(record, path, clips, crops, stale=self.stale_files.pop(path, ()))
 
     def _report(self, datasets, entries, shard_i, shard_n, processed, skipped, elapsed) -> dict:
         suffix = f"-{shard_i}" if shard_n > 1 else ""
-        return {**rebuild_index(self.cfg, datasets, self.ids, entries, suffix), "shard": f"{shard_i}/{shard_n}",
-                "device": str(self.device), "decoder": self.decoder, "processed": processed, "skipped_done": skipped,
-                "elapsed_s": round(elapsed, 3),
+        only = [self.ids[(ds.root, e.key)] for ds, e in entries] if shard_n > 1 else None
+        return {**rebuild_index(self.cfg, datasets, self.resume.settings_key, only, suffix),
+                "shard": f"{shard_i}/{shard_n}", "device": str(self.device), "decoder": self.decoder,
+                "processed": processed, "skipped_done": skipped, "elapsed_s": round(elapsed, 3),
                 "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None}
 
 
@@ -448,6 +498,14 @@ def load_crop_images(out: str, crops: list) -> Optional[tuple]:
     for k, im in enumerate(images):
         canvas[k, :im.shape[0], :im.shape[1]] = im
     return torch.from_numpy(canvas), [(c["track"], c["frame"], im.shape[0], im.shape[1]) for c, im in zip(crops, images)]
+
+
+def _remove(path: Optional[str]) -> None:
+    try:
+        if path:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def run_extraction(cfg: ExtractConfig) -> dict:

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+from typing import Optional
 
 from dfdc_fast.files import write_text
 
@@ -101,3 +102,55 @@ def read_records(out: str, ids: list) -> list[tuple[dict, str]]:
         except FileNotFoundError:
             continue
     return found
+
+
+def folder_records(out: str) -> list[tuple[dict, str]]:
+    """(record, path relative to out) of every video record in ``out/videos``, in path order:
+    the folder's whole truth, whichever runs (``--limit``, shards, other inputs) made them."""
+    found = []
+    root = os.path.join(out, "videos")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path) as f:
+                    rec = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(rec, dict) and "status" in rec:
+                found.append((rec, os.path.relpath(path, out)))
+    return found
+
+
+def record_files(out: str, rec: dict) -> list[str]:
+    """The files a record lists (clips, crops, diffs, pairs), as paths under ``out``."""
+    paths = [c.get("path") for c in rec.get("clips") or []] + [p.get("path") for p in rec.get("pairs") or []]
+    for c in rec.get("crops") or []:
+        paths += [c.get("path"), c.get("diff")]
+    return [os.path.join(out, p) for p in paths if isinstance(p, str)]
+
+
+def index_folder(out: str, settings_key: str, only: Optional[list] = None) -> tuple[list, list, int]:
+    """(records, index rows, how many records were left out) of the folder's records made with
+    ``settings_key`` (of ``only``'s video ids, when given: one shard's). Records of other
+    settings (an unfinished ``--overwrite``) are left out, never mixed in."""
+    found = folder_records(out) if only is None else read_records(out, only)
+    records, rows, stale = [], [], 0
+    for rec, rel in found:
+        if rec.get("settings") != settings_key:
+            stale += 1
+            continue
+        records.append(rec)
+        rows += index_rows(rec, rel)
+    return records, rows, stale
+
+
+def rebuild_index(out: str) -> dict:
+    """Write ``out/index.csv`` from every record in the folder (what a driver of shards calls
+    once they are done); returns the counts by status. See :mod:`dfdc_fast.extract.index`."""
+    from dfdc_fast.extract.index import rebuild_folder_index  # it builds on this module
+
+    return rebuild_folder_index(out)

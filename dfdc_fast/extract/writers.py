@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from typing import Iterable, Iterator, Optional
 
 import torch
 
 from dfdc_fast.crops import write_mp4
 from dfdc_fast.files import is_storage_error, verify_image, write_bytes, write_json
+from dfdc_fast.runtime import child_of_job
 
 
 def encode_clip(path: str, frames: torch.Tensor, fps: float, crf: int, keyint: int) -> float:
@@ -50,7 +52,8 @@ def write_files(files: list) -> float:
     return time.perf_counter() - t0
 
 
-def _encoder_init() -> None:
+def _encoder_init(parent_pid: int) -> None:
+    child_of_job(parent_pid)  # dies with the job, leaves Ctrl-C to it
     torch.set_num_threads(1)
 
 
@@ -65,14 +68,22 @@ def default_encoders(device: str, workers) -> int:
 
 
 class Writers:
+    """Files of each video, then its JSON, written as soon as they are done (from the pool's
+    callbacks, so a video's record is on disk even while this process is busy with the
+    next video, and a job killed then loses none that finished)."""
+
     def __init__(self, encoders: int, crf: int, keyint: int, max_pending: int):
         self.crf, self.keyint, self.max_pending = crf, keyint, max_pending
         self.pool = None
         if encoders > 0:
             import torch.multiprocessing as tmp
 
-            self.pool = ProcessPoolExecutor(encoders, mp_context=tmp.get_context("spawn"), initializer=_encoder_init)
-        self.pending: collections.deque = collections.deque()  # (record, json path, futures)
+            self.pool = ProcessPoolExecutor(encoders, mp_context=tmp.get_context("spawn"), initializer=_encoder_init,
+                                            initargs=(os.getpid(),))
+        self.pending: collections.deque = collections.deque()  # (record, json path, futures, files, stale)
+        self._written: collections.deque = collections.deque()  # records written, not yet handed out
+        self._lock = threading.RLock()
+        self._error: Optional[BaseException] = None
 
     def __enter__(self):
         return self
@@ -81,34 +92,76 @@ class Writers:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
-    def submit(self, record: dict, json_path: str, clips: list, crops: list) -> None:
-        jobs = [(encode_clip, (p, f, fps, self.crf, self.keyint)) for p, f, fps in clips] + [(write_files, (crops,))]
+    def submit(self, record: dict, json_path: str, clips: list, crops: list, stale: Iterable[str] = ()) -> None:
+        """Write ``clips`` and ``crops``, then the record; ``stale`` are files of an earlier
+        record of the video that the new one no longer has (removed once it is written)."""
+        jobs = [(encode_clip, (p, f, fps, self.crf, self.keyint)) for p, f, fps in clips]
+        jobs += [(write_files, (crops,))] if crops else []  # a video without files is written at once
+        files = [p for p, _, _ in clips] + [p for p, _ in crops]
         if self.pool is None:
             futures = [_run_now(fn, *args) for fn, args in jobs]
         else:
             futures = [self.pool.submit(fn, *args) for fn, args in jobs]
-        self.pending.append((record, json_path, futures))
+        with self._lock:
+            self.pending.append((record, json_path, futures, files, set(stale) - set(files)))
+        for f in futures:
+            f.add_done_callback(self._drain)
+        self._drain()
+
+    def _drain(self, _=None) -> None:
+        with self._lock:
+            while self.pending and self._error is None and all(f.done() for f in self.pending[0][2]):
+                try:
+                    self._write(*self.pending[0])
+                except BaseException as exc:  # noqa: BLE001 - raised in the job's thread by finished()
+                    self._error = exc
+                    return
+                self._written.append(self.pending.popleft()[0])
+
+    def _write(self, record: dict, json_path: str, futures: list, files: list, stale: set) -> None:
+        errors, busy = [], 0.0
+        for f in futures:
+            try:
+                busy += f.result()
+            except Exception as exc:  # noqa: BLE001 - a failed write is this video's error...
+                if is_storage_error(exc):
+                    raise  # ...unless the disk is at fault: then the run must stop
+                errors.append(f"{type(exc).__name__}: {exc}")
+        record.setdefault("timings_s", {})["encode"] = round(busy, 4)
+        if errors:  # a failed video keeps no files: none is counted or indexed as a clip
+            record.update(status="error", error=f"writing outputs: {errors[0]}", clips=[], crops=[])
+            stale = stale | set(files)
+        write_json(json_path, record)
+        for path in stale:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+        try:
+            os.remove(started_path(json_path))
+        except FileNotFoundError:
+            pass
 
     def finished(self, block: bool) -> Iterator[dict]:
-        """Write the JSON of videos whose files are done, oldest first; yields their records."""
-        while self.pending:
-            record, json_path, futures = self.pending[0]
-            if not block and len(self.pending) <= self.max_pending and not all(f.done() for f in futures):
+        """Records of the videos written since the last call, oldest first; waits for all
+        (``block``) or until at most ``max_pending`` videos wait for their files."""
+        while True:
+            self._drain()
+            with self._lock:
+                if self._error is not None:
+                    raise self._error
+                written = list(self._written)
+                self._written.clear()
+                head = self.pending[0][2] if self.pending and (block or len(self.pending) > self.max_pending) else None
+            yield from written
+            if head is None:
                 return
-            errors, busy = [], 0.0
-            for f in futures:
-                try:
-                    busy += f.result()
-                except Exception as exc:  # noqa: BLE001 - a failed write is this video's error...
-                    if is_storage_error(exc):
-                        raise  # ...unless the disk is at fault: then the run must stop
-                    errors.append(f"{type(exc).__name__}: {exc}")
-            record.setdefault("timings_s", {})["encode"] = round(busy, 4)
-            if errors:
-                record.update(status="error", error=f"writing outputs: {errors[0]}")
-            write_json(json_path, record)
-            self.pending.popleft()
-            yield record
+            wait(head)
+
+
+def started_path(json_path: str) -> str:
+    """The marker a video's run leaves until its record is written (see the job's resume)."""
+    return json_path[:-len(".json")] + ".started"
 
 
 def _run_now(fn, *args) -> Future:

@@ -13,7 +13,9 @@ frames, then fewer models) rather than miss rows; every video always gets a row.
 
 Exit codes: 0 every video scored (no-face videos included, at 0.5); 1 some videos could not
 be read (their rows are 0.5 and their status is in videos/*.json); 2 refused (bad arguments
-or checkpoints, the folder in use); 130 interrupted.
+or checkpoints, the folder in use or made by another job); 3 stopped (disk full or read-only); 130
+interrupted, 143 terminated. A run that could read no video never replaces an earlier
+submission.csv (rc 1).
 """
 from __future__ import annotations
 
@@ -139,6 +141,9 @@ def _main(args: argparse.Namespace) -> int:
         summary = run_inference(config)
     print(json.dumps({k: summary[k] for k in ("videos", "statuses", "fallback_0.5", "seconds", "videos_per_s",
                                               "submission")}, indent=1))
+    if summary.get("submission_kept"):
+        print(f"infer: no video could be read; the earlier {summary['submission']} is kept", file=sys.stderr)
+        return EXIT_FAILED
     failed = sum(n for s, n in summary["statuses"].items() if s in FAILED)
     if failed:
         print(f"infer: {failed} of {summary['videos']} videos could not be read (0.5 in the submission); "

@@ -15,6 +15,7 @@ so even a killed run leaves a complete file.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,14 +91,14 @@ class VideoResult:
     output_id: str = ""                            # file name of its JSON in videos/ (unique in the run)
 
 
-def list_videos(inputs: list[str]) -> tuple[list[VideoResult], list[tuple[str, str]]]:
+def list_videos(inputs: list[str], exclude: tuple = ()) -> tuple[list[VideoResult], list[tuple[str, str]]]:
     """(every video of the inputs, plus those a metadata.json lists but that are missing
     (scored 0.5 with their status); the names refused as unsafe, with why). Refused names
     get no row: they are not videos of the test set."""
     from dfdc_fast.data import from_paths
     from dfdc_fast.data.identity import assign_ids
 
-    datasets = from_paths(inputs)
+    datasets = from_paths(inputs, exclude=exclude)  # never an output folder (this run's or another job's)
     ids = assign_ids(datasets)
     results, refused, seen = [], [], {}
     for ds in datasets:
@@ -223,7 +224,7 @@ def run_inference(config: InferConfig) -> dict:
     budget_start = time.perf_counter()
     deadline = None if config.time_budget is None else budget_start + config.time_budget
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results, refused = list_videos(config.inputs)
+    results, refused = list_videos(config.inputs, exclude=[config.out])
     if config.limit is not None:
         results = results[:config.limit]
     for name, reason in refused:
@@ -235,12 +236,8 @@ def run_inference(config: InferConfig) -> dict:
 
         scorer = RecipeScorer(config, device)
         scorer.request()  # refuses members the recipe cannot score, before any output
-    os.makedirs(config.out, exist_ok=True)
-    lock = FolderLock(config.out, "infer").acquire()
-    try:
+    with FolderLock(config.out, "infer"):  # refuses a folder another job made or holds
         return _score_all(config, device, results, refused, scorer, budget_start, deadline)
-    finally:
-        lock.release()
 
 
 def _score_all(config: InferConfig, device: torch.device, results: list, refused: list, scorer: FaceScorer,
@@ -356,8 +353,15 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                     r.status, r.error = "no_face", g.error
                 else:
                     r.scores = by_key[g.key]
-                    r.label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
-                    r.status = "ok"
+                    try:  # one video's bad score (NaN) is that video's error, never the run's
+                        label = float(aggregate(config.aggregator, {k: torch.tensor(v) for k, v in r.scores.items()}))
+                        why = None if math.isfinite(label) else f"the models scored it {label}"
+                    except ValueError as exc:
+                        why = str(exc)
+                    if why is None:
+                        r.label, r.status = label, "ok"
+                    else:
+                        r.status, r.error = "error", f"{why}; scored 0.5"
                 write_video(r)
             stage_s["wait_for_faces_s"] += t1 - t0
             stage_s["models_s"] += t2 - t1
@@ -376,13 +380,19 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     for r in results:
         if r.status in ("time_budget", "missing"):
             write_video(r)
-    write_rows(submission)  # complete: now it may replace an earlier one
+    read = sum(r.status in ("ok", "no_face") for r in results)
+    kept = not read and progress_file != submission  # scored nothing: an earlier submission is worth more
+    if kept:
+        log.error("no video could be read: the earlier %s and videos/ are kept (this run's records are in %s)",
+                  submission, videos_dir)
+    else:
+        write_rows(submission)  # complete: now it may replace an earlier one
+        final_videos = os.path.join(config.out, "videos")
+        shutil.rmtree(final_videos, ignore_errors=True)
+        if os.path.isdir(videos_dir):
+            os.replace(videos_dir, final_videos)
     if progress_file != submission and os.path.exists(progress_file):
         os.remove(progress_file)
-    final_videos = os.path.join(config.out, "videos")
-    shutil.rmtree(final_videos, ignore_errors=True)
-    if os.path.isdir(videos_dir):
-        os.replace(videos_dir, final_videos)
     counts: dict = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -399,7 +409,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                "workers": workers, "stage_seconds": {k: round(v, 3) for k, v in stage_s.items()},
                "worker_peak_gpu_mb": max(peaks) if peaks else None,
                "members": [m.name for m in scorer.ensemble.members], "aggregator": config.aggregator,
-               "submission": submission, "config": asdict(config)}
+               "submission": submission, "submission_kept": kept, "config": asdict(config)}
     write_json(os.path.join(config.out, "summary.json"), summary)
     _draw_report(os.path.join(config.out, "report.png"), summary, [asdict(r) for r in results])
     return summary

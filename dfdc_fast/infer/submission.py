@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 
+from dfdc_fast.files import atomic_write
 from dfdc_fast.metrics import balanced_log_loss, dfdc_log_loss  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -62,23 +62,14 @@ def write_submission(path: str, scores: Mapping[str, float], expected: list[str]
     else:
         order = sorted(checked)
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # Same folder as the target so os.replace is a rename on one filesystem (atomic).
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(HEADER)
             writer.writerows((name, _format(checked[name])) for name in order)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users/graders
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    # a temporary beside the target, checked, fsync'ed and renamed; a full disk is a StorageError
+    atomic_write(os.path.abspath(path), write)
     return path
 
 

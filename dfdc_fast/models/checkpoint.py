@@ -149,6 +149,26 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
         raise
 
 
+def remove_checkpoint_temporaries(folder: str) -> int:
+    """Remove the temporaries a killed :func:`save_checkpoint` left in ``folder`` (call it
+    while holding the folder: a save in progress writes one); returns how many."""
+    import re
+
+    n = 0
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if re.fullmatch(r"\..+\.[A-Za-z0-9_]{6,}\.tmp", name):
+            try:
+                os.remove(os.path.join(folder, name))
+                n += 1
+            except FileNotFoundError:
+                pass
+    return n
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
     path = os.fspath(path)

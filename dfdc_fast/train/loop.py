@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dfdc_fast.files import FolderLock, make_dirs
+from dfdc_fast.models.checkpoint import remove_checkpoint_temporaries
 from dfdc_fast.runtime import AMP_MODES, amp_dtype  # noqa: F401  (AMP_MODES re-exported)
 from dfdc_fast.train.config import TrainConfig, save_config
 from dfdc_fast.errors import ConfigError, UserError
@@ -298,6 +300,23 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
 
     ``stop_after_epochs`` ends this invocation early (after that many epochs of it); the
     schedule still spans ``config.epochs``, so a later call resumes where this one stopped.
+    The output folder is held (:class:`~dfdc_fast.files.FolderLock`) while it runs.
+    """
+    locks: list = []
+    try:
+        result = _train(config, device, stop_after_epochs, locks)
+    except BaseException:
+        for lock in locks:
+            lock.release(ok=False)
+        raise
+    for lock in locks:
+        lock.release()
+    return result
+
+
+def _train(config: TrainConfig, device: torch.device | str | None, stop_after_epochs: int | None,
+           locks: list) -> TrainResult:
+    """The body of :func:`train` (``locks`` receives the folder lock it takes).
     """
     from dfdc_fast.models import load_checkpoint, model_spec, save_checkpoint
 
@@ -335,7 +354,12 @@ def train(config: TrainConfig, device: torch.device | str | None = None, stop_af
             log.warning("validation: %s", problem)
         elif not val_samples:
             log.info("no validation set (val_fraction 0, no val_parts, no val_fold): the val_* metrics stay empty")
-    os.makedirs(os.path.join(config.out, "checkpoints"), exist_ok=True)
+    if main:  # one owner per folder: no other job, nor a second training, writes here
+        locks.append(FolderLock(config.out, "train").acquire())
+        removed = remove_checkpoint_temporaries(os.path.join(config.out, "checkpoints"))
+        if removed:
+            log.info("removed %d partial checkpoint files a killed save left", removed)
+    make_dirs(os.path.join(config.out, "checkpoints"))
     if main:
         save_config(config, os.path.join(config.out, "config.yaml"))
 
