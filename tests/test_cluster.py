@@ -16,7 +16,7 @@ import time
 import pytest
 
 from dfdc_fast import extract
-from dfdc_fast.cluster.extract import FAULT_ENV
+from dfdc_fast.extract.on_ray import FAULT_ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = extract.DEMO_DIR
@@ -214,7 +214,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.slow
 def test_infer_on_the_cluster_gives_the_in_process_submission(ray_cluster, checkpoints, tmp_path):
-    from dfdc_fast.cluster.infer import run_inference_on_ray
+    from dfdc_fast.infer.on_ray import run_inference_on_ray
     from dfdc_fast.infer import InferConfig, read_submission, run_inference, validate_submission
 
     def config(out, **kw):

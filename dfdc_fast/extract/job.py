@@ -516,7 +516,7 @@ def run_extraction(cfg: ExtractConfig) -> dict:
     :class:`~dfdc_fast.files.StorageError` when the disk filled up (what was done is kept).
     """
     if cfg.executor == "ray" and not cfg.merge:
-        from dfdc_fast.cluster.extract import run_on_ray  # optional backend: the dfdc_fast[ray] extra
+        from dfdc_fast.extract.on_ray import run_on_ray  # optional backend: the dfdc_fast[ray] extra
 
         return run_on_ray(cfg)
     return Extractor(cfg).run()

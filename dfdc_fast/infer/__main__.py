@@ -134,7 +134,7 @@ def _main(args: argparse.Namespace) -> int:
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p} does not exist")
     if args.executor == "ray":
-        from dfdc_fast.cluster.infer import run_inference_on_ray  # optional backend: the dfdc_fast[ray] extra
+        from dfdc_fast.infer.on_ray import run_inference_on_ray  # optional backend: the dfdc_fast[ray] extra
 
         summary = run_inference_on_ray(config, address=args.ray_address, actors=args.ray_actors)
     else:
