@@ -20,10 +20,12 @@ from dataclasses import asdict
 from typing import Optional
 
 import torch
+from tqdm import tqdm
 
 from dfdc_fast.cluster.connect import connect
 from dfdc_fast.cluster.queue import ActorQueue, Task
 from dfdc_fast.engine import Engine, VideoTask
+from dfdc_fast.errors import ConfigError
 from dfdc_fast.files import FolderLock, write_json
 from dfdc_fast.infer.aggregate import AGGREGATORS, aggregate
 from dfdc_fast.infer.pipeline import FALLBACK, FaceScorer, InferConfig, VideoResult, default_workers, faces_request, list_videos
@@ -140,8 +142,6 @@ def _run(ray, config: InferConfig, results: list, refused: list, deadline, budge
     res = ray.cluster_resources()
     if device.startswith("cuda"):
         if res.get("GPU", 0) < 1:
-            from dfdc_fast.errors import ConfigError
-
             raise ConfigError(f"--device {device} but the Ray cluster has no GPU (use --device cpu)")
         n, resources, threads = n_actors or int(res["GPU"]), {"num_gpus": 1, "num_cpus": 1}, 2
     else:
@@ -157,8 +157,6 @@ def _run(ray, config: InferConfig, results: list, refused: list, deadline, budge
     remote = ray.remote(InferActor).options(max_restarts=-1, max_task_retries=0, **resources)
     t_actors = time.perf_counter()
     actors = [remote.remote(asdict(config), threads) for _ in range(min(n, len(tasks)))]
-    from tqdm import tqdm
-
     bar = tqdm(total=len(todo), desc="videos (ray)", unit="video", disable=not config.progress, dynamic_ncols=True)
     per_node: dict = collections.Counter()
     got: dict = {}
