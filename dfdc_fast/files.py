@@ -213,7 +213,7 @@ class FolderLock:
                 raise FolderBusy(f"{self.folder} was made by {owner}; {self.job} writes only to its own folders "
                                  "(choose another output folder)")
             shared = self.shard is not None
-            self._lock(self.path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, write=not shared)
+            self._lock(self.path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, write=True)
             if shared:
                 self._lock(os.path.join(self.folder, f".lock-{self.job}-{self.shard}"), fcntl.LOCK_EX, write=True)
             if not os.path.isfile(os.path.join(self.folder, OWNER_FILE)):

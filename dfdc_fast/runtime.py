@@ -5,7 +5,9 @@ the jobs own their process. Also the device-capability helpers every job shares.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import torch
 
@@ -206,3 +208,21 @@ def child_of_job(parent_pid: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(parent_pid)
+
+
+@contextlib.contextmanager
+def children_ignore_sigint() -> Iterator[None]:
+    """Start child processes inside this: they inherit an ignored SIGINT from their first
+    instruction (a Ctrl-C during their start-up would otherwise print their traceback);
+    the job's own handler is back as soon as they are started."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -25,7 +25,7 @@ import torch
 
 from dfdc_fast.engine.path import FacePath
 from dfdc_fast.engine.request import FacesRequest, VideoFaces, VideoTask
-from dfdc_fast.runtime import child_of_job
+from dfdc_fast.runtime import child_of_job, children_ignore_sigint
 
 log = logging.getLogger("dfdc_fast.engine")
 
@@ -160,7 +160,8 @@ class Engine:
         self._next_id += 1
         proc = ctx.Process(target=_worker_main, name=f"dfdc-engine-{wid}", daemon=True,
                            args=(child, self.request, str(self.device), self.decoder, self.threads, wid, os.getpid()))
-        proc.start()
+        with children_ignore_sigint():  # Ctrl-C is the job's to handle, from the worker's first instruction
+            proc.start()
         child.close()
         return _Worker(wid, proc, parent)
 

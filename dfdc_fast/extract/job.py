@@ -289,6 +289,8 @@ class Extractor:
             attempts = started_attempts(path)
             if why is None:
                 done.add(e.path)
+                if attempts:
+                    _remove(started_path(path))  # its record was written after all
                 continue
             if attempts >= ATTEMPTS and why in ("new", "error"):
                 log.error("%s: the job died %d times while on this video (out of memory?); status error", e.path,

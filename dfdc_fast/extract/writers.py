@@ -20,7 +20,7 @@ import torch
 
 from dfdc_fast.crops import write_mp4
 from dfdc_fast.files import is_storage_error, verify_image, write_bytes, write_json
-from dfdc_fast.runtime import child_of_job
+from dfdc_fast.runtime import child_of_job, children_ignore_sigint
 
 
 def encode_clip(path: str, frames: torch.Tensor, fps: float, crf: int, keyint: int) -> float:
@@ -101,7 +101,8 @@ class Writers:
         if self.pool is None:
             futures = [_run_now(fn, *args) for fn, args in jobs]
         else:
-            futures = [self.pool.submit(fn, *args) for fn, args in jobs]
+            with children_ignore_sigint():  # the pool starts its processes on demand
+                futures = [self.pool.submit(fn, *args) for fn, args in jobs]
         with self._lock:
             self.pending.append((record, json_path, futures, files, set(stale) - set(files)))
         for f in futures:
