@@ -102,6 +102,8 @@ setup(
         "nvdec": ["pynvvideocodec>=2.0"],
         "dali": ["nvidia-dali-cuda130"],
         "opencv": ["opencv-python-headless"],
+        # --executor ray (extract, infer on a cluster); pinned: the tests and the README's figures are of this one
+        "ray": ["ray==2.60.0"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -34,8 +34,10 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -133,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fakes-per-original", type=int, default=0, metavar="K",
                     help="label the clips as REAL originals with K FAKE copies each, and compare reusing the "
                          "original's tracks with detecting every fake (default: off)")
+    ap.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="ray: in-process, --shard over 2 processes, and Ray with 1 and 2 actors on one local "
+                         "cluster (its start and the actors' start reported apart) instead of stock vs ours")
     add_common_args(ap, ["stock", "ours"])
     args = ap.parse_args(argv)
     tune_host_allocator()  # as the jobs do: huge pages for large CPU tensors
@@ -178,12 +183,42 @@ def main(argv=None) -> int:
         shutil.rmtree(cfg.out, ignore_errors=True)
         return summary
 
+    def run_shards(n):
+        """``--shard i/n`` in n processes at once (the static split), timed as one run."""
+        out = fresh("shard")
+        cmd = [sys.executable, "-m", "dfdc_fast.extract", *paths, "-o", out, "--device", str(device), "--no-progress",
+               "--contact-sheet", "0"]
+        procs = [subprocess.Popen(cmd + ["--shard", f"{i}/{n}"], stdout=subprocess.DEVNULL) for i in range(n)]
+        if any(p.wait() for p in procs):
+            raise RuntimeError("a shard failed")
+        summary = json.load(open(os.path.join(out, "summary.json")))
+        summary["startup_s"] = max(json.load(open(os.path.join(out, f"summary-{i}.json")))["startup_s"] for i in range(n))
+        shutil.rmtree(out, ignore_errors=True)
+        return summary
+
+    def run_ray(actors):
+        cfg = ExtractConfig(inputs=list(paths), out=fresh("ray"), device=str(device), progress=False, contact_sheet=0,
+                            executor="ray", ray_actors=actors)
+        summary = run_extraction(cfg)
+        summary["cluster_start_s"] = ray_start_s
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        return summary
+
     only = {s for s in args.only.split(",") if s}
     implementations = [("stock", run_stock)] + [(f"ours_w{w}", (lambda w=w: run_ours(w))) for w in worker_counts]
     if args.fakes_per_original > 0:
         w = worker_counts[0]
         implementations = [("stock", run_stock), ("ours_reuse_all", lambda: run_ours(w, "all")),
                            ("ours_detect_fakes", lambda: run_ours(w, "2d"))]
+    ray_start_s = None
+    if args.executor == "ray":
+        from dfdc_fast.cluster import connect
+
+        t0 = time.perf_counter()
+        ray, _ = connect(None, num_cpus=os.cpu_count())  # one local cluster for every Ray run, its start apart
+        ray_start_s = round(time.perf_counter() - t0, 3)
+        implementations = [("inprocess", lambda: run_ours(0)), ("shard2", lambda: run_shards(2)),
+                           ("ray_a1", lambda: run_ray(1)), ("ray_a2", lambda: run_ray(2))]
     results, partial = {}, None
     env = environment(device)
     for name, fn in implementations:
@@ -199,6 +234,9 @@ def main(argv=None) -> int:
         last = outcomes[-1]
         row = {"available": True, **t.to_dict(), "videos_per_s": round(n_videos / t.median_s, 4),
                "clips": last.get("clips")}
+        if name.startswith("ray"):
+            row.update(cluster_start_s=ray_start_s, actors=last.get("actors"), actor_deaths=last.get("actor_deaths"),
+                       videos_per_node=last.get("videos_per_node"))
         if name != "stock":
             row.update(workers=last.get("workers"), startup_s=[o.get("startup_s") for o in outcomes],
                        steady_videos_per_s=last.get("steady_videos_per_s"), stage_busy_s=last.get("stage_busy_s"),
@@ -215,6 +253,13 @@ def main(argv=None) -> int:
             "videos_per_s_ratio": round(b["median_s"] / a["median_s"], 3),
             "detect_track_s_ratio": round(a["detect_track_s"] / b["detect_track_s"], 3)
             if a.get("detect_track_s") and b.get("detect_track_s") else None}
+    if "inprocess" in results:
+        for name, row in results.items():
+            row["ratio_vs_inprocess"] = round(results["inprocess"]["median_s"] / row["median_s"], 3)
+            steady, base = row.get("steady_videos_per_s"), results["inprocess"].get("steady_videos_per_s")
+            row["steady_ratio_vs_inprocess"] = round(steady / base, 3) if steady and base else None
+    if ray_start_s is not None:
+        ray.shutdown()
     if "stock" in results:
         for name, row in results.items():
             if name.startswith("ours"):
@@ -227,7 +272,10 @@ def main(argv=None) -> int:
                           {k: v for k, v in vars(ExtractConfig(inputs=[], device=str(device))).items()
                            if k not in ("inputs", "out")}))}
     path = write_result("extract", env, inputs, results, args.out_dir,
-                        extra={"unit": "videos_per_s", "repeats": args.repeats}, path=partial)
+                        extra={"unit": "videos_per_s", "repeats": args.repeats, "executor": args.executor,
+                               **({"note": "a 2-core machine shared with other jobs while it ran: absolute figures "
+                                           "are noise, the ratios less so"} if args.executor == "ray" else {})},
+                        path=partial)
     print(f"wrote {path}")
     return 0
 

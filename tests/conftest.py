@@ -7,6 +7,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.environ.get("DFDC_SAMPLES", os.path.join(ROOT, "..", "shared", "data", "dfdc_samples"))
 UNLABELED = os.path.join(os.path.dirname(SAMPLES), "dfdc_unlabeled")
 DEMO = os.path.join(ROOT, "dfdc_fast", "assets", "demo")
+# Ray reads this when imported: "0" keeps the test clusters on 127.0.0.1 (else Ray binds the host's address)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -102,3 +104,29 @@ def fake_gpu():
     yield fake_cuda
     assert runtime.FETCH_HOOKS == [], "a fetch hook was left installed"
     assert torch.cuda.is_available is available, "torch.cuda stand-ins were left installed"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray cluster for the whole test session, on 127.0.0.1 with token authentication:
+    a head and a worker node of one CPU each (a node can be removed and added back).
+    Ray is the optional extra dfdc_fast[ray]; missing in CI is a failure, not a skip."""
+    try:
+        import ray
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail('Ray not installed in CI (.ci/run installs the extra: pip install -e ".[ray]")')
+        pytest.skip('Ray not installed: pip install "dfdc_fast[ray]"')
+    node = dict(num_cpus=1, object_store_memory=80 * 2**20, include_dashboard=False)
+    cluster = Cluster(initialize_head=True, head_node_args=node)
+    worker = cluster.add_node(**node)
+    cluster.node_args = node
+    cluster.worker = worker
+    ray.init(address=cluster.address, logging_level="WARNING")
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -16,7 +16,7 @@ from typing import Optional
 
 from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
 from dfdc_fast.detect import PRESETS
-from dfdc_fast.extract.config import DEMO_DIR, RECIPE_DEFAULTS, RECIPES, REUSE, ExtractConfig
+from dfdc_fast.extract.config import DEMO_DIR, EXECUTORS, RECIPE_DEFAULTS, RECIPES, REUSE, ExtractConfig
 from dfdc_fast.extract.job import run_extraction
 from dfdc_fast.io import DECODERS
 from dfdc_fast.runtime import tune_host_allocator
@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-frames", type=int, default=d.max_frames,
                    help="refuse (decode_error) videos with more frames to decode (default: %(default)s, an hour at 30 fps)")
     g.add_argument("--shard", default=None, help="process shard i of N, as i/N (default: torchrun rank, else 0/1)")
+    g.add_argument("--merge", action="store_true",
+                   help="only merge the records of finished --shard runs into one index.csv, crops.csv, pairs.csv and "
+                        "summary.json (the last shard to finish does it too)")
+    g.add_argument("--executor", default=d.executor, choices=EXECUTORS,
+                   help="local: this machine (with --shard/torchrun for more); ray: actors on a Ray cluster, one per "
+                        "GPU, with a shared queue (needs the extra: pip install \"dfdc_fast[ray]\") (default: %(default)s)")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join: auto or HOST:PORT (default: the one `ray start` runs on this machine, "
+                        "else a private one on 127.0.0.1)")
+    g.add_argument("--ray-actors", type=int, default=None,
+                   help="Ray actors (default: one per GPU of the cluster; one per node on CPU-only clusters)")
     g.add_argument("--overwrite", action="store_true", help="redo videos that are already done")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     return ap

@@ -16,6 +16,7 @@ REUSE = ("none", "2d", "all")
 #: What each recipe prepares (the settings it gives the fields left None) lives in its
 #: module: dfdc_fast.recipes.<name>.EXTRACT_DEFAULTS.
 RECIPE_DEFAULTS = {name: r.extract_defaults for name, r in RECIPES.items()}
+EXECUTORS = ("local", "ray")
 
 #: Settings that change what the outputs contain. A rerun into a folder made with other
 #: values of these would mix two kinds of outputs, so it is refused (see SettingsMismatch).
@@ -66,6 +67,14 @@ class ExtractConfig:
     max_frames: int = 108_000
     contact_sheet: int = 12
     shard: Optional[str] = None
+    #: Only merge the records of finished ``--shard`` runs into one index.csv/crops.csv/pairs.csv/summary.json.
+    merge: bool = False
+    #: "local": this process and its workers; "ray": actors on a Ray cluster (dfdc_fast.cluster).
+    executor: str = "local"
+    #: Ray cluster to join ("auto", "HOST:PORT"); None: the running one, else a local one on 127.0.0.1.
+    ray_address: Optional[str] = None
+    #: Ray actors; None: one per GPU of the cluster, or one per node on CPU-only clusters.
+    ray_actors: Optional[int] = None
     overwrite: bool = False
     limit: Optional[int] = None  # only the first N videos (after ordering), for a quick try
     progress: bool = True
@@ -97,6 +106,12 @@ class ExtractConfig:
         for name in ("max_pending", "clip_keyint", "max_frame_pixels", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.executor == "ray" and self.shard:
+            raise ValueError("--executor ray schedules the whole dataset itself: drop --shard")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise ValueError(f"ray_actors must be >= 1, got {self.ray_actors}")
         for name in ("workers", "encoders"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

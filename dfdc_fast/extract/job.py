@@ -11,14 +11,14 @@ from typing import Iterator, Optional
 
 import torch
 
-from dfdc_fast.crops.sheet import write_contact_sheet
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
 from dfdc_fast.data.identity import VideoId, assign_ids
-from dfdc_fast.data.folds import check_folds, fold_of
+from dfdc_fast.data.folds import fold_of
 from dfdc_fast.engine import Engine, VideoFaces, VideoTask, default_workers, track_json
 from dfdc_fast.extract.config import ExtractConfig, check_settings, finish_overwrite, parse_shard, resolve_device
-from dfdc_fast.extract.report import (crop_rows, index_folder, pair_rows, record_files,
-                                      write_crops_index, write_index, write_pairs_index)
+from dfdc_fast.extract.groups import ordered_shard, video_groups  # noqa: F401 - video_groups: for executors
+from dfdc_fast.extract.index import merge_shards, rebuild_index, shards_finished
+from dfdc_fast.extract.report import record_files
 from dfdc_fast.extract.resume import ATTEMPTS, Resume, mark_started, read_record, started_attempts
 from dfdc_fast.extract.writers import Writers, default_encoders, started_path
 from dfdc_fast.files import TAG_ENV, FolderLock, StorageError, is_storage_error, remove_temporaries, write_json
@@ -27,25 +27,7 @@ from dfdc_fast.io import resolve_decoder
 log = logging.getLogger("dfdc_fast.extract")
 
 
-def ordered_shard(datasets: list[Dataset], shard_i: int, shard_n: int) -> list[tuple[Dataset, VideoEntry]]:
-    """This shard's videos: a REAL video and its fakes stay together, the REAL one first."""
-    groups: dict[tuple, list[VideoEntry]] = {}
-    for ds in datasets:
-        names = {e.name for e in ds.videos}
-        for e in ds.videos:
-            key = e.original if e.original in names else e.name
-            groups.setdefault((ds.root, e.part or "", key), []).append(e)
-    ds_of = {ds.root: ds for ds in datasets}
-    out = []
-    for gi, key in enumerate(sorted(groups)):
-        if gi % shard_n != shard_i:
-            continue
-        members = sorted(groups[key], key=lambda e: (e.name != key[2], e.key))
-        out += [(ds_of[key[0]], e) for e in members]
-    return out
-
-
-def _base_record(entry: VideoEntry, vid: VideoId) -> dict:
+def base_record(entry: VideoEntry, vid: VideoId) -> dict:
     return {"video": entry.name, "part": entry.part, "label": entry.label, "original": entry.original,
             "path": entry.path, "id": vid.path}
 
@@ -161,7 +143,7 @@ class Extractor:
     def _record(self, ds: Dataset, entry: VideoEntry, res: VideoFaces) -> dict:
         cfg, out = self.cfg, self.cfg.out
         vid = self.ids[(ds.root, entry.key)]
-        record = _base_record(entry, vid)
+        record = base_record(entry, vid)
         if res.info is not None:
             info = res.info
             record.update(frames=info.num_frames, width=info.width, height=info.height, fps=round(info.fps, 4),
@@ -283,6 +265,9 @@ class Extractor:
         for p in cfg.inputs:  # before the folder is made: a refused run leaves none
             if not os.path.exists(p):
                 raise FileNotFoundError(f"input {p} does not exist")
+        if cfg.merge:
+            with FolderLock(cfg.out, "extract"):
+                return merge_shards(cfg, shard_n if cfg.shard else None)
         datasets = from_paths(cfg.inputs, exclude=[cfg.out])
         with FolderLock(cfg.out, "extract", shard=shard_i):
             os.environ[TAG_ENV] = f"s{shard_i}"  # this shard's temporaries, in every process it starts
@@ -310,7 +295,7 @@ class Extractor:
             if attempts >= ATTEMPTS and why in ("new", "error"):
                 log.error("%s: the job died %d times while on this video (out of memory?); status error", e.path,
                           attempts)
-                write_json(path, {**_base_record(e, self.ids[(ds.root, e.key)]), **self.resume.stamp(e),
+                write_json(path, {**base_record(e, self.ids[(ds.root, e.key)]), **self.resume.stamp(e),
                                   "status": "error", "final": True,
                                   "error": f"the job died {attempts} times while processing this video (out of memory, "
                                            "or a crash in a decoder?); --overwrite retries it"})
@@ -348,17 +333,9 @@ class Extractor:
         write_json(os.path.join(cfg.out, f"config-{shard_i}.json"),
                    {**asdict(cfg), "decoder_resolved": self.decoder, "device_resolved": str(self.device)})
         todo, done = self._todo(entries)
-        windows: dict = {}
-        originals = self._load_originals([(ds, e) for ds, e in entries if e.path in done], windows)
 
         t0 = time.perf_counter()
         bar = _progress(len(todo), cfg.progress)
-        recipe_waits = self.request.pairs is not None  # pairs: a fake needs its original's windows
-        per_original = recipe_waits or self.request.diffs is not None  # pair windows, crops for diffs
-        schedule = Schedule(todo, originals, cfg.reuse_original != "none" or recipe_waits,
-                            fakes_of=self._fakes_of(entries) if per_original else None,
-                            load_crops=self._load_crops({Schedule.key(ds, e): (ds, e) for ds, e in entries})
-                            if self.request.diffs is not None else None, windows=windows)
         busy: dict = collections.Counter()
         stopped: Optional[BaseException] = None
 
@@ -389,13 +366,7 @@ class Extractor:
                 startup = time.perf_counter() - t0
                 workers = engine.workers
                 try:
-                    tasks = schedule.tasks() if engine.workers else self._mark(schedule.tasks(), schedule)
-                    for res in engine.run(tasks):
-                        self._take(res, schedule, writers)
-                        for rec in writers.finished(block=False):
-                            account(rec)
-                    for rec in writers.finished(block=True):
-                        account(rec)
+                    self.process(entries, todo, engine, writers, account)
                 except BaseException as exc:
                     # the videos under way get no JSON (the next run redoes them) and, as the job
                     # stopped cleanly, no mark of having taken it down
@@ -431,10 +402,33 @@ class Extractor:
         if stopped is not None:
             summary["stopped"] = str(stopped)
         write_json(os.path.join(cfg.out, f"summary-{shard_i}.json" if shard_n > 1 else "summary.json"), summary)
+        if shard_n > 1 and stopped is None and shards_finished(cfg.out, shard_n):
+            summary["merged"] = merge_shards(cfg, shard_n)["index"]  # the last shard makes the one index
         if stopped is not None:
             raise StorageError(getattr(stopped, "errno", None), f"{stopped}. The {summary['status_counts']} videos "
                                "done so far are intact and indexed; free space and rerun to resume.") from stopped
         return summary
+
+    def process(self, entries: list, todo: list, engine: Engine, writers: Writers, on_record) -> None:
+        """Run ``todo`` (``(position, dataset, entry)`` of ``entries``) through an open engine
+        and writers; ``on_record(record)`` after each video's JSON is written. Fakes whose
+        REAL video is done take its boxes (and crops, pair windows) from its JSON."""
+        windows: dict = {}
+        redo = {id(e) for _, _, e in todo}
+        originals = self._load_originals([(ds, e) for ds, e in entries if id(e) not in redo], windows)
+        recipe_waits = self.request.pairs is not None  # pairs: a fake needs its original's windows
+        per_original = recipe_waits or self.request.diffs is not None  # pair windows, crops for diffs
+        schedule = Schedule(todo, originals, self.cfg.reuse_original != "none" or recipe_waits,
+                            fakes_of=self._fakes_of(entries) if per_original else None,
+                            load_crops=self._load_crops({Schedule.key(ds, e): (ds, e) for ds, e in entries})
+                            if self.request.diffs is not None else None, windows=windows)
+        tasks = schedule.tasks() if engine.workers else self._mark(schedule.tasks(), schedule)
+        for res in engine.run(tasks):
+            self._take(res, schedule, writers)
+            for rec in writers.finished(block=False):
+                on_record(rec)
+        for rec in writers.finished(block=True):
+            on_record(rec)
 
     def _take(self, res: VideoFaces, schedule: Schedule, writers: Writers) -> None:
         _, ds, entry = schedule.finished(res)
@@ -448,7 +442,7 @@ class Extractor:
             clips, crops = self._files(record, res)
         except Exception as exc:  # noqa: BLE001 - one bad video never stops the run
             log.exception("%s failed", entry.path)
-            record = {**_base_record(entry, self.ids[(ds.root, entry.key)]), "status": "error",
+            record = {**base_record(entry, self.ids[(ds.root, entry.key)]), "status": "error",
                       "error": f"{type(exc).__name__}: {exc}"}
             clips, crops = [], []
             if entry.label == "REAL":
@@ -458,71 +452,12 @@ class Extractor:
         writers.submit(record, path, clips, crops, stale=self.stale_files.pop(path, ()))
 
     def _report(self, datasets, entries, shard_i, shard_n, processed, skipped, elapsed) -> dict:
-        cfg = self.cfg
-        # the whole folder's records (one shard's, in a sharded run), not only this run's inputs
-        records, rows, stale = index_folder(cfg.out, self.resume.settings_key,
-                                            [self.ids[(ds.root, e.key)] for ds, e in entries] if shard_n > 1 else None)
-        if stale:
-            log.warning("%d records were made with other settings (an --overwrite not finished): they are left out "
-                        "of the index; rerun to finish it", stale)
-        for ds in datasets:
-            rows += [{"video": m.name, "part": m.part, "label": m.label, "original": m.original,
-                      "status": "missing", "error": "listed in metadata.json but not on disk"} for m in ds.missing]
-            rows += [{"video": n, "status": "error", "error": f"refused name: {why}"} for n, why in ds.rejected]
-        index_path = os.path.join(cfg.out, f"index-{shard_i}.csv" if shard_n > 1 else "index.csv")
-        write_index(index_path, rows)
-        extra = {}
         suffix = f"-{shard_i}" if shard_n > 1 else ""
-        if self.request.diffs is not None:  # Selim's crops.csv
-            crops = [row for rec in records for row in crop_rows(rec)]
-            check_folds(crops)
-            extra["crops_index"] = os.path.abspath(os.path.join(cfg.out, f"crops{suffix}.csv"))
-            write_crops_index(extra["crops_index"], crops)
-            extra["crops_with_landmarks"] = sum(1 for r in crops if r.get("landmarks"))
-            extra["diffs"] = sum(1 for r in crops if r.get("diff"))
-        if self.request.pairs is not None:  # NTechLab's pairs.csv
-            pairs = [row for rec in records for row in pair_rows(rec)]
-            check_folds([{"video": p["real_video"], "label": "REAL", "part": p["part"], "fold": p["fold"]} for p in pairs]
-                        + [{"video": p["fake_video"], "label": "FAKE", "part": p["part"], "original": p["real_video"],
-                            "fold": p["fold"]} for p in pairs])
-            extra["pairs_index"] = os.path.abspath(os.path.join(cfg.out, f"pairs{suffix}.csv"))
-            write_pairs_index(extra["pairs_index"], pairs)
-            extra["pairs"] = len(pairs)
-
-        statuses: dict = {}
-        for r in records:
-            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-        for ds in datasets:
-            if ds.missing:
-                statuses["missing"] = statuses.get("missing", 0) + len(ds.missing)
-            if ds.rejected:
-                statuses["error"] = statuses.get("error", 0) + len(ds.rejected)
-        clips = [c for r in records if r["status"] == "ok" for c in r.get("clips", [])]
-        sheet = os.path.join(cfg.out, f"contact_sheet-{shard_i}.png" if shard_n > 1 else "contact_sheet.png")
-        if cfg.contact_sheet:
-            try:  # drawn from the files on disk, so a resumed run gets a complete sheet too
-                write_contact_sheet(cfg.out, sheet, index=os.path.abspath(index_path), videos=cfg.contact_sheet)
-            except Exception as exc:  # noqa: BLE001 - a picture never fails the run...
-                if is_storage_error(exc):
-                    raise  # ...but a full disk stops it, as everywhere
-                log.warning("contact sheet not drawn: %s: %s", type(exc).__name__, exc)
-        with_tracks = [r for r in records if r.get("tracks") is not None]
-        return {
-            "out": os.path.abspath(cfg.out), "index": os.path.abspath(index_path), "shard": f"{shard_i}/{shard_n}",
-            "device": str(self.device), "decoder": self.decoder, "detector": cfg.detector,
-            # every video with a status: the shard's listed ones, plus missing and refused names
-            "videos": sum(statuses.values()), "processed": processed, "skipped_done": skipped,
-            "status_counts": statuses,
-            "clips": len(clips), "clips_too_short": sum(c["status"] == "too_short" for c in clips),
-            "crops": sum(len(r.get("crops", [])) for r in records if r["status"] == "ok"),
-            "faces_per_video": round(sum(_people(r["tracks"]) for r in with_tracks) / len(with_tracks), 3)
-            if with_tracks else None,
-            "elapsed_s": round(elapsed, 3),
-            "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None,
-            "contact_sheet": os.path.abspath(sheet) if os.path.exists(sheet) else None,
-            **({"stale_records": stale} if stale else {}),
-            **({"recipe": cfg.recipe, **extra} if self.recipe.records_recipe else {}),
-        }
+        only = [self.ids[(ds.root, e.key)] for ds, e in entries] if shard_n > 1 else None
+        return {**rebuild_index(self.cfg, datasets, self.resume.settings_key, only, suffix),
+                "shard": f"{shard_i}/{shard_n}", "device": str(self.device), "decoder": self.decoder,
+                "processed": processed, "skipped_done": skipped, "elapsed_s": round(elapsed, 3),
+                "videos_per_s": round(processed / elapsed, 3) if processed and elapsed > 0 else None}
 
 
 def load_crop_images(out: str, crops: list) -> Optional[tuple]:
@@ -552,11 +487,6 @@ def _remove(path: Optional[str]) -> None:
         pass
 
 
-def _people(tracks: list) -> int:
-    """People in a video: its tracks' distinct ``person`` ids (one person is one track per chunk)."""
-    return len({("track", t["track_id"]) if t.get("person") is None else t["person"] for t in tracks})
-
-
 def run_extraction(cfg: ExtractConfig) -> dict:
     """Run the job; returns the summary that is also written to ``OUT/summary.json``.
 
@@ -564,6 +494,10 @@ def run_extraction(cfg: ExtractConfig) -> dict:
     other settings, ``RuntimeError`` when another run is writing there, and
     :class:`~dfdc_fast.files.StorageError` when the disk filled up (what was done is kept).
     """
+    if cfg.executor == "ray" and not cfg.merge:
+        from dfdc_fast.extract.on_ray import run_on_ray  # optional backend: the dfdc_fast[ray] extra
+
+        return run_on_ray(cfg)
     return Extractor(cfg).run()
 
 

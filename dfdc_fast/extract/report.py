@@ -149,15 +149,8 @@ def index_folder(out: str, settings_key: str, only: Optional[list] = None) -> tu
 
 
 def rebuild_index(out: str) -> dict:
-    """Write ``out/index.csv`` from every record in the folder (what a cluster run's driver
-    calls once its shards are done); returns the counts by status."""
-    from dfdc_fast.extract.config import settings_key
+    """Write ``out/index.csv`` from every record in the folder (what a driver of shards calls
+    once they are done); returns the counts by status. See :mod:`dfdc_fast.extract.index`."""
+    from dfdc_fast.extract.index import rebuild_folder_index  # it builds on this module
 
-    with open(os.path.join(out, "settings.json")) as f:
-        settings = {k: v for k, v in json.load(f).items() if k != "overwrite"}
-    records, rows, _ = index_folder(out, settings_key(settings))
-    write_index(os.path.join(out, "index.csv"), rows)
-    counts: dict = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return counts
+    return rebuild_folder_index(out)

@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "none"])
     ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the models, with fixed batch shapes")
     ap.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    ap.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="local: this machine; ray: one actor per GPU of a Ray cluster, one submission.csv "
+                         '(needs the extra: pip install "dfdc_fast[ray]") (default: %(default)s)')
+    ap.add_argument("--ray-address", default=None,
+                    help="Ray cluster to join: auto or HOST:PORT (default: the one `ray start` runs on this machine, "
+                         "else a private one on 127.0.0.1)")
+    ap.add_argument("--ray-actors", type=int, default=None,
+                    help="Ray actors (default: one per GPU of the cluster; one per node on CPU-only clusters)")
     add_common_arguments(ap)
     return ap
 
@@ -126,6 +134,10 @@ def main(argv=None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from dfdc_fast.infer.pipeline import run_inference
 
+    if args.executor == "ray":
+        from dfdc_fast.cluster import require_ray
+
+        require_ray()  # before anything is read: without the extra, one line naming it
     config = config_from_args(args)
     if not config.inputs:
         raise ConfigError("no videos given: name folders or files of videos")
@@ -134,7 +146,12 @@ def _main(args: argparse.Namespace) -> int:
     for p in config.inputs + config.checkpoints:
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p} does not exist")
-    summary = run_inference(config)
+    if args.executor == "ray":
+        from dfdc_fast.infer.on_ray import run_inference_on_ray  # optional backend: the dfdc_fast[ray] extra
+
+        summary = run_inference_on_ray(config, address=args.ray_address, actors=args.ray_actors)
+    else:
+        summary = run_inference(config)
     print(json.dumps({k: summary[k] for k in ("videos", "statuses", "fallback_0.5", "seconds", "videos_per_s",
                                               "submission")}, indent=1))
     if summary.get("submission_kept"):

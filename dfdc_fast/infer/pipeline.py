@@ -185,6 +185,17 @@ def scorer_for(request, config: InferConfig, ensemble, device: torch.device):
     return FaceScorer(config, ensemble, device)
 
 
+def build_scorer(config: InferConfig, device: torch.device):
+    """``(scorer, engine request)`` of ``config``'s recipe over its loaded ensemble; a bad
+    checkpoint, or members the recipe cannot score, raise here (before any output)."""
+    from dfdc_fast.recipes import get_recipe
+    from dfdc_fast.runtime import amp_dtype
+
+    ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device), compile=config.compile)
+    request = get_recipe(config.recipe).infer_request(config, ensemble.kinds)
+    return scorer_for(request, config, ensemble, device), request
+
+
 def default_workers(device: torch.device) -> int:
     """Engine workers for inference: one per NVDEC engine on a GPU; none on a CPU, where the
     faces are made in this process between model calls. There the models cost about five
@@ -210,8 +221,6 @@ def run_inference(config: InferConfig) -> dict:
     """
     from dfdc_fast.files import FolderLock
     from dfdc_fast.infer.aggregate import AGGREGATORS
-    from dfdc_fast.recipes import get_recipe
-    from dfdc_fast.runtime import amp_dtype
 
     if config.aggregator not in AGGREGATORS:
         raise ValueError(f"aggregator must be one of {sorted(AGGREGATORS)}, got {config.aggregator!r}")
@@ -224,9 +233,7 @@ def run_inference(config: InferConfig) -> dict:
     for name, reason in refused:
         log.warning("refused %s: %s (no row)", name, reason)
     # models first: a bad checkpoint, or members the recipe cannot score, fail before any output is touched
-    ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device), compile=config.compile)
-    request = get_recipe(config.recipe).infer_request(config, ensemble.kinds)
-    scorer = scorer_for(request, config, ensemble, device)
+    scorer, request = build_scorer(config, device)
     with FolderLock(config.out, "infer"):  # refuses a folder another job made or holds
         return _score_all(config, device, results, refused, scorer, request, budget_start, deadline)
 
