@@ -8,7 +8,10 @@ from typing import Optional
 
 import torch
 
+from dfdc_fast import checks
 from dfdc_fast.detect import PRESETS
+from dfdc_fast.io import DECODERS, check_decoder
+from dfdc_fast.runtime import check_device
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
 REUSE = ("none", "2d", "all")
@@ -82,6 +85,7 @@ class ExtractConfig:
         for name, value in RECIPE_DEFAULTS[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        checks.integer("chunk_size", self.chunk_size, 0, none_ok=True)
         if self.chunk_size == 0:
             self.chunk_size = None  # whole tracks
         if self.recipe == "selim" and self.crop_format != "png":
@@ -92,13 +96,12 @@ class ExtractConfig:
                              "the SSIM diffs compare crops of the same box")
         if self.recipe == "ntech" and self.track_method != "iou":
             raise ValueError(f"recipe ntech pairs IoU-tracker tracks (track_method iou), got {self.track_method!r}")
-        if self.pair_length < 1 or self.pair_box_mult <= 0:
+        if self.pair_length < 1 or not self.pair_box_mult > 0:
             raise ValueError(f"pair_length must be >= 1 and pair_box_mult > 0, got {self.pair_length}, "
                              f"{self.pair_box_mult}")
         if self.crop_every is not None and self.crop_every < 1:
             raise ValueError(f"crop_every must be >= 1, got {self.crop_every}")
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
+        checks.integer("every", self.every, 1)
         if self.reuse_original not in REUSE:
             raise ValueError(f"reuse_original must be one of {REUSE}, got {self.reuse_original!r}")
         if self.detector not in PRESETS:
@@ -107,12 +110,22 @@ class ExtractConfig:
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
             raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
-        for name in ("max_pending", "clip_keyint"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "encoders"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_pending", "clip_keyint", "min_clip_frames"):
+            checks.integer(name, getattr(self, name), 1)
+        for name in ("workers", "encoders", "limit"):
+            checks.integer(name, getattr(self, name), 0, none_ok=True)
+        for name in ("crops_per_video", "contact_sheet"):
+            checks.integer(name, getattr(self, name), 0)
+        checks.integer("chunk_size", self.chunk_size, 1, none_ok=True)
+        checks.integer("threads", self.threads, 1, none_ok=True)
+        checks.integer("clip_crf", self.clip_crf, 0, 51)
+        checks.number("video_timeout", self.video_timeout, 0, none_ok=True)
+        checks.number("crop_margin", self.crop_margin, 0, strict=False)
+        checks.number("pair_box_mult", self.pair_box_mult, 0)
+        checks.choice("decoder", self.decoder, DECODERS)
+        checks.choice("diff_dtype", self.diff_dtype, ("float64", "float32"))
+        parse_shard(self.shard)
+        check_decoder(self.decoder, check_device(self.device))
 
     def output_settings(self) -> dict:
         out = {k: getattr(self, k) for k in OUTPUT_SETTINGS}

@@ -61,6 +61,31 @@ class InferConfig:
     limit: Optional[int] = None   # only the first N videos (a quick try); the submission lists only those
     progress: bool = True
 
+    def __post_init__(self):
+        """Every option checked here, before any output is touched: a refused run writes nothing."""
+        from dfdc_fast import checks
+        from dfdc_fast.detect import PRESETS
+        from dfdc_fast.infer.aggregate import AGGREGATORS
+        from dfdc_fast.infer.recipes import RECIPES
+        from dfdc_fast.io import DECODERS, check_decoder
+        from dfdc_fast.runtime import AMP_MODES, check_device
+
+        checks.choice("recipe", self.recipe, RECIPES)
+        checks.choice("aggregator", self.aggregator, sorted(AGGREGATORS))
+        checks.choice("detector", self.detector, sorted(PRESETS))
+        checks.choice("decoder", self.decoder, DECODERS)
+        checks.choice("amp", self.amp, AMP_MODES)
+        checks.integer("frames", self.frames, 0 if self.recipe == "ntech" else 1)  # ntech: 0 is the whole video
+        for name in ("detect_every", "max_faces", "min_face_frames", "frames_2d", "videos_per_batch"):
+            checks.integer(name, getattr(self, name), 1)
+        checks.integer("clip_size", self.clip_size, 2)
+        checks.integer("workers", self.workers, 0, none_ok=True)
+        checks.integer("limit", self.limit, 0, none_ok=True)
+        checks.number("time_budget", self.time_budget, 0, none_ok=True)
+        checks.number("retry_scale", self.retry_scale, 0, none_ok=True)
+        checks.number("margin_2d", self.margin_2d, 0, strict=False)
+        check_decoder(self.decoder, check_device(self.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+
     @classmethod
     def from_dict(cls, values: dict) -> "InferConfig":
         """Options from a mapping (a YAML file, flags): unknown keys refused with a suggestion,

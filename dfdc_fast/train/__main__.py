@@ -71,8 +71,10 @@ def main(argv=None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from dfdc_fast.runtime import check_device
     from dfdc_fast.train.loop import train
 
+    check_device(args.device)  # no GPU for --device cuda: one line, before anything is read or written
     fields = ["data", "val_parts", "val_fraction", "loader", "workers", "prefetch", "frames", "input_size", "model", "pretrained",
               "epochs", "batch_size", "accumulate", "lr", "amp", "compile", "seed", "out", "max_steps_per_epoch",
               "log_every", "resume", "progress"]
