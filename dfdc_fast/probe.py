@@ -111,7 +111,7 @@ def probe_files(paths: list, cfg: ProbeConfig) -> Iterator[tuple[str, dict]]:
 def build_parser() -> argparse.ArgumentParser:
     from dfdc_fast.cli import JobParser
 
-    ap = JobParser(prog="python -m dfdc_fast.probe", description=__doc__)
+    ap = JobParser(prog="python -m dfdc_fast.probe", description=__doc__.replace("``", ""))
     ap.add_argument("paths", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or dataset folders")
     ap.add_argument("--decode", action="store_true",
                     help="decode every frame to verify the video and count frames (default: header and packet scan only)")

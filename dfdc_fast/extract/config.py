@@ -96,11 +96,9 @@ class ExtractConfig:
                              "the SSIM diffs compare crops of the same box")
         if self.recipe == "ntech" and self.track_method != "iou":
             raise ValueError(f"recipe ntech pairs IoU-tracker tracks (track_method iou), got {self.track_method!r}")
-        if self.pair_length < 1 or not self.pair_box_mult > 0:
-            raise ValueError(f"pair_length must be >= 1 and pair_box_mult > 0, got {self.pair_length}, "
-                             f"{self.pair_box_mult}")
-        if self.crop_every is not None and self.crop_every < 1:
-            raise ValueError(f"crop_every must be >= 1, got {self.crop_every}")
+        checks.integer("pair_length", self.pair_length, 1)
+        checks.number("pair_box_mult", self.pair_box_mult, 0)
+        checks.integer("crop_every", self.crop_every, 1, none_ok=True)
         checks.integer("every", self.every, 1)
         if self.reuse_original not in REUSE:
             raise ValueError(f"reuse_original must be one of {REUSE}, got {self.reuse_original!r}")
@@ -109,7 +107,7 @@ class ExtractConfig:
         if self.crop_format not in ("jpg", "png"):
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
-            raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
+            raise ValueError(f"--clip-size must be even and >= 2 (H.264 4:2:0), got {self.clip_size}")
         for name in ("max_pending", "clip_keyint", "min_clip_frames"):
             checks.integer(name, getattr(self, name), 1)
         for name in ("workers", "encoders", "limit"):
@@ -121,7 +119,6 @@ class ExtractConfig:
         checks.integer("clip_crf", self.clip_crf, 0, 51)
         checks.number("video_timeout", self.video_timeout, 0, none_ok=True)
         checks.number("crop_margin", self.crop_margin, 0, strict=False)
-        checks.number("pair_box_mult", self.pair_box_mult, 0)
         checks.choice("decoder", self.decoder, DECODERS)
         checks.choice("diff_dtype", self.diff_dtype, ("float64", "float32"))
         parse_shard(self.shard)
