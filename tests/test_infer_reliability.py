@@ -173,7 +173,7 @@ def test_the_scored_bar_counts_videos_once_their_models_ran(tmp_path, samples_di
         def update(self, n=1):
             events.append((self.desc, n))
 
-        def set_postfix(self, *args, **kwargs):
+        def set_postfix_str(self, *args, **kwargs):
             pass
 
         def close(self):

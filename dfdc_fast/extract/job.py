@@ -311,7 +311,10 @@ class Extractor:
         originals = self._load_originals(entries, windows)
 
         t0 = time.perf_counter()
-        bar = _progress(len(todo), cfg.progress)
+        # two bars: faces made (with the stage of the video in hand, so the first, slowest video
+        # shows progress too) and videos written (clips encoded, JSON last), which lags behind
+        faces_bar = _progress(len(todo), cfg.progress, "faces ", 0)
+        bar = _progress(len(todo), cfg.progress, "written", 1)
         recipe_waits = cfg.recipe == "ntech"  # pairs: a fake needs its original's windows
         schedule = Schedule(todo, originals, cfg.reuse_original != "none" or recipe_waits,
                             fakes_of=self._fakes_of(entries) if cfg.recipe != "medics" else None,
@@ -340,15 +343,22 @@ class Extractor:
             log.info("2 CPU cores: faces are made in this process, clips encoded by a pool (--workers to change)")
         encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
         startup, replaced = 0.0, 0
+        def stage(key, name: str) -> None:
+            item = schedule.by_key.get(key)
+            if item is not None:
+                faces_bar.set_postfix_str(f"{os.path.basename(item[2].path)}: {name}")
+
         try:
             with Engine(self.request, self.device, workers=workers, decoder=self.decoder, threads=cfg.threads,
                         video_timeout=cfg.video_timeout) as engine, \
                     Writers(encoders, cfg.clip_crf, cfg.clip_keyint, cfg.max_pending) as writers:
                 startup = time.perf_counter() - t0
                 workers = engine.workers
+                engine.on_stage = stage
                 try:
                     for res in engine.run(schedule.tasks()):
                         self._take(res, schedule, writers)
+                        faces_bar.update(1)
                         for rec in writers.finished(block=False):
                             account(rec)
                     for rec in writers.finished(block=True):
@@ -361,6 +371,7 @@ class Extractor:
                 self.decoder = engine.decoder_resolved or self.decoder
                 replaced = engine.replaced
         finally:
+            faces_bar.close()
             bar.close()
         elapsed = time.perf_counter() - t0
         if stopped is not None:
@@ -529,7 +540,8 @@ def run_extraction(cfg: ExtractConfig) -> dict:
     return Extractor(cfg).run()
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str, position: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="video", desc="extract", disable=not enabled or total == 0, dynamic_ncols=True)
+    return tqdm(total=total, unit="video", desc=desc, disable=not enabled or total == 0, dynamic_ncols=True,
+                position=position)

@@ -404,6 +404,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     engine = Engine(request, device, workers=0 if state["stopped"] else workers, decoder=config.decoder).__enter__()
     try:
         stage_s["engine_start_s"] = time.perf_counter() - t_engine
+        engine.on_stage = lambda key, stage: faces_bar.set_postfix_str(f"{todo[key].filename}: {stage}")
         stream = engine.run(tasks(), heartbeat=deadline is not None)
         while not state["stopped"]:
             t0 = time.perf_counter()
