@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, read_frames_cv2,
-                             repeated_clips, time_runs, write_result)
+                             repeated_clips, time_runs, write_result, WrittenOnStop)
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     only = {s for s in args.only.split(",") if s}
     implementations = [("stock", run_stock)] + [(f"ours_w{w}", (lambda w=w: run_ours(w))) for w in worker_counts]
     results, partial = {}, None
+    stop = WrittenOnStop("extract", device, results, args.out_dir, {"videos": n_videos})  # Ctrl-C/SIGTERM: what was measured
     env = environment(device)
     for name, fn in implementations:
         if only and name not in only and name.split("_")[0] not in only:
@@ -163,7 +164,8 @@ def main(argv=None) -> int:
         results[name] = row
         print(f"{name:>8}: median {t.median_s:.2f} s  {row['videos_per_s']:.3f} videos/s  {row['clips']} clips",
               flush=True)
-        partial = write_result("extract", env, {"videos": n_videos}, results, args.out_dir, path=partial, complete=False)
+        partial = stop.path = write_result("extract", env, {"videos": n_videos}, results, args.out_dir, path=partial,
+                                           complete=False)
     if "stock" in results:
         for name, row in results.items():
             if name != "stock":

@@ -33,6 +33,7 @@ class ProbeConfig:
     layout: str = "auto"
     limit: Optional[int] = None
     progress: bool = True
+    follow_links: bool = False
 
     def __post_init__(self):
         """Every option checked before the first line is printed."""
@@ -73,7 +74,8 @@ def probe_dataset(ds: Dataset, cfg: ProbeConfig) -> Iterator[dict]:
     """Probe every video of ``ds`` and report what did not match its metadata."""
     for name, reason in ds.rejected:
         # the name as listed, never resolved or looked at: it may point outside the dataset
-        yield {**_record(name, None, "error", f"refused name in metadata.json: {reason}", stat=False), "path": name}
+        where = "refused name in metadata.json" if ds.layout != "plain" else "refused"
+        yield {**_record(name, None, "error", f"{where}: {reason}", stat=False), "path": name}
     for entry in ds.missing:
         yield _record(entry.path, entry, "missing", "listed in metadata.json but not on disk")
     entries = {e.path: e for e in ds.videos}
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=1, help="videos decoded at once with --decode (default: %(default)s)")
     ap.add_argument("--layout", default="auto", choices=LAYOUTS,
                     help="dataset layout of folders (default: %(default)s)")
+    ap.add_argument("--follow-links", action="store_true", help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     return ap
 
 
@@ -142,7 +145,7 @@ def _main(args: argparse.Namespace) -> int:
     for p in cfg.paths:
         if not os.path.exists(p):
             lines.append(_record(p, None, "missing", "no such file or folder"))
-    datasets = from_paths([p for p in cfg.paths if os.path.exists(p)], cfg.layout)
+    datasets = from_paths([p for p in cfg.paths if os.path.exists(p)], cfg.layout, cfg.follow_links)
     total = len(lines) + sum(len(ds.rejected) + len(ds.missing) + len(ds.videos) + len(ds.unlisted) for ds in datasets)
     if cfg.limit is not None:
         total = min(total, cfg.limit)

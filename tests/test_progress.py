@@ -89,3 +89,29 @@ def test_probe_has_a_bar_over_every_line_it_prints(tmp_path, capsys, monkeypatch
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3 and lines[0]["status"] == "missing"
     assert bars.of("probe", "total") == [3] and bars.of("probe", "update") == [1, 1, 1]
+
+
+def test_a_benchmark_stopped_by_sigterm_writes_what_it_measured(tmp_path):
+    """As a time limit stops it: the JSON is there, marked incomplete, with the runs done so far."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, os.path.join(root, "benchmarks", "track.py"), "--cases", "medics",
+                             "--repeats", "100000", "--no-tracker", "--out-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # the first case has begun, and its runs take "forever"
+        assert "masks of 30x135x240" in first, proc.stderr.read()[-2000:]
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    [path] = tmp_path.glob("track-*.json")
+    data = json.loads(path.read_text())
+    assert data["complete"] is False and data["stopped"] == "SIGTERM"
+    assert data["results"]["medics/faces"]["shape"] == [1, 30, 135, 240]

@@ -44,6 +44,7 @@ def frame_records(path: str, detections) -> list[dict]:
 def build_parser() -> argparse.ArgumentParser:
     ap = JobParser(prog="python -m dfdc_fast.detect", description=__doc__.replace("``", ""))
     ap.add_argument("inputs", nargs="+", help="video files or folders (searched for videos, DFDC layouts understood)")
+    ap.add_argument("--follow-links", action="store_true", help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     ap.add_argument("--every", type=int, default=10, help="detect on every n-th frame (default: %(default)s)")
     ap.add_argument("--out", default="-", help="JSON-lines output file, - for stdout (default: %(default)s)")
     ap.add_argument("--preset", default="medics_export", choices=sorted(PRESETS),
@@ -96,7 +97,7 @@ def _main(args: argparse.Namespace) -> int:
         overrides.update(scale=args.scale, long_side=args.long_side, size_rule=None)
     detector = MTCNN(args.device, args.preset, **overrides)
 
-    paths = first([p for ds in from_paths(args.inputs) for p in [e.path for e in ds.videos] + list(ds.unlisted)],
+    paths = first([p for ds in from_paths(args.inputs, follow_links=args.follow_links) for p in [e.path for e in ds.videos] + list(ds.unlisted)],
                   args.limit)
     if not paths:
         raise FileNotFoundError("no videos found in " + " ".join(args.inputs))

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="videos waiting for the encoders before decoding pauses (default: %(default)s)")
     g.add_argument("--shard", default=None, help="process shard i of N, as i/N (default: torchrun rank, else 0/1)")
     g.add_argument("--overwrite", action="store_true", help="redo videos that are already done")
+    g.add_argument("--follow-links", action="store_true", help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bar (default: a bar on a terminal)")
     return ap

@@ -77,6 +77,8 @@ class ExtractConfig:
     shard: Optional[str] = None
     overwrite: bool = False
     limit: Optional[int] = None  # only the first N videos (after ordering), for a quick try
+    #: accept symbolic links out of a dataset folder: each resolved once, its target recorded as the path
+    follow_links: bool = False
     progress: bool = True
 
     def __post_init__(self):

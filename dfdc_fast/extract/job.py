@@ -298,7 +298,7 @@ class Extractor:
         for p in cfg.inputs:
             if not os.path.exists(p):
                 raise FileNotFoundError(f"input {p} does not exist")
-        datasets = from_paths(cfg.inputs)
+        datasets = from_paths(cfg.inputs, follow_links=cfg.follow_links)
         self.ids = assign_ids(datasets)
         entries = ordered_shard(datasets, shard_i, shard_n)
         if cfg.limit is not None:

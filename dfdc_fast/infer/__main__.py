@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--videos-per-batch", type=int, default=None, help="videos whose faces are scored together (default: 16)")
     ap.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "none"],
                     help="autocast dtype (default: auto: bf16 on GPUs that have it, else none)")
+    ap.add_argument("--follow-links", action="store_true", default=None, help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the models, with fixed batch shapes")
     ap.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                     help="no progress bars (default: bars on a terminal)")
@@ -85,7 +86,7 @@ def config_from_args(args: argparse.Namespace):
     if weights:
         values["checkpoints"] = weights
     for key in ("out", "recipe", "aggregator", "frames", "detect_every", "max_faces", "tta", "time_budget", "device", "decoder",
-                "workers", "videos_per_batch", "amp", "compile", "progress", "limit"):
+                "workers", "videos_per_batch", "amp", "compile", "progress", "limit", "follow_links"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return InferConfig.from_dict(values)

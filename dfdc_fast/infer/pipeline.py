@@ -32,7 +32,7 @@ log = logging.getLogger("dfdc_fast.infer")
 FALLBACK = 0.5
 #: Options that do not change a video's score: a record made with other values of these is reused.
 NOT_SCORE_SETTINGS = ("inputs", "checkpoints", "out", "decoder", "workers", "videos_per_batch", "compile",
-                      "time_budget", "limit", "progress", "device")
+                      "time_budget", "limit", "progress", "device", "follow_links")
 #: Statuses of a record an interrupted run finished (an ``error`` is tried again, as in extract).
 FINAL_STATUSES = ("ok", "no_face", "decode_error")
 RESUME_FILE = ".resume-settings"  # in videos.partial/; no .json suffix, so no video's record is named so
@@ -68,6 +68,7 @@ class InferConfig:
     compile: bool = False         # torch.compile the members (fixed batch shapes)
     time_budget: Optional[float] = None   # seconds for the whole run, writing included
     limit: Optional[int] = None   # only the first N videos (a quick try); the submission lists only those
+    follow_links: bool = False    # accept symbolic links out of a folder: resolved once, the target recorded
     progress: bool = True
 
     def __post_init__(self):
@@ -124,14 +125,14 @@ class VideoResult:
     output_id: str = ""                            # file name of its JSON in videos/ (unique in the run)
 
 
-def list_videos(inputs: list[str]) -> tuple[list[VideoResult], list[tuple[str, str]]]:
+def list_videos(inputs: list[str], follow_links: bool = False) -> tuple[list[VideoResult], list[tuple[str, str]]]:
     """(every video of the inputs, plus those a metadata.json lists but that are missing
     (scored 0.5 with their status); the names refused as unsafe, with why). Refused names
     get no row: they are not videos of the test set."""
     from dfdc_fast.data import from_paths
     from dfdc_fast.data.identity import assign_ids
 
-    datasets = from_paths(inputs)
+    datasets = from_paths(inputs, follow_links=follow_links)
     ids = assign_ids(datasets)
     results, refused, seen = [], [], {}
     for ds in datasets:
@@ -258,7 +259,7 @@ def run_inference(config: InferConfig) -> dict:
     budget_start = time.perf_counter()
     deadline = None if config.time_budget is None else budget_start + config.time_budget
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results, refused = list_videos(config.inputs)
+    results, refused = list_videos(config.inputs, config.follow_links)
     if config.limit is not None:
         results = results[:config.limit]
     for name, reason in refused:
