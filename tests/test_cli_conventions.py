@@ -205,3 +205,18 @@ def test_every_job_has_version_and_the_package_lists_the_jobs():
 def test_extract_help_matches_the_two_core_default():
     text = _with_common(extract_cli.build_parser()).format_help()
     assert "one per core on a CPU of more than 2 cores" in " ".join(text.split())
+
+
+@pytest.mark.slow
+def test_the_readme_facepath_snippet_makes_clips_and_crops(tmp_path):
+    """As its comment says: the first README block with FacePath, run on a demo clip, cuts both."""
+    import test_readme
+
+    (block,) = [b for _, b in test_readme.runnable("python") if "FacePath(" in b]
+    code = test_readme.adapt(block, str(tmp_path))
+    code += "\nprint(repr((faces.status, len(faces.tracks), len(faces.clips), len(faces.crops))))\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ROOT, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    status, tracks, clips, crops = eval(r.stdout.strip().splitlines()[-1])
+    assert status == "ok" and tracks >= 1 and clips >= 1 and crops >= 1
