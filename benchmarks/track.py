@@ -50,7 +50,7 @@ CASES = {  # name: (batch, T, H, W)
 KINDS = ("faces", "blobs")
 #: full 1080p blob masks would take skimage minutes per run: faces only there
 CASE_KINDS = {"full_1080p": ("faces",)}
-#: On a CPU the defaults finish in about a minute on a loaded 2-core machine: the Medics' size
+#: On a CPU the defaults take 18 s of CPU (94 s wall on a loaded 2-core machine): the Medics' size
 #: with both kinds, the batch of 64 with face masks (skimage's regionprops took 46 s per run
 #: on the 64 blob masks there), 3 runs each. ``--cases all`` runs every case and kind.
 CPU_CASES = ("medics", "medics_batch")

@@ -91,6 +91,7 @@ def test_probe_has_a_bar_over_every_line_it_prints(tmp_path, capsys, monkeypatch
     assert bars.of("probe", "total") == [3] and bars.of("probe", "update") == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_a_benchmark_stopped_by_sigterm_writes_what_it_measured(tmp_path):
     """As a time limit stops it: the JSON is there, marked incomplete, with the runs done so far."""
     import signal
