@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-faces", type=int, help="keep at most this many faces per frame (default: the preset's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu or cuda[:i] (default: cuda when a GPU is usable, else cpu; here %(default)s)")
-    ap.add_argument("--decoder", default="auto", choices=DECODERS, help="(default: %(default)s)")
+    ap.add_argument("--decoder", default="auto", choices=DECODERS, help="video decoder (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="videos decoded at once (default: %(default)s)")
     ap.add_argument("--videos-per-batch", type=int, default=None,
                     help="videos detected together (default: 8 on a GPU, 1 on a CPU, so progress shows per video)")

@@ -343,6 +343,7 @@ class Extractor:
             log.info("2 CPU cores: faces are made in this process, clips encoded by a pool (--workers to change)")
         encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
         startup, replaced = 0.0, 0
+
         def stage(key, name: str) -> None:
             item = schedule.by_key.get(key)
             if item is not None:
