@@ -30,7 +30,7 @@ import traceback
 
 import torch
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, time_runs, write_result, WrittenOnStop
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.io import read_header, read_videos
 
@@ -193,6 +193,7 @@ def main(argv=None) -> int:
         impls[f"ours_proc_{proc_backend}_{n}"] = (run, None)
     only = {s for s in args.only.split(",") if s}
     results = {}
+    stop = WrittenOnStop("decode", device, results, args.out_dir)  # noqa: F841 - Ctrl-C/SIGTERM write what was measured
     for name, (fn, skip) in impls.items():
         if only and name not in only and not (name.startswith("ours_proc_") and "ours_proc_*" in only):
             continue

@@ -42,7 +42,7 @@ import traceback
 import torch
 import torch.nn.functional as F
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, time_runs, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, time_runs, write_result, WrittenOnStop
 from dfdc_fast.bench.counting import OpCounter
 from dfdc_fast.bench.fake_cuda import fake_cuda, record_fetches
 from dfdc_fast.detect import MTCNN
@@ -170,6 +170,7 @@ def main(argv=None) -> int:
         cases.append((f"1080p_long480_{long_frames}", long_frames, False, INFERENCE, {"long_side": 480}))
 
     results, inputs = {}, {"cases": {}, "frames_per_call": per_call * PER_VIDEO, "threads": torch.get_num_threads()}
+    stop = WrittenOnStop("detect", device, results, args.out_dir, inputs)  # noqa: F841 - Ctrl-C/SIGTERM write what was measured
     for case, n, half, thresholds, resize in cases:
         host, files = load_videos(paths, n, half)
         videos = [v.to(device) for v in host]

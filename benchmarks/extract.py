@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, read_frames_cv2,
-                             repeated_clips, time_runs, write_result)
+                             repeated_clips, time_runs, write_result, WrittenOnStop)
 from dfdc_fast.runtime import tune_host_allocator
 from dfdc_fast.extract import ExtractConfig, run_extraction
 
@@ -220,6 +220,7 @@ def main(argv=None) -> int:
         implementations = [("inprocess", lambda: run_ours(0)), ("shard2", lambda: run_shards(2)),
                            ("ray_a1", lambda: run_ray(1)), ("ray_a2", lambda: run_ray(2))]
     results, partial = {}, None
+    stop = WrittenOnStop("extract", device, results, args.out_dir, {"videos": n_videos})  # Ctrl-C/SIGTERM: what was measured
     env = environment(device)
     for name, fn in implementations:
         if only and name not in only and name.split("_")[0] not in only:
@@ -246,7 +247,8 @@ def main(argv=None) -> int:
         results[name] = row
         print(f"{name:>8}: median {t.median_s:.2f} s  {row['videos_per_s']:.3f} videos/s  {row['clips']} clips",
               flush=True)
-        partial = write_result("extract", env, {"videos": n_videos}, results, args.out_dir, path=partial, complete=False)
+        partial = stop.path = write_result("extract", env, {"videos": n_videos}, results, args.out_dir, path=partial,
+                                           complete=False)
     if "ours_reuse_all" in results and "ours_detect_fakes" in results:
         a, b = results["ours_reuse_all"], results["ours_detect_fakes"]
         results["reuse_all_vs_detect_fakes"] = {

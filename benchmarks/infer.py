@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from dfdc_fast.bench import (DEFAULT_SAMPLES, add_common_args, clips_or_exit, environment, prepare, read_frames_cv2,
-                             repeated_clips, time_runs, write_result)
+                             repeated_clips, time_runs, write_result, WrittenOnStop)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -155,6 +155,7 @@ def main() -> None:
     paths = repeated_clips(clips_or_exit(ap, args.src, None), n_videos, os.path.join(work, "videos"))
     checkpoints = make_checkpoints(models, work)
     results, last_summary, partial = {}, {}, None
+    stop = WrittenOnStop("infer", device, results, args.out_dir, {"videos": n_videos, "models": models})
     env = environment(device)
 
     def run_ours(compile=False):
@@ -218,7 +219,7 @@ def main() -> None:
         results[name] = row
         print(f"{name:>12}: median {t.median_s:.2f} s  {n_videos / t.median_s:.3f} videos/s "
               f"(steady {row.get('steady_videos_per_s')}, fixed {row.get('fixed_s')} s)", flush=True)
-        partial = write_result("infer", env, {"videos": n_videos, "models": models}, results, args.out_dir, path=partial,
+        partial = stop.path = write_result("infer", env, {"videos": n_videos, "models": models}, results, args.out_dir, path=partial,
                                complete=False)
     for name in ("ours", "ours_compile"):
         if results.get("stock", {}).get("available") and results.get(name, {}).get("available"):

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 import torch
 
-from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.bench import WrittenOnStop, environment, time_runs, write_result
 
 
 def _detections(rows: int, faces: int, seed: int = 0):
@@ -161,8 +161,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", "--out", dest="out", default=None, help="results folder (default: benchmarks/results)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    results = {"iou": bench_iou(args.repeats), "align": bench_align(args.repeats),
-               "ssim": bench_ssim(args.repeats, device), "reencode": bench_reencode(args.repeats)}
+    results: dict = {}
+    stop = WrittenOnStop("recipes", device, results, args.out, {"device": str(device), "repeats": args.repeats})  # noqa: F841
+    results["iou"] = bench_iou(args.repeats)
+    results["align"] = bench_align(args.repeats)
+    results["ssim"] = bench_ssim(args.repeats, device)
+    results["reencode"] = bench_reencode(args.repeats)
     for k, v in results.items():
         print(k, v)
     path = write_result("recipes", environment(device), {"device": str(device), "repeats": args.repeats}, results,

@@ -23,6 +23,9 @@ two people and stray false positives).
     .venv/bin/python benchmarks/track.py                      # CPU
     python benchmarks/track.py --device cuda                  # GPU: adds ours_cuda, cupyx
     python benchmarks/track.py --cases medics,medics_batch    # a subset
+    python benchmarks/track.py --cases all                    # every case, on a CPU too (many minutes)
+
+Stopped (Ctrl-C, SIGTERM), it writes what it has measured (``complete: false``).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import traceback
 import numpy as np
 import torch
 
-from dfdc_fast.bench import environment, time_runs, write_result
+from dfdc_fast.bench import WrittenOnStop, environment, time_runs, write_result
 from dfdc_fast.detect import Detections
 from dfdc_fast.ops import component_stats, label3d
 from dfdc_fast.track import track_faces
@@ -47,6 +50,11 @@ CASES = {  # name: (batch, T, H, W)
 KINDS = ("faces", "blobs")
 #: full 1080p blob masks would take skimage minutes per run: faces only there
 CASE_KINDS = {"full_1080p": ("faces",)}
+#: On a CPU the defaults take 18 s of CPU (94 s wall on a loaded 2-core machine): the Medics' size
+#: with both kinds, the batch of 64 with face masks (skimage's regionprops took 46 s per run
+#: on the 64 blob masks there), 3 runs each. ``--cases all`` runs every case and kind.
+CPU_CASES = ("medics", "medics_batch")
+CPU_CASE_KINDS = {"medics_batch": ("faces",)}
 
 
 # ---- inputs ---------------------------------------------------------------------------
@@ -136,11 +144,13 @@ def cupyx_label(masks_cp, with_stats):
 def bench_labelling(args, device, results):
     gpu = device.type == "cuda"
     for case in args.cases:
-        for kind in CASE_KINDS.get(case, KINDS):
+        for kind in args.kinds.get(case, KINDS):
             masks = make_masks(case, kind)
             key = f"{case}/{kind}"
             B, T, H, W = masks.shape
             entry = {"shape": [B, T, H, W], "foreground": round(float(masks.mean()), 4)}
+            results[key] = entry  # filled as it goes: a stopped run writes what it has
+            print(f"{key:>24}: {B} masks of {T}x{H}x{W}, {entry['foreground']:.1%} set", flush=True)
             impls = {
                 "skimage": lambda s: skimage_label(masks, s),
                 "scipy": lambda s: scipy_label(masks, s),
@@ -193,7 +203,6 @@ def bench_labelling(args, device, results):
                     r = entry.get(name, {}).get(mode, {})
                     if r.get("available") and base.get("available"):
                         r["ratio_vs_skimage"] = round(base["median_s"] / r["median_s"], 2)
-            results[key] = entry
 
 
 # ---- the tracker per video -------------------------------------------------------------
@@ -289,15 +298,24 @@ def bench_tracker(args, device, results):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of %(default)s")
-    ap.add_argument("--only", default="", help="comma-separated subset of labelling implementations")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (default: %(default)s)")
-    ap.add_argument("--tracker-videos", type=int, default=50, help="videos for the tracker part (default: %(default)s)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="(default: cuda when a GPU is usable, else cpu)")
+    ap.add_argument("--cases", default=None,
+                    help=f"comma-separated subset of {','.join(CASES)}, or all (default: all on a GPU; "
+                         f"{','.join(CPU_CASES)} on a CPU, the batch with face masks only)")
+    ap.add_argument("--only", default="", help="comma-separated subset of labelling implementations (default: all)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per implementation (default: 5 on a GPU, 3 on a CPU)")
+    ap.add_argument("--tracker-videos", type=int, default=None,
+                    help="videos for the tracker part (default: 50 on a GPU, 20 on a CPU)")
     ap.add_argument("--no-tracker", action="store_true", help="skip the per-video tracker part")
     ap.add_argument("--out-dir", default=None, help="where the JSON goes (default: benchmarks/results)")
     args = ap.parse_args(argv)
-    args.cases = [c for c in args.cases.split(",") if c]
+    gpu = torch.device(args.device).type == "cuda"
+    args.kinds = dict(CASE_KINDS) if gpu or args.cases else {**CASE_KINDS, **CPU_CASE_KINDS}
+    args.cases = list(CASES) if args.cases == "all" or (args.cases is None and gpu) else \
+        list(CPU_CASES) if args.cases is None else [c for c in args.cases.split(",") if c]
+    args.repeats = args.repeats or (5 if gpu else 3)
+    args.tracker_videos = args.tracker_videos or (50 if gpu else 20)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         ap.error(f"unknown cases {unknown}; allowed: {', '.join(CASES)}")
@@ -306,11 +324,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     results: dict = {}
+    stop = WrittenOnStop("track", device, results, args.out_dir, {"cases": args.cases})  # noqa: F841 - Ctrl-C/SIGTERM
     bench_labelling(args, device, results)
     if not args.no_tracker:
         bench_tracker(args, device, results)
     inputs = {"cases": {c: list(CASES[c]) for c in args.cases},
-              "kinds": {c: list(CASE_KINDS.get(c, KINDS)) for c in args.cases}, "connectivity": 26,
+              "kinds": {c: list(args.kinds.get(c, KINDS)) for c in args.cases}, "connectivity": 26,
               "seed": 0, "task": "label a bool (T, H, W) mask (a batch loops per mask for the peers); "
                                   "label+boxes adds per-component bounding boxes and voxel counts"}
     path = write_result("track", environment(device), inputs, results, args.out_dir,

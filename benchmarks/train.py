@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dfdc_fast.bench import DEFAULT_SAMPLES, add_common_args, environment, prepare, write_result
+from dfdc_fast.bench import DEFAULT_SAMPLES, WrittenOnStop, add_common_args, environment, prepare, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -387,6 +387,7 @@ def main() -> None:
     print(f"data: {data}: {len(samples)} clips ({distinct} distinct), setup {setup_s:.0f} s", flush=True)
 
     results, settings = {}, {}
+    stop = WrittenOnStop("train", device, results, args.out_dir, {"settings": settings})  # noqa: F841 - Ctrl-C/SIGTERM
     for name in [m for m in args.models.split(",") if m]:
         cfg = load_config(name)
         frames, size = args.frames or cfg.frames, args.input_size or cfg.input_size

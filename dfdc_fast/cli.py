@@ -6,6 +6,9 @@
   (Ctrl-C), 143 terminated (SIGTERM): both stop cleanly, as resumable as a full disk.
 * User errors print one line (``--debug`` prints the traceback and DEBUG logs).
 * ``--limit N`` takes the first N videos (a quick try on a big dataset).
+* Inputs and options come in any order (:class:`JobParser` parses them intermixed), and a
+  bad argument is one line too, not a usage block.
+* ``--help`` shows every option's default (:class:`DefaultsFormatter`).
 * Log lines are routed through the progress bars, so bars are not broken by them.
 """
 from __future__ import annotations
@@ -34,15 +37,59 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsA
                ImportError)
 
 
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default: ``(default: X)`` is added to an option
+    whose help does not already say it (flags read "default: off")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.option_strings == [] or action.help is argparse.SUPPRESS \
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            return text
+        if action.nargs == 0:  # a flag: it changes something when given
+            return f"{text} (default: off)".strip()
+        return f"{text} (default: %(default)s)".strip()
+
+
+class JobParser(argparse.ArgumentParser):
+    """The parser every job uses: arguments in any order, defaults in ``--help``, and a
+    usage error as one line with exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102 - inputs, options and checkpoints in any order
+        return self.parse_intermixed_args(args, namespace)
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}  (--help lists the options)\n")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (``--limit -1`` would silently drop the last video)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, limit: bool = True) -> None:
-    """``--limit``, ``--debug`` (and ``--no-progress`` where the job has no own flag)."""
+    """``--limit``, ``--debug``, ``--version`` (and ``--no-progress`` where the job has no own flag)."""
+    from dfdc_fast import __version__
+
     g = parser.add_argument_group("common")
     if limit:
-        g.add_argument("--limit", type=int, default=None, metavar="N",
+        g.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
                        help="only the first N videos, for a quick try (default: all)")
     g.add_argument("--debug", action="store_true", help="tracebacks for errors, and DEBUG log lines")
     if not any(a.dest == "progress" for a in parser._actions):
-        g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+        g.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bar (default: a bar on a terminal)")
+    g.add_argument("--version", action="version", version=f"dfdc_fast {__version__}")
 
 
 def first(items: list, limit: Optional[int]) -> list:
@@ -101,5 +148,5 @@ def run(prog: str, body: Callable[[], int], debug: bool = False) -> int:
 
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_STOPPED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated",
-           "USER_ERRORS",
-           "add_common_arguments", "first", "logging_through_bars", "run"]
+           "USER_ERRORS", "DefaultsFormatter", "JobParser", "non_negative_int", "add_common_arguments", "first",
+           "logging_through_bars", "run"]

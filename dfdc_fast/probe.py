@@ -9,6 +9,7 @@ duration, pix_fmt, vfr, size_bytes, label and part where known.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -16,7 +17,10 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from dfdc_fast.data import Dataset, VideoEntry, from_paths
-from dfdc_fast.io import DECODERS, Every, VideoDecodeError, read_header, read_videos
+from dfdc_fast.io import DECODERS, Every, check_decoder, VideoDecodeError, read_header, read_videos
+
+
+LAYOUTS = ("auto", "dfdc_parts", "metadata", "plain")
 
 
 @dataclass
@@ -27,6 +31,22 @@ class ProbeConfig:
     device: str = "cpu"
     workers: int = 1
     layout: str = "auto"
+    limit: Optional[int] = None
+    progress: bool = True
+    follow_links: bool = False
+
+    def __post_init__(self):
+        """Every option checked before the first line is printed."""
+        from dfdc_fast import checks
+        from dfdc_fast.runtime import check_device
+
+        checks.choice("decoder", self.decoder, DECODERS)
+        checks.choice("layout", self.layout, LAYOUTS)
+        checks.integer("workers", self.workers, 1)
+        checks.integer("limit", self.limit, 0, none_ok=True)
+        device = check_device(self.device)
+        if self.decode:
+            check_decoder(self.decoder, device)
 
 
 def _record(path: str, entry: Optional[VideoEntry], status: str, error: Optional[str], info=None,
@@ -54,7 +74,8 @@ def probe_dataset(ds: Dataset, cfg: ProbeConfig) -> Iterator[dict]:
     """Probe every video of ``ds`` and report what did not match its metadata."""
     for name, reason in ds.rejected:
         # the name as listed, never resolved or looked at: it may point outside the dataset
-        yield {**_record(name, None, "error", f"refused name in metadata.json: {reason}", stat=False), "path": name}
+        where = "refused name in metadata.json" if ds.layout != "plain" else "refused"
+        yield {**_record(name, None, "error", f"{where}: {reason}", stat=False), "path": name}
     for entry in ds.missing:
         yield _record(entry.path, entry, "missing", "listed in metadata.json but not on disk")
     entries = {e.path: e for e in ds.videos}
@@ -90,19 +111,18 @@ def probe_files(paths: list, cfg: ProbeConfig) -> Iterator[tuple[str, dict]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m dfdc_fast.probe",
-        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from dfdc_fast.cli import JobParser
+
+    ap = JobParser(prog="python -m dfdc_fast.probe", description=__doc__.replace("``", ""))
     ap.add_argument("paths", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or dataset folders")
     ap.add_argument("--decode", action="store_true",
                     help="decode every frame to verify the video and count frames (default: header and packet scan only)")
     ap.add_argument("--decoder", default="pyav", choices=DECODERS, help="backend for --decode (default: %(default)s)")
     ap.add_argument("--device", default="cpu", help="device for --decode, e.g. cuda:0 (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="videos decoded at once with --decode (default: %(default)s)")
-    ap.add_argument("--layout", default="auto", choices=("auto", "dfdc_parts", "metadata", "plain"),
+    ap.add_argument("--layout", default="auto", choices=LAYOUTS,
                     help="dataset layout of folders (default: %(default)s)")
+    ap.add_argument("--follow-links", action="store_true", help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     return ap
 
 
@@ -116,22 +136,27 @@ def main(argv: Optional[list] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    """One JSON line per video on stdout; exit 1 when any is not ok."""
+    """One JSON line per video on stdout (a bar on stderr, on a terminal); exit 1 when any is not ok."""
+    from tqdm import tqdm
+
     values = {k: v for k, v in vars(args).items() if k in ProbeConfig.__dataclass_fields__}
     cfg = ProbeConfig(**values)
-    left = [args.limit if args.limit is not None else float("inf")]
-    bad = 0
+    lines: list = []
     for p in cfg.paths:
         if not os.path.exists(p):
-            print(json.dumps(_record(p, None, "missing", "no such file or folder")), flush=True)
-            bad += 1
-    for ds in from_paths([p for p in cfg.paths if os.path.exists(p)], cfg.layout):
-        for rec in probe_dataset(ds, cfg):
-            if left[0] <= 0:
-                return 1 if bad else 0
-            left[0] -= 1
+            lines.append(_record(p, None, "missing", "no such file or folder"))
+    datasets = from_paths([p for p in cfg.paths if os.path.exists(p)], cfg.layout, cfg.follow_links)
+    total = len(lines) + sum(len(ds.rejected) + len(ds.missing) + len(ds.videos) + len(ds.unlisted) for ds in datasets)
+    if cfg.limit is not None:
+        total = min(total, cfg.limit)
+    records = itertools.chain(lines, (rec for ds in datasets for rec in probe_dataset(ds, cfg)))
+    bad = 0
+    with tqdm(total=total, unit="video", desc="probe", file=sys.stderr, dynamic_ncols=True,
+              disable=None if cfg.progress else True) as bar:
+        for rec in itertools.islice(records, total):
             bad += rec["status"] != "ok"
             print(json.dumps(rec), flush=True)
+            bar.update(1)
     return 1 if bad else 0
 
 

@@ -25,6 +25,45 @@ def tune_host_allocator() -> None:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
+def check_device(name: str | None) -> torch.device | None:
+    """The torch device ``name`` names, refused in one line when this machine cannot run it.
+
+    A job asked for ``--device cuda`` on a machine without a usable GPU would otherwise fail
+    deep inside its first CUDA call with a long traceback; this says what is missing and
+    what to pass instead. ``None`` (the job's default) is returned as is.
+    """
+    from dfdc_fast.errors import ConfigError, DeviceUnavailable
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ConfigError(f"--device {name!r}: this toolkit runs on cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        raise DeviceUnavailable(f"--device {name}: no usable GPU here ({_cuda_problem()}); use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def _cuda_problem() -> str:
+    """Why CUDA is unusable, in a few words: what torch's own initialisation says."""
+    if torch.version.cuda is None:
+        return "this torch is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # noqa: BLE001 - the message is the point
+        text = str(exc).strip().splitlines()
+        return text[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
+    return "torch.cuda.is_available() is False"
+
+
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mode`` ("auto": bf16 on GPUs that support it, else none)."""
     if mode not in AMP_MODES:

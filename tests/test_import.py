@@ -55,11 +55,40 @@ def test_auto_decoder_on_cuda_without_a_gpu_decoder_falls_back_loudly(caplog, mo
     import dfdc_fast.io.nvdec as nvdec
 
     monkeypatch.setattr(nvdec, "nvdec_available", lambda: False)
+    monkeypatch.setattr(nvdec, "nvdec_problem", lambda: "PyNvVideoCodec is not installed (pip install pynvvideocodec)")
     monkeypatch.setattr(dali, "dali_available", lambda: False)
     api._announced.clear()
     with caplog.at_level("INFO", logger="dfdc_fast.io"):
         assert api.resolve_decoder("auto", "cuda") == "pyav"
-    assert "decoder=auto chose 'pyav'" in caplog.text and "pynvvideocodec" in caplog.text
+    assert "decoder=auto chose 'pyav'" in caplog.text and "pip install pynvvideocodec" in caplog.text
+
+
+def test_auto_decoder_says_what_failed_when_pynvvideocodec_is_installed(caplog, monkeypatch):
+    """Installed but failing for lack of a driver: the log says so instead of "install pynvvideocodec"."""
+    import builtins
+
+    import torch
+
+    import dfdc_fast.io.api as api
+    import dfdc_fast.io.dali as dali
+    import dfdc_fast.io.nvdec as nvdec
+
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name == "PyNvVideoCodec":
+            raise RuntimeError("libnvidia-encode.so.1: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(builtins, "__import__", failing)
+    monkeypatch.setattr(dali, "dali_available", lambda: False)
+    api._announced.clear()
+    with caplog.at_level("INFO", logger="dfdc_fast.io"):
+        assert api.resolve_decoder("auto", "cuda") == "pyav"
+    assert "installed but its import failed: libnvidia-encode" in caplog.text
+    assert "pip install" not in caplog.text
+    assert nvdec.nvdec_problem().startswith("PyNvVideoCodec is installed")
 
 
 def test_nvdec_reader_refuses_a_cpu_device():

@@ -124,8 +124,8 @@ def test_cli(samples_dir, checkpoints, tmp_path):
     for n in ("ccfoszqabv.mp4", "acqfdwsrhi.mp4"):
         shutil.copy(os.path.join(samples_dir, n), src / n)
     (tmp_path / "opts.yaml").write_text("frames: 40\naggregator: ntech\n")  # typed from YAML, flags override
-    # checkpoints and videos in any order; -c is a config file, as in train
-    r = subprocess.run([sys.executable, "-m", "dfdc_fast.infer", checkpoints[0], str(src), "-o", str(tmp_path / "o"),
+    # checkpoints, videos and options in any order (the checkpoint after -o); -c is a config file, as in train
+    r = subprocess.run([sys.executable, "-m", "dfdc_fast.infer", str(src), "-o", str(tmp_path / "o"), checkpoints[0],
                         "-c", str(tmp_path / "opts.yaml"), "--device", "cpu", "--workers", "0", "--no-progress"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -32,8 +32,9 @@ def folder(tmp_path, samples_dir, names, rename=None):
 
 
 def run(inputs, out, checkpoints, **kw):
+    kw = {"progress": False, **kw}
     return run_inference(InferConfig(inputs=[str(inputs)], checkpoints=checkpoints, out=str(out), frames=30,
-                                     device="cpu", workers=0, progress=False, **kw))
+                                     device="cpu", workers=0, **kw))
 
 
 def test_a_failing_run_keeps_the_earlier_submission_and_records(tmp_path, samples_dir, checkpoint):
@@ -139,3 +140,95 @@ def test_a_run_that_read_nothing_keeps_the_earlier_submission(tmp_path, samples_
         run(src, out, [checkpoint])
     assert (out / "submission.csv").read_bytes() == before
     assert not [n for n in os.listdir(out) if n.startswith((".tmp", ".lock"))]
+
+
+def _interrupt_second_group(monkeypatch):
+    """FaceScorer.score raises KeyboardInterrupt (Ctrl-C) on its second call; returns the call log."""
+    from dfdc_fast.infer.pipeline import FaceScorer
+
+    calls = []
+    real = FaceScorer.score
+
+    def score(self, faces, level):
+        calls.append([f.key for f in faces])
+        if len(calls) == 2 and calls[0] != "resumed":
+            raise KeyboardInterrupt
+        return real(self, faces, level)
+
+    monkeypatch.setattr(FaceScorer, "score", score)
+    return calls
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("earlier_submission", [False, True], ids=["new folder", "complete submission there"])
+def test_an_interrupted_run_leaves_no_complete_looking_submission_and_a_rerun_resumes(
+        tmp_path, samples_dir, checkpoint, monkeypatch, earlier_submission):
+    src = folder(tmp_path, samples_dir, ["ccfoszqabv.mp4", "acqfdwsrhi.mp4"])
+    out = tmp_path / "out"
+    before = None
+    if earlier_submission:
+        out.mkdir()
+        (out / "submission.csv").write_text("filename,label\nccfoszqabv.mp4,0.25\nacqfdwsrhi.mp4,0.75\n")
+        before = (out / "submission.csv").read_bytes()
+    calls = _interrupt_second_group(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(src, out, [checkpoint], videos_per_batch=1)
+    # alike in both cases: the partial file has the progress, submission.csv is untouched or absent
+    assert ((out / "submission.csv").read_bytes() if (out / "submission.csv").exists() else None) == before
+    partial = read_submission(str(out / "submission.partial.csv"))
+    assert sorted(partial.values())[0] == 0.5 and len(partial) == 2
+    (done,) = [n for n in os.listdir(out / "videos.partial") if n.endswith(".json")]
+    first = json.load(open(out / "videos.partial" / done))
+    calls.clear()
+    calls.append("resumed")  # from here on the scorer runs normally
+    summary = run(src, out, [checkpoint], videos_per_batch=1)
+    assert summary["resumed"] == 1 and len(calls) == 2  # only the video not done was scored
+    rows = read_submission(str(out / "submission.csv"))
+    assert rows[first["filename"]] == pytest.approx(first["label"]) and summary["statuses"] == {"ok": 2}
+    assert sorted(os.listdir(out / "videos")) == ["acqfdwsrhi.json", "ccfoszqabv.json"]
+    assert not (out / "submission.partial.csv").exists() and not (out / "videos.partial").exists()
+
+
+def test_records_of_other_settings_are_not_reused(tmp_path):
+    from dfdc_fast.infer.pipeline import RESUME_FILE, VideoResult, resume_records
+
+    d = tmp_path / "videos.partial"
+    d.mkdir()
+    (d / RESUME_FILE).write_text(json.dumps({"frames": 30}))
+    r = VideoResult("a.mp4", "/x/a.mp4", output_id="a")
+    (d / "a.json").write_text(json.dumps({"filename": "a.mp4", "path": "/x/a.mp4", "status": "ok", "label": 0.9,
+                                          "level": "full"}))
+    assert resume_records(str(d), {"frames": 20}, [r]) == 0 and not d.exists() and r.status == "pending"
+    d.mkdir()
+    (d / RESUME_FILE).write_text(json.dumps({"frames": 30}))
+    (d / "a.json").write_text(json.dumps({"filename": "a.mp4", "path": "/x/a.mp4", "status": "ok", "label": 0.9,
+                                          "level": "half_frames"}))
+    assert resume_records(str(d), {"frames": 30}, [r]) == 0 and not (d / "a.json").exists()  # degraded: redone
+
+
+def test_the_scored_bar_counts_videos_once_their_models_ran(tmp_path, samples_dir, checkpoint, monkeypatch):
+    """Two bars: faces made, then videos scored; a single bar sat at 100 % while the models ran."""
+    import tqdm
+
+    from dfdc_fast.infer.pipeline import FaceScorer
+
+    events = []
+
+    class Bar:
+        def __init__(self, *args, desc="", **kwargs):
+            self.desc = desc.strip()
+
+        def update(self, n=1):
+            events.append((self.desc, n))
+
+        def set_postfix_str(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    real = FaceScorer.score
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    monkeypatch.setattr(FaceScorer, "score", lambda self, faces, level: events.append("models") or real(self, faces, level))
+    run(folder(tmp_path, samples_dir, ["ccfoszqabv.mp4"]), tmp_path / "out", [checkpoint], progress=True)
+    assert events == [("faces", 1), "models", ("scored", 1)]

@@ -7,6 +7,6 @@ from dfdc_fast.bench.cli import add_common_args, clips_or_exit, prepare, read_fr
 from dfdc_fast.bench.env import environment
 from dfdc_fast.bench.inputs import DEFAULT_SAMPLES, repeated_clips, sample_clips
 from dfdc_fast.bench.timing import Timing, time_runs
-from dfdc_fast.bench.report import result_path, write_result
+from dfdc_fast.bench.report import WrittenOnStop, result_path, write_result
 
-__all__ = ["add_common_args", "clips_or_exit", "prepare", "read_frames_cv2", "DEFAULT_SAMPLES", "repeated_clips", "sample_clips", "environment", "Timing", "time_runs", "result_path", "write_result"]
+__all__ = ["add_common_args", "clips_or_exit", "prepare", "read_frames_cv2", "DEFAULT_SAMPLES", "repeated_clips", "sample_clips", "environment", "Timing", "time_runs", "result_path", "write_result", "WrittenOnStop"]

@@ -7,6 +7,11 @@ images, so portrait and landscape videos take the same room. Videos without clip
 (``no_face``, ``decode_error``, ``missing``, ``error``) are listed compactly, one line each,
 in the space the last row of tiles leaves or in a band below.
 
+Each recipe's sheet shows what that recipe wrote (``settings.json`` says which): the
+Medics' face clips and a crop per track; Selim's PNG crops of a track with their five
+landmarks, each fake's SSIM diff mask beside its crop; NTechLab's REAL/FAKE pair clips, the
+REAL frame beside the FAKE one, at the start and the end of the pair.
+
 Everything is read back from an extraction's output folder (``index.csv``, the per-video
 JSON records, the clips and crops), so a resumed run draws a complete sheet too.
 
@@ -36,6 +41,12 @@ DIM = (160, 160, 170)
 LABEL_COLOURS = {"REAL": (90, 200, 120), "FAKE": (235, 85, 85)}
 STATUS_COLOURS = {"ok": (90, 200, 120), "too_short": (240, 180, 60)}
 BAD = (235, 110, 90)
+LANDMARK = (80, 220, 255)
+#: what each recipe's tiles hold: (a video's outputs, the legend's line for the squares)
+RECIPE_WORDS = {"medics": ("clips", "{frames} frames of the face clip (fN: frame of the video), then a 2D crop"),
+                "selim": ("crops", "PNG crops of the track with their 5 landmarks (dots); a FAKE's SSIM diff mask "
+                                   "beside each crop"),
+                "ntech": ("pairs", "REAL frame beside the FAKE frame of a pair clip, at its first and last frame")}
 
 
 @dataclass
@@ -56,15 +67,29 @@ class Tile:
     crop_frame: Optional[int] = None
     fake_score: Optional[float] = None  # a model's P(FAKE) for the video, where known
     part: Optional[str] = None
+    #: what the tile shows instead of clip frames and a crop (recipes selim and ntech)
+    panels: Optional[list] = None  # Panel
+    note: Optional[str] = None  # the second label line's middle, instead of the chunk
 
     def lines(self) -> tuple[str, str]:
         person = "?" if self.person is None else self.person
-        second = f"track {self.track}  person {person}  chunk {self.chunk}  frames {self.start}-{self.stop}"
+        what = self.note if self.note is not None else f"chunk {self.chunk}"
+        second = f"track {self.track}  person {person}  {what}  frames {self.start}-{self.stop}"
         if self.score is not None:
             second += f"  det {self.score:.3f}"
         if self.fake_score is not None:
             second += f"  P(fake) {self.fake_score:.3f}"
         return f"{self.video}  {self.label}  {self.status}", second
+
+
+@dataclass
+class Panel:
+    """One square of a tile: an image file, or one frame of a clip, with a caption."""
+
+    path: str
+    caption: str
+    frame: Optional[int] = None  # a clip's frame (0-based within the clip); None: an image file
+    landmarks: Optional[list] = None  # five points in the image's pixels (flat x, y, x, y, ... or pairs), as dots
 
 
 @dataclass
@@ -90,6 +115,7 @@ class SheetInput:
     people: int = 0
     more_videos: int = 0  # videos with clips beyond the ones shown
     no_clips: int = 0  # videos without clips (listed in ``missing`` up to a limit)
+    recipe: str = "medics"  # whose outputs: what a tile shows and what the header calls them
 
 
 # ---- reading an extraction's outputs ------------------------------------------------------
@@ -132,6 +158,9 @@ def read_sheet_input(out_dir: str, index: str = "index.csv", videos: int = 12,
     by_video: dict = {}
     for r in rows:
         by_video.setdefault((r.get("part") or "", r["video"], r.get("json") or ""), []).append(r)
+    recipe = _recipe(out_dir)
+    if recipe != "medics":
+        return _read_recipe(out_dir, recipe, by_video, videos, fake_scores, max_missing)
     out = SheetInput(videos=len(by_video))
     shown = 0
     for (part, video, rel), vrows in by_video.items():
@@ -168,6 +197,125 @@ def read_sheet_input(out_dir: str, index: str = "index.csv", videos: int = 12,
                 clip=os.path.join(out_dir, r["clip"]), part=part or None,
                 crop=os.path.join(out_dir, crop["path"]) if crop else None, crop_frame=crop["frame"] if crop else None,
                 fake_score=fake_scores.get(video)))
+    return out
+
+
+def _recipe(out_dir: str) -> str:
+    try:
+        with open(os.path.join(out_dir, "settings.json")) as f:
+            return json.load(f).get("recipe") or "medics"
+    except (OSError, ValueError):
+        return "medics"
+
+
+def _evenly(items: list, k: int) -> list:
+    """``k`` items spread evenly over ``items`` (all of them when there are fewer)."""
+    if len(items) <= k:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)] if k > 1 else [items[len(items) // 2]]
+
+
+def selim_panels(out_dir: str, crops: list, squares: int) -> tuple[list, int]:
+    """A track's squares for recipe selim: its crops with their landmarks, each crop that has
+    an SSIM diff (a fake's) followed by the diff. Returns (panels, crops shown)."""
+    crops = sorted(crops, key=lambda c: c["frame"])
+    with_diff = any(c.get("diff") for c in crops)
+    picked = _evenly(crops, squares // 2 if with_diff else squares)
+    panels = []
+    for c in picked:
+        panels.append(Panel(os.path.join(out_dir, c["path"]), f"crop f{c['frame']}", landmarks=c.get("landmarks")))
+        if with_diff:
+            panels.append(Panel(os.path.join(out_dir, c["diff"]), f"diff f{c['frame']}") if c.get("diff") else
+                          Panel("", f"no diff f{c['frame']}"))
+    return panels, len(picked)
+
+
+def ntech_panels(out_dir: str, pair: dict, label: str) -> list:
+    """A pair's squares for recipe ntech: REAL beside FAKE at the pair's first and last frame
+    (a REAL video's own window: its first and last frame)."""
+    start, stop = pair["start"], pair["stop"]
+    last = max(0, stop - start - 1)
+    if pair.get("real_path"):
+        real, fake = os.path.join(out_dir, pair["real_path"]), os.path.join(out_dir, pair["path"])
+        return [Panel(real, f"REAL f{start}", frame=0), Panel(fake, f"FAKE f{start}", frame=0),
+                Panel(real, f"REAL f{stop - 1}", frame=last), Panel(fake, f"FAKE f{stop - 1}", frame=last)]
+    own = os.path.join(out_dir, pair["path"])
+    return [Panel(own, f"{label} f{start}", frame=0), Panel(own, f"{label} f{stop - 1}", frame=last)]
+
+
+def _read_recipe(out_dir: str, recipe: str, by_video: dict, videos: int, fake_scores: dict,
+                 max_missing: int, squares: int = 4) -> SheetInput:
+    """The tiles of recipes selim (one per track: its crops, landmarks and diffs) and ntech
+    (one per REAL/FAKE pair; a REAL video none of whose windows is paired shows its own)."""
+    out = SheetInput(videos=len(by_video), recipe=recipe)
+    records = []
+    for (part, video, rel), vrows in by_video.items():
+        rec = None
+        if rel:
+            try:
+                with open(os.path.join(out_dir, rel)) as f:
+                    rec = json.load(f)
+            except (OSError, ValueError) as exc:
+                log.warning("contact sheet: cannot read %s (%s)", rel, exc)
+        records.append((part, video, vrows[0], rec))
+    paired = set()  # REAL windows shown beside a fake: (json path of the REAL's pairs, track, window)
+    for _, _, _, rec in records:
+        for p in (rec or {}).get("pairs") or []:
+            if p.get("real_path"):
+                paired.add(p["real_path"])
+    shown = 0
+    for part, video, row, rec in records:
+        status = (rec or {}).get("status") or row.get("status") or "?"
+        label = row.get("label") or "?"
+        out.counts[status] = out.counts.get(status, 0) + 1
+        tracks = (rec or {}).get("tracks") or []
+        out.people += len({t.get("person") if t.get("person") is not None else ("track", t.get("track_id"))
+                           for t in tracks})
+        tiles = []
+        by_track = {t.get("track_id"): t for t in tracks}
+        if recipe == "selim":
+            crops: dict = {}
+            for c in (rec or {}).get("crops") or []:
+                crops.setdefault(c["track"], []).append(c)
+            for track, items in sorted(crops.items()):
+                panels, n = selim_panels(out_dir, items, squares)
+                t = by_track.get(track, {})
+                diffs = sum(1 for c in items if c.get("diff"))
+                note = f"{len(items)} crops" + (f", {diffs} diffs" if diffs else "") + f" (showing {n})"
+                tiles.append(Tile(video=video, label=label, status=status, track=track, person=items[0].get("person"),
+                                  chunk=0, start=t.get("start", min(c["frame"] for c in items)),
+                                  stop=t.get("stop", max(c["frame"] for c in items) + 1),
+                                  score=t.get("score"), clip=None, part=part or None, fake_score=fake_scores.get(video),
+                                  panels=panels, note=note))
+        else:
+            for p in (rec or {}).get("pairs") or []:
+                if not p.get("real_path") and p["path"] in paired:
+                    continue  # shown beside its fake
+                t = by_track.get(p["track"], {})
+                note = f"pair window {p['window']}" + (f", fake track {p['fake_track']}" if p.get("real_path") else
+                                                       ", not paired here")
+                tiles.append(Tile(video=video, label=label, status=status, track=p["track"], person=t.get("person"),
+                                  chunk=0, start=p["start"], stop=p["stop"], score=t.get("score"), clip=None,
+                                  part=part or None, fake_score=fake_scores.get(video),
+                                  panels=ntech_panels(out_dir, p, label), note=note))
+        paired_only = recipe == "ntech" and not tiles and any(p["path"] in paired for p in (rec or {}).get("pairs") or [])
+        if paired_only:
+            continue  # a REAL whose every window is shown beside its fakes
+        if not tiles:
+            out.no_clips += 1
+            if len(out.missing) < max_missing:
+                why = (rec or {}).get("error") or row.get("error") or None
+                if status == "ok" and not why:
+                    why = "no crop" if recipe == "selim" else \
+                        "no pair: no FAKE of it is in the dataset" if label == "REAL" else \
+                        "no pair: its REAL original is not in the dataset, or no track of it lines up"
+                out.missing.append(Missing(video, label, status, why))
+            continue
+        if shown >= videos:
+            out.more_videos += 1
+            continue
+        shown += 1
+        out.tiles += tiles
     return out
 
 
@@ -209,6 +357,48 @@ def _letterbox(image, square: int, fill):
     canvas = Image.new("RGB", (square, square), fill)
     canvas.paste(image, ((square - image.size[0]) // 2, (square - image.size[1]) // 2))
     return canvas
+
+
+def _draw_panels(sheet, draw, tile, x0: int, top: int, squares: int, square: int, inner: int, font) -> None:
+    """A recipe tile's squares: images (with their landmarks as dots) or frames of clips."""
+    from PIL import Image
+
+    from dfdc_fast.io import Indices, read_video
+
+    frames: dict = {}
+    for path in {p.path for p in tile.panels if p.frame is not None}:
+        wanted = sorted({p.frame for p in tile.panels if p.path == path and p.frame is not None})
+        try:
+            video = read_video(path, Indices(wanted), device="cpu", decoder="pyav")
+            frames[path] = {int(i): f for i, f in zip(video.indices.tolist(), video.frames.numpy())}
+        except Exception as exc:  # noqa: BLE001 - an unreadable clip is shown as such
+            log.warning("contact sheet: cannot read %s (%s)", path, exc)
+            frames[path] = {}
+    for j in range(squares):
+        box = (x0 + j * (square + inner), top, x0 + j * (square + inner) + square - 1, top + square - 1)
+        panel = tile.panels[j] if j < len(tile.panels) else None
+        if panel is None:
+            _placeholder(draw, box, "", font)
+            continue
+        try:
+            if panel.frame is not None:
+                image = Image.fromarray(np.ascontiguousarray(frames[panel.path][panel.frame]))
+            else:
+                with Image.open(panel.path) as im:
+                    image = im.convert("RGB")
+        except Exception:  # noqa: BLE001 - missing or unreadable: said so in the square
+            _placeholder(draw, box, panel.caption if not panel.path else "unreadable", font)
+            continue
+        w, h = image.size
+        sheet.paste(_letterbox(image, square, TILE), box[:2])
+        if panel.landmarks:
+            scale = square / max(w, h)
+            ox, oy = box[0] + (square - round(w * scale)) // 2, box[1] + (square - round(h * scale)) // 2
+            points = np.asarray(panel.landmarks, dtype=np.float64).reshape(-1, 2)  # flat x0, y0, x1, ... as written
+            for x, y in points:
+                cx, cy = ox + x * scale, oy + y * scale
+                draw.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], fill=LANDMARK, outline=(0, 0, 0))
+        _caption(draw, box[:2], panel.caption, font)
 
 
 def _caption(draw, xy, text, font):
@@ -261,21 +451,25 @@ def render_contact_sheet(data: SheetInput, *, title: str = "contact sheet", fram
     counts = "  ".join(f"{k} {v}" for k, v in sorted(data.counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
     too_short = sum(t.status == "too_short" for t in data.tiles)
     shown_videos = len({(t.part, t.video) for t in data.tiles})
-    header = [title, f"{data.videos} videos ({counts}), {data.people} people; showing the {n} tracks of the first "
-                     f"{shown_videos} videos with clips" + (f", {too_short} too_short" if too_short else "")
+    outputs, squares_line = RECIPE_WORDS.get(data.recipe, RECIPE_WORDS["medics"])
+    shows = {"medics": f"the {n} tracks", "selim": f"the crops of {n} tracks", "ntech": f"{n} pair" + "s" * (n != 1)}.get(data.recipe)
+    header = [title, f"{data.videos} videos ({counts}), {data.people} people; showing {shows} of the first "
+                     f"{shown_videos} videos with {outputs}" + (f", {too_short} too_short" if too_short else "")
               + (f"; {data.more_videos} more videos in the index" if data.more_videos else "")]
     missing = [m.line() for m in data.missing]
-    missing_lines = set(missing)
+    missing_lines = {m.line() for m in data.missing if m.status != "ok"}  # failures in red; ok ones are dim
     if data.missing:
         listed = f"{len(data.missing)} listed" if len(data.missing) == data.no_clips else \
             f"the first {len(data.missing)} of {data.no_clips}"
-        missing.insert(0, f"videos without clips ({listed}):")
+        missing.insert(0, f"videos without {outputs} ({listed}):")
     else:
-        missing.append(f"all {data.videos} videos have face clips")
-    legend = ["legend:", "label line: name  REAL/FAKE  clip status (ok / too_short)",
-              "track: the clip's track; person: the same person across chunks",
-              f"{frames} frames of the face clip (fN: frame of the video), then a 2D crop",
-              "det: mean detector score of the track"]
+        missing.append(f"all {data.videos} videos have {outputs}" if data.recipe != "medics" else
+                       f"all {data.videos} videos have face clips")
+    legend = ["legend:", "label line: name  REAL/FAKE  clip status (ok / too_short)" if data.recipe == "medics" else
+              "label line: name  REAL/FAKE  video status",
+              "track: the clip's track; person: the same person across chunks" if data.recipe == "medics" else
+              "track: the face track; person: its person",
+              squares_line.format(frames=frames), "det: mean detector score of the track"]
 
     # Two blocks of text: the videos without clips and the legend. The empty cells of the
     # last row hold what fits there (the legend first); the rest goes in a band below, the
@@ -310,7 +504,7 @@ def render_contact_sheet(data: SheetInput, *, title: str = "contact sheet", fram
     draw.text((gap + 2, 4), _fit(draw, header[0], bold, width - 2 * gap), fill=TEXT, font=bold)
     draw.text((gap + 2, 4 + line), _fit(draw, header[1], regular, width - 2 * gap), fill=DIM, font=regular)
 
-    layout = {"size": sheet.size, "tiles": [], "panels": [], "header": (0, 0, width, header_h)}
+    layout = {"size": sheet.size, "tiles": [], "panels": [], "header": (0, 0, width, header_h), "header_lines": header}
     for k, tile in enumerate(data.tiles):
         r, c = divmod(k, cols)
         x0 = gap + c * (tile_w + gap)
@@ -328,6 +522,12 @@ def render_contact_sheet(data: SheetInput, *, title: str = "contact sheet", fram
         draw.text((x, y0 + 3), tile.status, fill=STATUS_COLOURS.get(tile.status, BAD), font=bold)
         draw.text((x0 + 6, y0 + 3 + line), _fit(draw, second, regular, tile_w - 12), fill=DIM, font=regular)
         top = y0 + band
+        if tile.panels is not None:
+            _draw_panels(sheet, draw, tile, x0, top, frames + 1, square, inner, small)
+            layout["tiles"].append({"rect": rect, "text": f"{first} | {second}", "video": tile.video,
+                                    "track": tile.track, "person": tile.person, "status": tile.status,
+                                    "label": tile.label, "panels": [p.caption for p in tile.panels]})
+            continue
         try:
             images = _clip_frames(tile.clip, frames, square)
         except Exception as exc:  # noqa: BLE001 - an unreadable clip is shown as such

@@ -102,8 +102,11 @@ def is_video_file(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(path)
 
 
-def safe_join(root: str, name: str) -> str:
-    """``root/name`` if ``name`` is a relative path that stays inside ``root``; else ValueError."""
+def safe_join(root: str, name: str, follow_links: bool = False) -> str:
+    """``root/name`` if ``name`` is a relative path that stays inside ``root``; else ValueError.
+
+    With ``follow_links`` a symbolic link inside ``root`` may point anywhere: the name must
+    still stay inside ``root`` as written, and the link's target is returned (resolved once)."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ValueError("empty or malformed name")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
@@ -113,8 +116,8 @@ def safe_join(root: str, name: str) -> str:
         raise ValueError("'..' would leave the dataset root")
     root_real = os.path.realpath(root)
     full = os.path.realpath(os.path.join(root_real, name))
-    if os.path.commonpath([root_real, full]) != root_real:
-        raise ValueError("resolves outside the dataset root (symbolic link?)")
+    if os.path.commonpath([root_real, full]) != root_real and not follow_links:
+        raise ValueError("resolves outside the dataset root (a symbolic link? --follow-links allows them)")
     return full
 
 
@@ -144,7 +147,8 @@ def _is_output(folder: str, exclude: frozenset) -> bool:
     return False
 
 
-def _scan_videos(folder: str, recursive: bool, exclude: frozenset = frozenset()) -> list[str]:
+def _scan_videos(folder: str, recursive: bool, follow_links: bool = False,
+                 exclude: frozenset = frozenset()) -> list[str]:
     found = []
     if recursive:
         for dirpath, dirnames, filenames in os.walk(folder):
@@ -157,15 +161,39 @@ def _scan_videos(folder: str, recursive: bool, exclude: frozenset = frozenset())
     out, seen = [], set()
     for p in found:
         real = os.path.realpath(p)
-        # a symbolic link that leads out of the dataset is not part of it; one inside that
-        # points at another video of it is the same video
-        if os.path.isfile(real) and os.path.commonpath([root_real, real]) == root_real and real not in seen:
+        # a symbolic link that leads out of the dataset is not part of it (unless links are
+        # followed); one that points at another video of it is the same video
+        inside = follow_links or os.path.commonpath([root_real, real]) == root_real
+        if os.path.isfile(real) and inside and real not in seen:
             seen.add(real)
             out.append(real)
     return out
 
 
-def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
+def _scan_named(root: str, follow_links: bool,
+                exclude: frozenset = frozenset()) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(path as found under ``root``, the file it is) of a plain folder's videos, and the
+    (name, why) of links refused for leaving it. A video inside the root is named by where
+    it is; one reached through a followed link by the link."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not _is_output(os.path.join(dirpath, d), exclude))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(VIDEO_EXTENSIONS)]
+    out, refused, seen = [], [], set()
+    for p in found:
+        real = os.path.realpath(p)
+        inside = os.path.commonpath([root, real]) == root
+        if os.path.isfile(real) and not inside and not follow_links:
+            refused.append((os.path.relpath(p, root), "a symbolic link out of the dataset folder (--follow-links "
+                                                      "takes the file it points to)"))
+        elif os.path.isfile(real) and real not in seen:
+            seen.add(real)
+            out.append((real if inside else p, real))
+    return out, refused
+
+
+def _read_folder_with_metadata(folder: str, part: str, ds: Dataset, follow_links: bool = False) -> None:
     meta = _load_metadata(os.path.join(folder, "metadata.json"))
     listed_paths = set()
     records: dict = {}
@@ -178,7 +206,7 @@ def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
             continue
         record = recs[0]
         try:
-            path = safe_join(folder, name)
+            path = safe_join(folder, name, follow_links)
         except ValueError as exc:
             ds.rejected.append((shown, str(exc)))
             continue
@@ -198,7 +226,7 @@ def _read_folder_with_metadata(folder: str, part: str, ds: Dataset) -> None:
                            original=record.get("original") or None, split=record.get("split"))
         listed_paths.add(path)
         (ds.videos if os.path.isfile(path) else ds.missing).append(entry)
-    ds.unlisted += [p for p in _scan_videos(folder, recursive=False) if p not in listed_paths]
+    ds.unlisted += [p for p in _scan_videos(folder, recursive=False, follow_links=follow_links) if p not in listed_paths]
     _refuse_aliases(ds)
 
 
@@ -221,13 +249,18 @@ def _refuse_aliases(ds: Dataset) -> None:
     ds.videos[:] = kept
 
 
-def discover(root: str | os.PathLike, layout: str = "auto", exclude: Iterable[str] = ()) -> Dataset:
+def discover(root: str | os.PathLike, layout: str = "auto", follow_links: bool = False,
+             exclude: Iterable[str] = ()) -> Dataset:
     """Find the videos under ``root``.
 
     Args:
         root: the dataset folder.
         layout: ``"auto"`` (default: parts, then metadata.json, then plain), ``"dfdc_parts"``,
             ``"metadata"`` or ``"plain"``.
+        follow_links: accept symbolic links that point out of ``root`` (a folder of links is
+            the usual way to try a subset): each is resolved once and its entry's ``path`` is
+            the target, its name the link's. Off by default: a link leaving the dataset is
+            not part of it.
         exclude: folders not to search (a job's own output folder inside its input); any
             folder a dfdc_fast job made is skipped too, with a note.
     """
@@ -258,18 +291,20 @@ def discover(root: str | os.PathLike, layout: str = "auto", exclude: Iterable[st
         for _, d in parts:
             folder = os.path.join(root, d)
             if os.path.isfile(os.path.join(folder, "metadata.json")):
-                _read_folder_with_metadata(folder, d, ds)
+                _read_folder_with_metadata(folder, d, ds, follow_links)
             else:
-                ds.unlisted += _scan_videos(folder, recursive=False)
+                ds.unlisted += _scan_videos(folder, recursive=False, follow_links=follow_links)
     elif layout == "metadata":
-        _read_folder_with_metadata(root, "", ds)
+        _read_folder_with_metadata(root, "", ds, follow_links)
     else:
-        for path in _scan_videos(root, recursive=True, exclude=skip):
-            ds.videos.append(VideoEntry(path=path, name=os.path.relpath(path, root)))
+        found, ds.rejected = _scan_named(root, follow_links, skip)
+        for link, path in found:
+            ds.videos.append(VideoEntry(path=path, name=os.path.relpath(link, root)))
     return ds
 
 
-def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto", exclude: Iterable[str] = ()) -> list[Dataset]:
+def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto", follow_links: bool = False,
+               exclude: Iterable[str] = ()) -> list[Dataset]:
     """Datasets for a command line's mix of folders and single video files.
 
     Loose files are grouped into one ``plain`` dataset per parent folder, named as given
@@ -280,7 +315,7 @@ def from_paths(paths: Iterable[str | os.PathLike], layout: str = "auto", exclude
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            out.append(discover(p, layout, exclude))
+            out.append(discover(p, layout, follow_links, exclude))
         else:
             real = os.path.realpath(p)
             if any(os.path.commonpath([real, x]) == x for x in exclude):

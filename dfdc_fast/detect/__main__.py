@@ -14,11 +14,12 @@ import time
 
 import torch
 
-from dfdc_fast.cli import add_common_arguments, first, run
+from dfdc_fast import checks
+from dfdc_fast.cli import JobParser, add_common_arguments, first, run
 from dfdc_fast.data import from_paths
 from dfdc_fast.detect.mtcnn import MTCNN, PRESETS
 from dfdc_fast.detect.videos import detect_videos
-from dfdc_fast.io import DECODERS, Every
+from dfdc_fast.io import DECODERS, Every, check_decoder
 from dfdc_fast.runtime import tune_host_allocator
 
 
@@ -41,22 +42,23 @@ def frame_records(path: str, detections) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m dfdc_fast.detect", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = JobParser(prog="python -m dfdc_fast.detect", description=__doc__.replace("``", ""))
     ap.add_argument("inputs", nargs="+", help="video files or folders (searched for videos, DFDC layouts understood)")
+    ap.add_argument("--follow-links", action="store_true", help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     ap.add_argument("--every", type=int, default=10, help="detect on every n-th frame (default: %(default)s)")
     ap.add_argument("--out", default="-", help="JSON-lines output file, - for stdout (default: %(default)s)")
     ap.add_argument("--preset", default="medics_export", choices=sorted(PRESETS),
                     help="detector settings of a seed system (default: %(default)s: thresholds 0.6/0.7/0.7 at 0.5x)")
-    ap.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="override the preset's thresholds")
+    ap.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="override the preset's P-, R- and O-Net thresholds (default: the preset's)")
     size = ap.add_mutually_exclusive_group()
-    size.add_argument("--scale", type=float, help="resize frames by this factor before detecting")
-    size.add_argument("--long-side", type=int, help="resize frames so the longer side has this many pixels")
+    size.add_argument("--scale", type=float, help="resize frames by this factor before detecting (default: the preset's)")
+    size.add_argument("--long-side", type=int,
+                      help="resize frames so the longer side has this many pixels (default: the preset's)")
     size.add_argument("--full-resolution", action="store_true", help="detect at full resolution")
-    ap.add_argument("--max-faces", type=int, help="keep at most this many faces per frame")
+    ap.add_argument("--max-faces", type=int, help="keep at most this many faces per frame (default: the preset's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="cpu or cuda[:i] (default: %(default)s)")
-    ap.add_argument("--decoder", default="auto", choices=DECODERS, help="(default: %(default)s)")
+                    help="cpu or cuda[:i] (default: cuda when a GPU is usable, else cpu; here %(default)s)")
+    ap.add_argument("--decoder", default="auto", choices=DECODERS, help="video decoder (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="videos decoded at once (default: %(default)s)")
     ap.add_argument("--videos-per-batch", type=int, default=None,
                     help="videos detected together (default: 8 on a GPU, 1 on a CPU, so progress shows per video)")
@@ -71,8 +73,21 @@ def main(argv=None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.every < 1:
-        raise ValueError(f"--every must be >= 1, got {args.every}")
+    from dfdc_fast.runtime import check_device
+
+    checks.integer("every", args.every, 1)
+    checks.integer("workers", args.workers, 1)
+    checks.integer("videos_per_batch", args.videos_per_batch, 1, none_ok=True)
+    checks.integer("max_faces", args.max_faces, 1, none_ok=True)
+    checks.integer("long_side", args.long_side, 1, none_ok=True)
+    checks.number("scale", args.scale, 0, none_ok=True)
+    for t in args.thresholds or ():
+        if not 0 <= t <= 1:
+            raise ValueError(f"--thresholds must be between 0 and 1, got {args.thresholds}")
+    check_decoder(args.decoder, check_device(args.device))
+    for p in args.inputs:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"input {p} does not exist")
     overrides = {}
     if args.thresholds:
         overrides["thresholds"] = tuple(args.thresholds)
@@ -82,10 +97,7 @@ def _main(args: argparse.Namespace) -> int:
         overrides.update(scale=args.scale, long_side=args.long_side, size_rule=None)
     detector = MTCNN(args.device, args.preset, **overrides)
 
-    for p in args.inputs:
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"input {p} does not exist")
-    paths = first([p for ds in from_paths(args.inputs) for p in [e.path for e in ds.videos] + list(ds.unlisted)],
+    paths = first([p for ds in from_paths(args.inputs, follow_links=args.follow_links) for p in [e.path for e in ds.videos] + list(ds.unlisted)],
                   args.limit)
     if not paths:
         raise FileNotFoundError("no videos found in " + " ".join(args.inputs))

@@ -69,6 +69,9 @@ class FacePath:
         # them at their final size: the detector's own resize is switched off.
         self.detector_config = cfg
         self.detector = MTCNN(self.device, cfg, scale=None, long_side=None, size_rule=None)
+        #: Called with (task, stage) as each video enters "decode", "detect" and "cut", so a
+        #: job's progress bar moves within a video (the first takes the longest).
+        self.on_stage = None
 
     # ---- public ---------------------------------------------------------------------
 
@@ -76,6 +79,7 @@ class FacePath:
         _inject_fault(task.path)
         result = VideoFaces(key=task.key, path=task.path)
         t0 = time.perf_counter()
+        self._stage(task, "decode")
         try:
             self._check_limits(task)
             raw = self._decode(task)
@@ -88,6 +92,7 @@ class FacePath:
         result.timings["decode_s"] = time.perf_counter() - t0
         result.info, result.decoder, result.frames_decoded = raw.info, raw.decoder, len(raw)
         try:
+            self._stage(task, "detect")
             self._faces(task, raw, result)
         except Exception as exc:  # noqa: BLE001
             log.exception("%s failed", task.path)
@@ -99,6 +104,10 @@ class FacePath:
         return result
 
     # ---- stages -----------------------------------------------------------------------
+
+    def _stage(self, task: VideoTask, stage: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(task, stage)
 
     def _frames(self, task: VideoTask):
         frames = self.request.frames
@@ -177,6 +186,7 @@ class FacePath:
             result.status = "ok" if tracks or (result.boxes_from == "original" and crop_tracks) else "no_face"
         result.error = None if result.status == "ok" else "no face track persisted long enough"
 
+        self._stage(task, "cut")
         t1 = time.perf_counter()
         pos_of = self._positions(raw)
         if req.clips is not None and clip_tracks:

@@ -55,6 +55,7 @@ def _worker_main(conn, request: FacesRequest, device: str, decoder: str, threads
     torch.set_num_threads(max(1, threads))
     try:
         path = FacePath(request, device, decoder, decoder_threads=threads)
+        path.on_stage = lambda task, stage: conn.send(("stage", worker_id, (task.key, stage)))
         conn.send(("ready", worker_id, path.decoder))
     except BaseException as exc:  # noqa: BLE001 - report why the worker cannot start
         conn.send(("failed", worker_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
@@ -114,12 +115,15 @@ class Engine:
         self._next_id = 0
         self.replaced = 0  # workers that died or timed out and were restarted
         self.decoder_resolved: Optional[str] = None
+        #: Called with (task key, stage) as a video enters each stage, in whichever process runs it.
+        self.on_stage = None
 
     # ---- lifecycle ------------------------------------------------------------------
 
     def __enter__(self) -> "Engine":
         if self.workers == 0:
             self._local = FacePath(self.request, self.device, self.decoder, decoder_threads=0)
+            self._local.on_stage = lambda task, stage: self.on_stage is not None and self.on_stage(task.key, stage)
             self.decoder_resolved = self._local.decoder
         else:
             for _ in range(self.workers):
@@ -243,6 +247,8 @@ class Engine:
                 try:
                     while w.conn.poll():
                         kind, _, result = w.conn.recv()
+                        if kind == "stage" and self.on_stage is not None:
+                            self.on_stage(*result)
                         if kind != "result":
                             continue
                         w.tasks.popleft()

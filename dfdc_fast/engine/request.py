@@ -135,7 +135,11 @@ class WindowSpec:
 
 @dataclass
 class FacesRequest:
-    """Everything the per-video path does, the same for every video of a job."""
+    """Everything the per-video path does, the same for every video of a job.
+
+    The defaults detect and track faces and cut nothing: name the outputs wanted, e.g.
+    ``FacesRequest(clips=ClipSpec(256), crops=CropSpec(count=32))`` for the Medics' clips and crops.
+    """
 
     #: Frames to decode: None for all, or a selector such as First(100).
     frames: SelectorLike = None
@@ -153,11 +157,16 @@ class FacesRequest:
     track: Optional[TrackConfig] = field(default_factory=TrackConfig)
     #: Relax the track's min_frames/min_detections for videos too short to meet them.
     relax_short: bool = False
+    #: Square face clips per track and chunk (the Medics' 3D inputs); None: no clips.
     clips: Optional[ClipSpec] = None
+    #: 2D face crops per track (Selim's, or one per detection with mode="detections"); None: none.
     crops: Optional[CropSpec] = None
+    #: SSIM difference masks of a fake's crops against its original's (Selim's); None: none.
     diffs: Optional[DiffSpec] = None
+    #: Aligned REAL/FAKE pair clips (NTechLab's training pairs); None: none.
     pairs: Optional[PairSpec] = None
-    windows: list = field(default_factory=list)  # WindowSpec, each cut into VideoFaces.windows
+    #: Inference windows per track (NTechLab's 7-frame sequences), each cut into VideoFaces.windows.
+    windows: list = field(default_factory=list)
     #: A fake given its original's tracks uses them for: nothing, its 2D crops, or everything.
     reuse: str = "none"
     #: Copy clips and crops to host memory (one copy per video), or leave them on the device.

@@ -1,6 +1,7 @@
 """``python -m dfdc_fast.extract``: face clips and crops for a whole dataset (resumable, shardable).
 
-Per video, in worker processes (one per NVDEC engine on a GPU, one per core on a CPU):
+Per video, in worker processes (one per NVDEC engine on a GPU, one per core on a CPU of
+more than 2 cores; on 2 cores or fewer in the job's own process, which measured faster):
 decode every frame (NVDEC on a GPU, PyAV on the CPU; frames stay YUV) -> detect faces on
 every n-th frame (batched MTCNN, the Medics' export settings: 0.5x, 0.6/0.7/0.7) -> track
 them (3D connected components) -> cut, on the device, one square face clip per track and

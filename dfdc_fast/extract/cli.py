@@ -1,4 +1,5 @@
-"""The command line of ``python -m dfdc_fast.extract`` (a thin layer over :mod:`.job`).
+"""The command line of ``python -m dfdc_fast.extract``: flags onto :class:`ExtractConfig`,
+the summary printed, an exit code (the job itself is :mod:`dfdc_fast.extract.job`).
 
 Exit codes: 0 every video was read (some may have no face); 1 some videos failed (their
 statuses are in the index); 2 the run was refused (bad arguments, another run on the same
@@ -14,7 +15,7 @@ import os
 import sys
 from typing import Optional
 
-from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
+from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, JobParser, add_common_arguments, run
 from dfdc_fast.detect import PRESETS
 from dfdc_fast.extract.config import DEMO_DIR, EXECUTORS, RECIPE_DEFAULTS, RECIPES, REUSE, ExtractConfig
 from dfdc_fast.extract.job import run_extraction
@@ -22,14 +23,19 @@ from dfdc_fast.io import DECODERS
 from dfdc_fast.runtime import tune_host_allocator
 
 FAILED = ("decode_error", "missing", "error")
+EXIT_CODES = """
+Exit codes: 0 every video was read (some may have no face); 1 some videos failed (their
+statuses are in the index); 2 the run was refused (bad arguments, another run on the same
+folder, settings that differ from the folder's); 3 the run stopped early (disk full or I/O
+error), with what was done intact: rerun the same command to resume; 130 interrupted.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = ExtractConfig()
     from dfdc_fast import extract
 
-    ap = argparse.ArgumentParser(prog="python -m dfdc_fast.extract", description=extract.__doc__ + "\n" + __doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = JobParser(prog="python -m dfdc_fast.extract", description=extract.__doc__.replace("``", "") + EXIT_CODES)
     ap.add_argument("inputs", nargs="*", metavar="VIDEO_OR_DIR",
                     help="videos and/or dataset folders (DFDC parts, folder with metadata.json, plain folder); "
                          "default: the demo clips in the package")
@@ -62,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crops-per-video", type=int, default=None,
                    help=f"2D crops at this many evenly spaced frames, 0 for none (default: {rec('crops_per_video')})")
     g.add_argument("--crop-every", type=int, default=d.crop_every,
-                   help="selim: crops at frames that are multiples of this (default: --every)")
+                   help="selim: crops at frames that are multiples of this (default: --every's value)")
     g.add_argument("--crop-margin", type=float, default=None,
                    help="margin around 2D crops, as a fraction of the box (default: 1/3)")
-    g.add_argument("--crop-format", default=None, choices=("jpg", "png"), help=f"(default: {rec('crop_format')})")
+    g.add_argument("--crop-format", default=None, choices=("jpg", "png"), help=f"image format of the 2D crops (default: {rec('crop_format')})")
     g.add_argument("--reuse-original", default=None, choices=REUSE,
                    help=f"fakes take their original's boxes for: none, 2d crops, or all outputs "
                         f"(default: {rec('reuse_original')})")
@@ -75,12 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--contact-sheet", type=int, default=d.contact_sheet,
                    help="videos shown in contact_sheet.png, 0 for none (default: %(default)s)")
     g = ap.add_argument_group("execution")
-    g.add_argument("--device", default=d.device, help="torch device; under torchrun cuda means cuda:LOCAL_RANK (default: %(default)s)")
+    g.add_argument("--device", default=d.device,
+                   help="cpu, cuda or cuda:N; under torchrun cuda means cuda:LOCAL_RANK (default: cuda when a GPU "
+                        "is usable, else cpu; here %(default)s)")
     g.add_argument("--decoder", default=d.decoder, choices=DECODERS, help="video decoder (default: %(default)s)")
     g.add_argument("--workers", type=int, default=d.workers,
                    help="worker processes running decode/detect/track/cut (default: one per NVDEC engine on a GPU, "
                         "one per core on a CPU of more than 2 cores, none on 2 or fewer; 0: in this process)")
-    g.add_argument("--threads", type=int, default=d.threads, help="torch and decoder threads per worker (default: cores / workers)")
+    g.add_argument("--threads", type=int, default=d.threads,
+                   help="torch and decoder threads per worker (default: cores / workers)")
     g.add_argument("--encoders", type=int, default=d.encoders,
                    help="processes encoding the clips (default: the cores the workers leave, at least 2; 0: inline)")
     g.add_argument("--video-timeout", type=float, default=d.video_timeout,
@@ -104,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ray-actors", type=int, default=None,
                    help="Ray actors (default: one per GPU of the cluster; one per node on CPU-only clusters)")
     g.add_argument("--overwrite", action="store_true", help="redo videos that are already done")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    g.add_argument("--follow-links", action="store_true", help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="hide the progress bar (default: a bar on a terminal)")
     return ap
 
 
@@ -118,6 +129,9 @@ def main(argv: Optional[list] = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k != "debug"}
+    for p in args.inputs:  # refused before the output folder is made
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"input {p} does not exist")
     cfg = ExtractConfig(**{**values, "inputs": args.inputs or [DEMO_DIR]})  # chunk_size 0: whole tracks
     if not args.inputs:
         print(f"No input given: extracting the demo clips in {DEMO_DIR}", file=sys.stderr)

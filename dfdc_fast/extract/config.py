@@ -8,8 +8,11 @@ from typing import Optional
 
 import torch
 
+from dfdc_fast import checks
 from dfdc_fast.detect import PRESETS
+from dfdc_fast.io import DECODERS, check_decoder
 from dfdc_fast.recipes import RECIPES, get_recipe
+from dfdc_fast.runtime import check_device
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
 REUSE = ("none", "2d", "all")
@@ -77,6 +80,8 @@ class ExtractConfig:
     ray_actors: Optional[int] = None
     overwrite: bool = False
     limit: Optional[int] = None  # only the first N videos (after ordering), for a quick try
+    #: accept symbolic links out of a dataset folder: each resolved once, its target recorded as the path
+    follow_links: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -85,16 +90,14 @@ class ExtractConfig:
         for name, value in recipe.extract_defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        checks.integer("chunk_size", self.chunk_size, 0, none_ok=True)
         if self.chunk_size == 0:
             self.chunk_size = None  # whole tracks
         recipe.check_extract(self)
-        if self.pair_length < 1 or self.pair_box_mult <= 0:
-            raise ValueError(f"pair_length must be >= 1 and pair_box_mult > 0, got {self.pair_length}, "
-                             f"{self.pair_box_mult}")
-        if self.crop_every is not None and self.crop_every < 1:
-            raise ValueError(f"crop_every must be >= 1, got {self.crop_every}")
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
+        checks.integer("pair_length", self.pair_length, 1)
+        checks.number("pair_box_mult", self.pair_box_mult, 0)
+        checks.integer("crop_every", self.crop_every, 1, none_ok=True)
+        checks.integer("every", self.every, 1)
         if self.reuse_original not in REUSE:
             raise ValueError(f"reuse_original must be one of {REUSE}, got {self.reuse_original!r}")
         if self.detector not in PRESETS:
@@ -102,19 +105,26 @@ class ExtractConfig:
         if self.crop_format not in ("jpg", "png"):
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
-            raise ValueError(f"clip_size must be even (H.264 4:2:0), got {self.clip_size}")
-        for name in ("max_pending", "clip_keyint", "max_frame_pixels", "max_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+            raise ValueError(f"--clip-size must be even and >= 2 (H.264 4:2:0), got {self.clip_size}")
+        for name in ("max_pending", "clip_keyint", "min_clip_frames", "max_frame_pixels", "max_frames"):
+            checks.integer(name, getattr(self, name), 1)
+        for name in ("workers", "encoders", "limit"):
+            checks.integer(name, getattr(self, name), 0, none_ok=True)
+        for name in ("crops_per_video", "contact_sheet"):
+            checks.integer(name, getattr(self, name), 0)
+        checks.integer("chunk_size", self.chunk_size, 1, none_ok=True)
+        checks.integer("threads", self.threads, 1, none_ok=True)
+        checks.integer("clip_crf", self.clip_crf, 0, 51)
+        checks.number("video_timeout", self.video_timeout, 0, none_ok=True)
+        checks.number("crop_margin", self.crop_margin, 0, strict=False, none_ok=True)
+        checks.choice("decoder", self.decoder, DECODERS)
+        checks.choice("diff_dtype", self.diff_dtype, ("float64", "float32"))
+        checks.choice("executor", self.executor, EXECUTORS)
         if self.executor == "ray" and self.shard:
             raise ValueError("--executor ray schedules the whole dataset itself: drop --shard")
-        if self.ray_actors is not None and self.ray_actors < 1:
-            raise ValueError(f"ray_actors must be >= 1, got {self.ray_actors}")
-        for name in ("workers", "encoders"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        checks.integer("ray_actors", self.ray_actors, 1, none_ok=True)
+        parse_shard(self.shard)
+        check_decoder(self.decoder, check_device(self.device))
 
     @property
     def recipe_object(self):

@@ -92,7 +92,7 @@ def merge_shards(cfg, shard_n: Optional[int] = None) -> dict:
     """The ``--shard`` runs' records as one ``index.csv``/``crops.csv``/``pairs.csv`` and
     ``summary.json`` (with each shard's summary under ``shards``); run by ``--merge``, and
     by the last of N shards to finish."""
-    datasets = from_paths(cfg.inputs, exclude=[cfg.out])
+    datasets = from_paths(cfg.inputs, follow_links=cfg.follow_links, exclude=[cfg.out])
     shards = []
     n = shard_n if shard_n is not None else len(_shard_summaries(cfg.out))
     for i in range(n):

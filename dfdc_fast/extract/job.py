@@ -268,7 +268,7 @@ class Extractor:
         if cfg.merge:
             with FolderLock(cfg.out, "extract"):
                 return merge_shards(cfg, shard_n if cfg.shard else None)
-        datasets = from_paths(cfg.inputs, exclude=[cfg.out])
+        datasets = from_paths(cfg.inputs, follow_links=cfg.follow_links, exclude=[cfg.out])
         with FolderLock(cfg.out, "extract", shard=shard_i):
             os.environ[TAG_ENV] = f"s{shard_i}"  # this shard's temporaries, in every process it starts
             stale = remove_temporaries(cfg.out, f"s{shard_i}")
@@ -335,7 +335,10 @@ class Extractor:
         todo, done = self._todo(entries)
 
         t0 = time.perf_counter()
-        bar = _progress(len(todo), cfg.progress)
+        # two bars: faces made (with the stage of the video in hand, so the first, slowest video
+        # shows progress too) and videos written (clips encoded, JSON last), which lags behind
+        faces_bar = _progress(len(todo), cfg.progress, "faces ", 0)
+        bar = _progress(len(todo), cfg.progress, "written", 1)
         busy: dict = collections.Counter()
         stopped: Optional[BaseException] = None
 
@@ -359,14 +362,22 @@ class Extractor:
             log.info("2 CPU cores: faces are made in this process, clips encoded by a pool (--workers to change)")
         encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
         startup, replaced = 0.0, 0
+
+        path_of = {Schedule.key(ds, e): e.path for _, ds, e in todo}
+
+        def stage(key, name: str) -> None:
+            if key in path_of:
+                faces_bar.set_postfix_str(f"{os.path.basename(path_of[key])}: {name}")
+
         try:
             with Engine(self.request, self.device, workers=workers, decoder=self.decoder, threads=cfg.threads,
                         video_timeout=cfg.video_timeout) as engine, \
                     Writers(encoders, cfg.clip_crf, cfg.clip_keyint, cfg.max_pending) as writers:
                 startup = time.perf_counter() - t0
                 workers = engine.workers
+                engine.on_stage = stage
                 try:
-                    self.process(entries, todo, engine, writers, account)
+                    self.process(entries, todo, engine, writers, account, on_faces=lambda: faces_bar.update(1))
                 except BaseException as exc:
                     # the videos under way get no JSON (the next run redoes them) and, as the job
                     # stopped cleanly, no mark of having taken it down
@@ -379,6 +390,7 @@ class Extractor:
                 self.decoder = engine.decoder_resolved or self.decoder
                 replaced = engine.replaced
         finally:
+            faces_bar.close()
             bar.close()
         elapsed = time.perf_counter() - t0
         if stopped is not None:
@@ -409,9 +421,11 @@ class Extractor:
                                "done so far are intact and indexed; free space and rerun to resume.") from stopped
         return summary
 
-    def process(self, entries: list, todo: list, engine: Engine, writers: Writers, on_record) -> None:
+    def process(self, entries: list, todo: list, engine: Engine, writers: Writers, on_record,
+                on_faces=None) -> None:
         """Run ``todo`` (``(position, dataset, entry)`` of ``entries``) through an open engine
-        and writers; ``on_record(record)`` after each video's JSON is written. Fakes whose
+        and writers; ``on_record(record)`` after each video's JSON is written, ``on_faces()``
+        after its faces are made. Fakes whose
         REAL video is done take its boxes (and crops, pair windows) from its JSON."""
         windows: dict = {}
         redo = {id(e) for _, _, e in todo}
@@ -425,6 +439,8 @@ class Extractor:
         tasks = schedule.tasks() if engine.workers else self._mark(schedule.tasks(), schedule)
         for res in engine.run(tasks):
             self._take(res, schedule, writers)
+            if on_faces is not None:
+                on_faces()
             for rec in writers.finished(block=False):
                 on_record(rec)
         for rec in writers.finished(block=True):
@@ -501,7 +517,8 @@ def run_extraction(cfg: ExtractConfig) -> dict:
     return Extractor(cfg).run()
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str, position: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="video", desc="extract", disable=not enabled or total == 0, dynamic_ncols=True)
+    return tqdm(total=total, unit="video", desc=desc, disable=not enabled or total == 0, dynamic_ncols=True,
+                position=position)

@@ -56,7 +56,7 @@ class ExtractActor:
         torch.set_num_threads(max(1, threads))
         self.cfg = ExtractConfig(**{**cfg, "progress": False})
         self.extractor = Extractor(self.cfg)
-        datasets = from_paths(self.cfg.inputs, exclude=[self.cfg.out])
+        datasets = from_paths(self.cfg.inputs, follow_links=self.cfg.follow_links, exclude=[self.cfg.out])
         self.extractor.ids = assign_ids(datasets)
         self.extractor.resume = Resume(*resume)
         self.entries = {(ds.root, e.key): (ds, e) for ds in datasets for e in ds.videos}
@@ -170,7 +170,7 @@ def run_on_ray(cfg: ExtractConfig) -> dict:
         for p in cfg.inputs:  # before the folder is made: a refused run leaves none
             if not os.path.exists(p):
                 raise FileNotFoundError(f"input {p} does not exist")
-        datasets = from_paths(cfg.inputs, exclude=[cfg.out])
+        datasets = from_paths(cfg.inputs, follow_links=cfg.follow_links, exclude=[cfg.out])
         with FolderLock(cfg.out, "extract"):  # exclusive: no shard runs beside the cluster
             os.environ[TAG_ENV] = RAY_TAG
             stale = remove_temporaries(cfg.out, RAY_TAG)

@@ -1,8 +1,9 @@
 """``python -m dfdc_fast.infer VIDEOS... CHECKPOINTS... -o OUT``: score videos into a DFDC submission.csv.
 
 Inputs are folders of videos (DFDC test layout or any), video files, and checkpoint files
-(``.pth``/``.pt``, as training writes them), in any order; ``-w/--weights FILE`` names a
-checkpoint explicitly (repeat it for several). ``-c/--config FILE`` reads options from a
+(``.pth``/``.pt``, as training writes them), with the options, in any order;
+``-w/--weights FILE...`` names checkpoints explicitly, whatever their suffix (one or more
+files up to the next option; repeatable). ``-c/--config FILE`` reads options from a
 YAML file (keys as the flags, with underscores); flags override it.
 
 The default recipe is the Medics' (5th in DFDC): the first 100 frames, MTCNN at a 480-px
@@ -24,7 +25,7 @@ import json
 import os
 import sys
 
-from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, add_common_arguments, run
+from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, JobParser, add_common_arguments, run
 from dfdc_fast.errors import ConfigError
 from dfdc_fast.infer.budget import parse_duration
 from dfdc_fast.recipes import RECIPES
@@ -34,35 +35,39 @@ FAILED = ("decode_error", "error", "missing")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m dfdc_fast.infer", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = JobParser(prog="python -m dfdc_fast.infer", description=__doc__.replace("``", ""))
     ap.add_argument("paths", nargs="*", metavar="VIDEOS_OR_CHECKPOINTS",
                     help="video folders or files, and checkpoint files (.pth/.pt), in any order")
-    ap.add_argument("-w", "--weights", action="append", default=[], metavar="FILE", help="a checkpoint (repeatable)")
-    ap.add_argument("-c", "--config", metavar="YAML", help="options from a YAML file (flags override it)")
+    ap.add_argument("-w", "--weights", action="extend", nargs="+", default=[], metavar="FILE",
+                    help="checkpoints, whatever their suffix (repeatable; default: the .pth/.pt/.ckpt arguments)")
+    ap.add_argument("-c", "--config", metavar="YAML", help="options from a YAML file; flags override it (default: none)")
     ap.add_argument("-o", "--out", default=None, help="output folder (default: infer_out)")
     ap.add_argument("--recipe", default=None, choices=sorted(RECIPES),
                     help="whose inference: medics (first 100 frames, tracks, 3D clips + 2D crops), selim (32 frames "
                          "evenly spaced, every face letterboxed, confident strategy) or ntech (15 fps, IoU tracks, "
                          "7-frame windows, sharpening); it sets the defaults of the options below (default: medics)")
     ap.add_argument("--aggregator", default=None, choices=sorted(RECIPES),
-                    help="per-video rule (default: the recipe's)")
-    ap.add_argument("--frames", type=int, default=None, help="first N frames per video (default: 100)")
-    ap.add_argument("--detect-every", type=int, default=None, help="detect on every n-th frame (default: 10)")
-    ap.add_argument("--max-faces", type=int, default=None, help="faces per video (default: 5)")
+                    help="per-video rule (default: the recipe's: medics, selim or ntech)")
+    ap.add_argument("--frames", type=int, default=None, help="first N frames per video (default: medics 100, selim 32 evenly spaced, ntech 0: all)")
+    ap.add_argument("--detect-every", type=int, default=None, help="detect on every n-th frame (default: medics 10, selim 1, ntech 3 of its 15 fps)")
+    ap.add_argument("--max-faces", type=int, default=None, help="faces per video (default: medics 5, selim 127, ntech 5)")
     ap.add_argument("--no-tta", dest="tta", action="store_false", default=None,
-                    help="skip the horizontal-flip TTA of 3D models")
+                    help="skip the horizontal-flip TTA of 3D models (default: TTA on)")
     ap.add_argument("--time-budget", type=parse_duration, default=None,
-                    help="whole-run limit, e.g. 8.5h, 30m, 600 (seconds); degrades rather than miss rows")
+                    help="whole-run limit, e.g. 8.5h, 30m, 600 (seconds); degrades rather than miss rows (default: none)")
     ap.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
-    ap.add_argument("--decoder", default=None, choices=["auto", "nvdec", "dali", "pyav"])
+    ap.add_argument("--decoder", default=None, choices=["auto", "nvdec", "dali", "pyav"],
+                    help="video decoder (default: auto: nvdec on a GPU when it works, else pyav)")
     ap.add_argument("--workers", type=int, default=None,
                     help="engine worker processes decoding and cutting faces (default: one per NVDEC engine on a "
                          "GPU; on a CPU none: faces are made in this process, between model calls)")
     ap.add_argument("--videos-per-batch", type=int, default=None, help="videos whose faces are scored together (default: 16)")
-    ap.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "none"])
+    ap.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "none"],
+                    help="autocast dtype (default: auto: bf16 on GPUs that have it, else none)")
+    ap.add_argument("--follow-links", action="store_true", default=None, help="accept symbolic links that point out of a dataset folder (a folder of links to try a subset): each is resolved once and its target recorded as the video's path")
     ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the models, with fixed batch shapes")
-    ap.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    ap.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                    help="no progress bars (default: bars on a terminal)")
     ap.add_argument("--executor", default="local", choices=["local", "ray"],
                     help="local: this machine; ray: one actor per GPU of a Ray cluster, one submission.csv "
                          '(needs the extra: pip install "dfdc_fast[ray]") (default: %(default)s)')
@@ -84,12 +89,16 @@ def config_from_args(args: argparse.Namespace):
     paths = [_run_best(p) for p in args.paths]
     inputs = [p for p in paths if not p.lower().endswith(CHECKPOINT_SUFFIXES)]
     weights = [p for p in paths if p.lower().endswith(CHECKPOINT_SUFFIXES)] + [_run_best(p) for p in args.weights]
+    for p in weights:
+        if os.path.isdir(p):
+            raise ConfigError(f"-w {p}: a folder, not a checkpoint nor a training run; -w takes the files up to the "
+                              "next option, so name videos before -w or after another option")
     if inputs:
         values["inputs"] = inputs
     if weights:
         values["checkpoints"] = weights
     for key in ("out", "recipe", "aggregator", "frames", "detect_every", "max_faces", "tta", "time_budget", "device", "decoder",
-                "workers", "videos_per_batch", "amp", "compile", "progress", "limit"):
+                "workers", "videos_per_batch", "amp", "compile", "progress", "limit", "follow_links"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return InferConfig.from_dict(values)

@@ -9,11 +9,14 @@ together, and the scores reach the host once per group. Every video ends with a 
 * ``no_face``, ``decode_error``, ``missing`` or ``error``: scored 0.5, counted and reported.
 * ``time_budget``: scored 0.5, because the budget ran out before the video's turn.
 
-``submission.csv`` is rewritten after every group, with 0.5 for the videos not yet done,
-so even a killed run leaves a complete file.
+``submission.partial.csv`` is rewritten after every group, with 0.5 for the videos not yet
+done; ``submission.csv`` is written only when every video has its row, so a file of that name
+is always a finished run's. A run that was stopped (Ctrl-C, a kill) keeps its per-video
+records in ``videos.partial/``: rerun with the same settings and they are reused.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -30,6 +33,12 @@ from dfdc_fast.runtime import fetch
 
 log = logging.getLogger("dfdc_fast.infer")
 FALLBACK = 0.5
+#: Options that do not change a video's score: a record made with other values of these is reused.
+NOT_SCORE_SETTINGS = ("inputs", "checkpoints", "out", "decoder", "workers", "videos_per_batch", "compile",
+                      "time_budget", "limit", "progress", "device", "follow_links")
+#: Statuses of a record an interrupted run finished (an ``error`` is tried again, as in extract).
+FINAL_STATUSES = ("ok", "no_face", "decode_error")
+RESUME_FILE = ".resume-settings"  # in videos.partial/; no .json suffix, so no video's record is named so
 
 
 @dataclass
@@ -62,12 +71,37 @@ class InferConfig:
     compile: bool = False         # torch.compile the members (fixed batch shapes)
     time_budget: Optional[float] = None   # seconds for the whole run, writing included
     limit: Optional[int] = None   # only the first N videos (a quick try); the submission lists only those
+    follow_links: bool = False    # accept symbolic links out of a folder: resolved once, the target recorded
     progress: bool = True
 
     def __post_init__(self):
-        from dfdc_fast.recipes import get_recipe
+        """Every option checked here, before any output is touched: a refused run writes nothing."""
+        from dfdc_fast import checks
+        from dfdc_fast.detect import PRESETS
+        from dfdc_fast.infer.aggregate import AGGREGATORS
+        from dfdc_fast.recipes import RECIPES, get_recipe
+        from dfdc_fast.io import DECODERS, check_decoder
+        from dfdc_fast.runtime import AMP_MODES, check_device
 
-        self.recipe = get_recipe(self.recipe).name  # a name or a Recipe; the config is written as JSON
+        if isinstance(self.recipe, str):
+            checks.choice("recipe", self.recipe, sorted(RECIPES))
+        recipe = get_recipe(self.recipe)
+        self.recipe = recipe.name  # a name or a Recipe; the config is written as JSON
+        checks.choice("aggregator", self.aggregator, sorted(AGGREGATORS))
+        checks.choice("detector", self.detector, sorted(PRESETS))
+        checks.choice("decoder", self.decoder, DECODERS)
+        checks.choice("amp", self.amp, AMP_MODES)
+        # a recipe whose default is 0 frames (NTechLab's: the whole video) takes 0; others need one
+        checks.integer("frames", self.frames, 0 if recipe.infer_defaults.get("frames", 1) == 0 else 1)
+        for name in ("detect_every", "max_faces", "min_face_frames", "frames_2d", "videos_per_batch"):
+            checks.integer(name, getattr(self, name), 1)
+        checks.integer("clip_size", self.clip_size, 2)
+        checks.integer("workers", self.workers, 0, none_ok=True)
+        checks.integer("limit", self.limit, 0, none_ok=True)
+        checks.number("time_budget", self.time_budget, 0, none_ok=True)
+        checks.number("retry_scale", self.retry_scale, 0, none_ok=True)
+        checks.number("margin_2d", self.margin_2d, 0, strict=False)
+        check_decoder(self.decoder, check_device(self.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     @classmethod
     def from_dict(cls, values: dict) -> "InferConfig":
@@ -96,14 +130,15 @@ class VideoResult:
     output_id: str = ""                            # file name of its JSON in videos/ (unique in the run)
 
 
-def list_videos(inputs: list[str], exclude: tuple = ()) -> tuple[list[VideoResult], list[tuple[str, str]]]:
+def list_videos(inputs: list[str], follow_links: bool = False,
+                exclude: tuple = ()) -> tuple[list[VideoResult], list[tuple[str, str]]]:
     """(every video of the inputs, plus those a metadata.json lists but that are missing
     (scored 0.5 with their status); the names refused as unsafe, with why). Refused names
     get no row: they are not videos of the test set."""
     from dfdc_fast.data import from_paths
     from dfdc_fast.data.identity import assign_ids
 
-    datasets = from_paths(inputs, exclude=exclude)  # never an output folder (this run's or another job's)
+    datasets = from_paths(inputs, follow_links=follow_links, exclude=exclude)  # never an output folder
     ids = assign_ids(datasets)
     results, refused, seen = [], [], {}
     for ds in datasets:
@@ -214,10 +249,11 @@ def run_inference(config: InferConfig) -> dict:
     """Score every video of ``config.inputs`` and write ``submission.csv``; returns the summary.
 
     Never makes things worse: models and inputs are checked before any output is touched;
-    an existing ``submission.csv`` is replaced only by a complete new one (progress goes to
-    ``submission.partial.csv`` meanwhile); per-video records are written to
-    ``videos.partial/`` and replace ``videos/`` at the end, so an earlier run's are never
-    mixed in. With ``time_budget`` the run ends within it, every row present.
+    ``submission.csv`` is written only complete, replacing an earlier one (progress goes to
+    ``submission.partial.csv`` meanwhile, in a new folder too); per-video records are written
+    to ``videos.partial/`` and replace ``videos/`` at the end, so an earlier run's are never
+    mixed in, while a rerun after an interruption reuses them when its settings are the same.
+    With ``time_budget`` the run ends within it, every row present.
     """
     from dfdc_fast.files import FolderLock
     from dfdc_fast.infer.aggregate import AGGREGATORS
@@ -227,7 +263,7 @@ def run_inference(config: InferConfig) -> dict:
     budget_start = time.perf_counter()
     deadline = None if config.time_budget is None else budget_start + config.time_budget
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results, refused = list_videos(config.inputs, exclude=[config.out])
+    results, refused = list_videos(config.inputs, config.follow_links, exclude=[config.out])
     if config.limit is not None:
         results = results[:config.limit]
     for name, reason in refused:
@@ -236,6 +272,51 @@ def run_inference(config: InferConfig) -> dict:
     scorer, request = build_scorer(config, device)
     with FolderLock(config.out, "infer"):  # refuses a folder another job made or holds
         return _score_all(config, device, results, refused, scorer, request, budget_start, deadline)
+
+
+def resume_settings(config: InferConfig, device: torch.device) -> dict:
+    """What a per-video record depends on: the scoring options, the device kind, and each
+    checkpoint's path, size and modification time (a retrained file is another model)."""
+    values = {k: v for k, v in asdict(config).items() if k not in NOT_SCORE_SETTINGS}
+    values["device"] = device.type
+    values["checkpoints"] = []
+    for p in config.checkpoints:
+        st = os.stat(p)
+        values["checkpoints"].append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return json.loads(json.dumps(values))
+
+
+def resume_records(videos_dir: str, settings: dict, results: list) -> int:
+    """Reuse the records an interrupted run with the same settings left in ``videos_dir``:
+    those videos keep their score and are not scored again. Anything else there is removed.
+    Returns how many were reused."""
+    import shutil
+
+    try:
+        with open(os.path.join(videos_dir, RESUME_FILE)) as f:
+            same = json.load(f) == settings
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(videos_dir, ignore_errors=True)
+        return 0
+    reused = 0
+    for r in results:
+        path = os.path.join(videos_dir, r.output_id + ".json")
+        try:
+            with open(path) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        full = rec.get("level") in (None, LEVELS[0][0])  # a video degraded by a budget is scored again
+        if (rec.get("status") in FINAL_STATUSES and full and rec.get("path") == r.path
+                and rec.get("filename") == r.filename and r.status == "pending"):
+            for k in ("label", "status", "error", "faces", "level", "scores", "timings"):
+                setattr(r, k, rec.get(k, getattr(r, k)))
+            reused += 1
+        else:
+            os.remove(path)
+    return reused
 
 
 def _score_all(config: InferConfig, device: torch.device, results: list, refused: list, scorer: FaceScorer,
@@ -250,9 +331,13 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     from dfdc_fast.infer.submission import write_submission
 
     submission = os.path.join(config.out, "submission.csv")
-    progress_file = submission if not os.path.exists(submission) else os.path.join(config.out, "submission.partial.csv")
+    progress_file = os.path.join(config.out, "submission.partial.csv")  # submission.csv only when complete
     videos_dir = os.path.join(config.out, "videos.partial")
-    shutil.rmtree(videos_dir, ignore_errors=True)  # what a killed run left
+    settings = resume_settings(config, device)
+    resumed = resume_records(videos_dir, settings, results)  # what an interrupted run of these settings did
+    if resumed:
+        log.info("resuming: %d videos scored by an interrupted run with these settings are reused", resumed)
+    write_json(os.path.join(videos_dir, RESUME_FILE), settings)
     names = [r.filename for r in results]
 
     def write_rows(path):
@@ -266,7 +351,12 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
                "engine_start_s": 0.0, "wait_for_faces_s": 0.0, "models_s": 0.0}
     budget = Budget(config.time_budget, n_models=len(scorer.ensemble), started=budget_start)
     todo = [r for r in results if r.status == "pending"]
-    bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not config.progress, dynamic_ncols=True)
+    # two bars: faces made (decode, detect, track, cut) and videos scored (the models), which lags
+    # by up to a group: one bar of both sat at 100 % while the last group's models ran
+    faces_bar = tqdm(total=len(todo), desc="faces ", unit="video", disable=not config.progress, dynamic_ncols=True,
+                     position=0)
+    bar = tqdm(total=len(todo), desc="scored", unit="video", disable=not config.progress, dynamic_ncols=True,
+               position=1)
     workers = default_workers(device) if config.workers is None else config.workers
     count_faces = scorer.faces
     level_of: dict = {}
@@ -309,6 +399,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     engine = Engine(request, device, workers=0 if state["stopped"] else workers, decoder=config.decoder).__enter__()
     try:
         stage_s["engine_start_s"] = time.perf_counter() - t_engine
+        engine.on_stage = lambda key, stage: faces_bar.set_postfix_str(f"{todo[key].filename}: {stage}")
         stream = engine.run(tasks(), heartbeat=deadline is not None)
         while not state["stopped"]:
             t0 = time.perf_counter()
@@ -316,7 +407,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             for res in stream:
                 if res is not None:
                     group.append(res)
-                    bar.update(1)  # faces of one more video are ready; the group's scores follow
+                    faces_bar.update(1)  # faces of one more video are ready; the group's scores follow
                 if len(group) >= size or out_of_time(len(group) or 1):
                     break
             if out_of_time(len(group)):
@@ -365,9 +456,10 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
             budget.record(level, time.perf_counter() - t0, len(group))
             write_rows(progress_file)
             done += len(group)
-            bar.set_postfix(scored=done)
+            bar.update(len(group))
     finally:
         engine.close(kill=state["stopped"])
+        faces_bar.close()
         bar.close()
     if state["stopped"]:
         left = [r for r in todo if r.status == "pending"]
@@ -378,7 +470,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
         if r.status in ("time_budget", "missing"):
             write_video(r)
     read = sum(r.status in ("ok", "no_face") for r in results)
-    kept = not read and progress_file != submission  # scored nothing: an earlier submission is worth more
+    kept = not read and os.path.exists(submission)  # scored nothing: an earlier submission is worth more
     if kept:
         log.error("no video could be read: the earlier %s and videos/ are kept (this run's records are in %s)",
                   submission, videos_dir)
@@ -387,8 +479,11 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
         final_videos = os.path.join(config.out, "videos")
         shutil.rmtree(final_videos, ignore_errors=True)
         if os.path.isdir(videos_dir):
+            resume_file = os.path.join(videos_dir, RESUME_FILE)
+            if os.path.exists(resume_file):
+                os.remove(resume_file)
             os.replace(videos_dir, final_videos)
-    if progress_file != submission and os.path.exists(progress_file):
+    if os.path.exists(progress_file):
         os.remove(progress_file)
     counts: dict = {}
     for r in results:
@@ -396,7 +491,7 @@ def _score_all(config: InferConfig, device: torch.device, results: list, refused
     elapsed = time.perf_counter() - budget_start
     fixed = stage_s["load_models_s"] + stage_s["compile_s"] + stage_s["engine_start_s"]
     steady = elapsed - fixed
-    summary = {"videos": len(results), "statuses": counts, "fallback_0.5": sum(v for k, v in counts.items() if k != "ok"),
+    summary = {"videos": len(results), "statuses": counts, "resumed": resumed, "fallback_0.5": sum(v for k, v in counts.items() if k != "ok"),
                "refused": [{"name": n, "reason": why} for n, why in refused],
                "seconds": round(elapsed, 2), "videos_per_s": round(len(results) / elapsed, 3) if elapsed else None,
                "fixed_s": round(fixed, 3),

@@ -33,22 +33,49 @@ def resolve_decoder(decoder: str, device: torch.device | str = "cpu", *, announc
         return decoder
     device = torch.device(device)
     if device.type == "cuda":
-        from dfdc_fast.io.nvdec import nvdec_available
+        from dfdc_fast.io import nvdec
 
-        if nvdec_available():
+        if nvdec.nvdec_available():
             choice, why = "nvdec", "CUDA device and PyNvVideoCodec available"
         else:
             from dfdc_fast.io.dali import dali_available
 
+            problem = nvdec.nvdec_problem() or "PyNvVideoCodec unusable"
             if dali_available() and torch.cuda.is_available():
-                choice, why = "dali", "CUDA device, PyNvVideoCodec unusable, DALI available"
+                choice, why = "dali", f"CUDA device, NVDEC unusable ({problem}), DALI available"
             else:
-                choice, why = "pyav", "no GPU decoder usable (install pynvvideocodec); decoding on the CPU"
+                choice, why = "pyav", f"no GPU decoder usable: {problem}; DALI not usable either; decoding on the CPU"
     else:
         choice, why = "pyav", f"device is {device.type}"
     if announce:
         _announce(choice, why)
     return choice
+
+
+def check_decoder(decoder: str, device: torch.device | str = "cpu") -> None:
+    """Refuse, in one line, a named backend this machine cannot run (before a job writes
+    anything), instead of every video failing with the same error later. ``auto`` always
+    works: it falls back to PyAV, and says so."""
+    from dfdc_fast.errors import ConfigError, DeviceUnavailable
+
+    if decoder not in DECODERS:
+        raise ConfigError(f"--decoder {decoder!r}; allowed: {', '.join(DECODERS)}")
+    device = torch.device(device)
+    if decoder == "nvdec":
+        if device.type != "cuda":
+            raise ConfigError(f"--decoder nvdec decodes into GPU memory: it needs --device cuda, got {device}")
+        from dfdc_fast.io.nvdec import nvdec_problem
+
+        problem = nvdec_problem()
+        if problem is not None:
+            raise DeviceUnavailable(f"--decoder nvdec: {problem}; --decoder pyav decodes on the CPU")
+    elif decoder == "dali":
+        from dfdc_fast.io.dali import import_dali
+
+        try:
+            import_dali()
+        except ImportError as exc:
+            raise DeviceUnavailable(f"--decoder dali: {str(exc).strip().splitlines()[0]}") from None
 
 
 _announced: set = set()

@@ -50,13 +50,29 @@ def import_pynvvideocodec():
 
 def nvdec_available() -> bool:
     """True when PyNvVideoCodec imports and a CUDA device is visible."""
+    return nvdec_problem() is None
+
+
+def nvdec_problem() -> str | None:
+    """Why NVDEC cannot be used here, in a few words (None when it can): no visible GPU,
+    PyNvVideoCodec not installed, or its import failing (without a driver it fails although
+    it is installed, and "install pynvvideocodec" would then mislead)."""
     if not torch.cuda.is_available():
-        return False
+        return "no CUDA device visible to torch"
     try:
-        import_pynvvideocodec()
-    except ImportError:
-        return False
-    return True
+        import PyNvVideoCodec  # noqa: F401
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "PyNvVideoCodec":
+            return "PyNvVideoCodec is not installed (pip install pynvvideocodec)"
+        return f"PyNvVideoCodec is installed but its import failed: {_first_line(exc)}"
+    except (RuntimeError, OSError) as exc:
+        return f"PyNvVideoCodec is installed but its import failed: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class NvdecReader(VideoReader):

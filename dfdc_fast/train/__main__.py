@@ -110,8 +110,10 @@ def main(argv=None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from dfdc_fast.runtime import check_device
     from dfdc_fast.train.loop import train
 
+    check_device(args.device)  # no GPU for --device cuda: one line, before anything is read or written
     config = load_config(args.config, overrides=args.overrides, **{f: getattr(args, f) for f in FIELDS})
     print("config:", json.dumps(config.to_dict(), sort_keys=False), file=sys.stderr)
     result = train(config, device=args.device, stop_after_epochs=args.stop_after_epochs)
