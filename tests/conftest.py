@@ -1,4 +1,8 @@
+import atexit
 import os
+import secrets
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -9,6 +13,15 @@ UNLABELED = os.path.join(os.path.dirname(SAMPLES), "dfdc_unlabeled")
 DEMO = os.path.join(ROOT, "dfdc_fast", "assets", "demo")
 # Ray reads this when imported: "0" keeps the test clusters on 127.0.0.1 (else Ray binds the host's address)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Token authentication for every Ray cluster the tests start, with this process's own token:
+# ray.init() turns it on for a cluster it starts, ray.cluster_utils.Cluster only when a token
+# exists already (~/.ray/auth_token, which a fresh machine lacks). Read by Ray when imported.
+_RAY_AUTH = tempfile.mkdtemp(prefix="dfdc-fast-ray-auth-")
+atexit.register(shutil.rmtree, _RAY_AUTH, True)
+with open(os.path.join(_RAY_AUTH, "auth_token"), "w") as _f:
+    _f.write(secrets.token_hex(32))
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN_PATH", os.path.join(_RAY_AUTH, "auth_token"))
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -25,7 +38,7 @@ def pytest_configure(config):
 
 # files with minutes of work go first, so that the two test processes end together
 # (whole files are scheduled in collection order; a long one collected last is a long tail)
-LONG_FILES = ("test_kaggle.py", "test_train.py", "test_extract.py", "test_readme.py", "test_recipes.py",
+LONG_FILES = ("test_kaggle.py", "test_gpu_session.py", "test_train.py", "test_extract.py", "test_readme.py", "test_recipes.py",
               "test_infer.py", "test_detect.py", "test_track_real.py", "test_engine.py", "test_bench.py")
 
 
@@ -85,6 +98,15 @@ def samples_dir():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_write_faults():
+    """``DFDC_FAST_FAULT=enospc:N`` counts the writes of its own test, not those before it."""
+    from dfdc_fast import files
+
+    files._writes.update(spec="", n=0)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _restore_rng():
     state = torch.get_rng_state()
     yield
@@ -108,9 +130,10 @@ def fake_gpu():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One Ray cluster for the whole test session, on 127.0.0.1 with token authentication:
-    a head and a worker node of one CPU each (a node can be removed and added back).
-    Ray is the optional extra dfdc_fast[ray]; missing in CI is a failure, not a skip."""
+    """One Ray cluster for the whole test session, on 127.0.0.1 with token authentication
+    (the token set up at the top of this file): a head and a worker node of one CPU each (a
+    node can be removed and added back). Ray is the optional extra dfdc_fast[ray]; missing
+    in CI is a failure, not a skip."""
     try:
         import ray
         from ray.cluster_utils import Cluster

@@ -124,7 +124,12 @@ def test_cluster_is_on_loopback_with_token_auth(ray_cluster):
     assert pids and listening
     loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
     assert set(listening) <= loopback, f"a Ray process listens beyond 127.0.0.1: {listening}"
-    assert os.path.exists(os.path.expanduser("~/.ray/auth_token"))  # token authentication is on (Ray >= 2.59)
+    # token authentication is on: a client with another token is refused
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
+    r = subprocess.run([sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR')",
+                        ray_cluster.address], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode != 0 and "token" in r.stderr.lower(), r.stderr[-2000:]
 
 
 @pytest.mark.slow

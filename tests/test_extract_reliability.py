@@ -163,7 +163,7 @@ def test_the_index_holds_every_record_of_the_folder(tmp_path):
     extract.run_extraction(cfg([src], out, every=5))
     summary = extract.run_extraction(cfg([src], out, every=5, limit=1))
     assert len(index(out)) == 3 and summary["videos"] == 3
-    assert extract.report.rebuild_index(str(out)) == {"no_face": 3}
+    assert extract.index.rebuild_folder_index(str(out)) == {"no_face": 3}
 
 
 def test_one_owner_per_folder_across_jobs(tmp_path):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from dfdc_fast.runtime import amp_dtype
 from dfdc_fast.bench.fake_cuda import fake_cuda, record_fetches
 from dfdc_fast.engine import ClipSpec, CropSpec, FacePath, FacesRequest, VideoTask
 from dfdc_fast.infer.ensemble import Ensemble
 from dfdc_fast.io import First
 from dfdc_fast.io import nvdec as nvdec_io
 from dfdc_fast.io.header import read_header
+from dfdc_fast.runtime import amp_dtype
 from dfdc_fast.track import TrackConfig
 
 CLIP = "ccfoszqabv.mp4"  # 1920 x 1080, one person
@@ -111,12 +111,14 @@ def test_extract_path_on_the_device(samples_dir, nvdec_stand_in, encode):
 def test_infer_path_on_the_device(samples_dir, nvdec_stand_in, tmp_path, monkeypatch):
     """Infer's request keeps the faces on the device (to_host=False) and scores them there."""
     from dfdc_fast import models as models_pkg
-    from dfdc_fast.infer.pipeline import FaceScorer, InferConfig, faces_request
+    from dfdc_fast.infer.pipeline import FaceScorer, InferConfig
     from dfdc_fast.models import create_model
     from dfdc_fast.models.checkpoint import FORMAT, Checkpoint
+    from dfdc_fast.recipes import get_recipe
 
-    config = InferConfig(checkpoints=[str(tmp_path / "mc3_18.pth"), str(tmp_path / "efficientnet_b0.pth")],
-                         frames=FRAMES, min_face_frames=20, device="cuda")
+    with fake_cuda():  # --device cuda is checked against torch.cuda.is_available, answered here
+        config = InferConfig(checkpoints=[str(tmp_path / "mc3_18.pth"), str(tmp_path / "efficientnet_b0.pth")],
+                             frames=FRAMES, min_face_frames=20, device="cuda")
     for p in config.checkpoints:
         open(p, "wb").close()
 
@@ -127,7 +129,7 @@ def test_infer_path_on_the_device(samples_dir, nvdec_stand_in, tmp_path, monkeyp
         return model.to_empty(device=device).eval(), Checkpoint(FORMAT, name, {"num_classes": 1}, {})
 
     monkeypatch.setattr(models_pkg, "load_model", load_model)
-    request = faces_request(config, {"3d", "2d"})
+    request = get_recipe(config.recipe).infer_request(config, {"3d", "2d"})
     path = os.path.join(samples_dir, CLIP)
     task = VideoTask(0, path)
     with record_fetches() as reads:

@@ -16,7 +16,6 @@ import torch
 import yaml
 
 from dfdc_fast import models as models_pkg
-from dfdc_fast.runtime import amp_dtype
 from dfdc_fast.bench.fake_cuda import fake_cuda
 from dfdc_fast.engine.request import ClipMeta, CropMeta, VideoFaces, WindowMeta
 from dfdc_fast.infer.ensemble import Ensemble
@@ -24,6 +23,8 @@ from dfdc_fast.infer.pipeline import FaceScorer, InferConfig
 from dfdc_fast.infer.scorers import CropScorer, WindowScorer
 from dfdc_fast.models import create_model, list_models, model_spec
 from dfdc_fast.models.checkpoint import FORMAT, Checkpoint
+from dfdc_fast.recipes import get_recipe
+from dfdc_fast.runtime import amp_dtype
 
 CONFIGS = os.path.join(os.path.dirname(models_pkg.__file__), "..", "configs")
 
@@ -104,7 +105,8 @@ _SLOW = ("efficientnet", "i3d")
 def test_group_forward_of_every_model(entry, meta_checkpoints):
     label, name, size, kwargs = entry
     kind = model_spec(name).kind
-    config = InferConfig(checkpoints=meta_checkpoints([entry]), device="cuda", videos_per_batch=2)
+    with fake_cuda():  # --device cuda is checked against torch.cuda.is_available, answered here
+        config = InferConfig(checkpoints=meta_checkpoints([entry]), device="cuda", videos_per_batch=2)
     n_faces = 3
     replay = [[np.zeros((1, n_faces), np.float32)]]  # the group's one transfer: values do not steer the code
     with warnings.catch_warnings():
@@ -151,14 +153,18 @@ def test_static_batches_pad_to_one_shape(meta_checkpoints):
 def test_recipe_scorers_on_the_device(recipe, entry, meta_checkpoints):
     """Selim's per-crop scores and NTechLab's windows (their b7s run in the test above; b0s here
     go through the same code in a third of the time)."""
-    config = InferConfig.from_dict({"recipe": recipe, "checkpoints": meta_checkpoints([entry]), "device": "cuda"})
+    with fake_cuda():  # --device cuda is checked against torch.cuda.is_available, answered here
+        config = InferConfig.from_dict({"recipe": recipe, "checkpoints": meta_checkpoints([entry]), "device": "cuda"})
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*autocast.*")
         with fake_cuda(replay=[[np.zeros((1, 5), np.float32)]] if recipe == "selim" else
                        [[np.zeros(4, np.float32)]]) as fc:
             device = torch.device("cuda")
             ensemble = Ensemble(config.checkpoints, device, amp_dtype(config.amp, device))
-            scorer = (CropScorer if recipe == "selim" else WindowScorer)(config, ensemble, device)
+            if recipe == "selim":
+                scorer = CropScorer(config, ensemble, device)
+            else:
+                scorer = WindowScorer(config, ensemble, device, get_recipe("ntech").infer_request(config, {"3d"}).windows)
             faces = []
             if recipe == "selim":  # 32 frames evenly, every face: crops of different sizes on one canvas
                 for v, n in enumerate((3, 2)):

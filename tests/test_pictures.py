@@ -251,7 +251,7 @@ def test_side_by_side_people_are_never_merged():
 
 
 def test_faces_per_video_counts_people():
-    from dfdc_fast.extract.job import _people
+    from dfdc_fast.extract.index import _people
 
     chunks = [{"track_id": 0, "person": 0}, {"track_id": 1, "person": 1}, {"track_id": 2, "person": 0},
               {"track_id": 3, "person": 1}]

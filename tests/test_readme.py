@@ -72,7 +72,8 @@ def test_every_block_is_run_or_says_why():
     for line, body in skipped:
         reason = body.lstrip().splitlines()[0][len(SKIP):].strip()
         assert len(reason) > 10, f"README line {line}: a skipped block must say why"
-    assert len(skipped) <= 5, "most of the README must run"
+    code = [b for b in blocks() if b[0] in ("bash", "python")]
+    assert 2 * len(skipped) < len(code), f"most of the README must run: {len(skipped)} of {len(code)} blocks skipped"
     quick = [body for _, _, body in blocks("bash") if "Quick start" in body or "scripts/setup.sh" in body][0]
     assert quick.count("bash scripts/setup.sh &&") == 2, "the Quick start is two commands"
     text = open(README, encoding="utf-8").read()

@@ -17,15 +17,16 @@ from dfdc_fast.train import list_configs, load_config, train
 from dfdc_fast.train.config import read_config_file
 
 SIDE, CLIP_FRAMES, PAIR_FRAMES = 32, 16, 50
+CLIP_SIDE = 224  # the face clips: big enough for a config that must train at 224 (the Medics' windowed I3D head)
 HEAVY = {"efficientnet_b7", "selim_b7", "ntech_b7_seq"}  # B7: 7-25 s each on 2 cores
 
 
-def _clip(path, frames, seed):
+def _clip(path, frames, seed, side=SIDE):
     from dfdc_fast.crops.encode import write_mp4
 
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (SIDE * 2, SIDE * 2, 3)).astype(np.uint8)
-    write_mp4(path, np.stack([np.roll(base, (i, 2 * i), (0, 1))[:SIDE, :SIDE] for i in range(frames)]), fps=30,
+    base = rng.integers(0, 255, (side * 2, side * 2, 3)).astype(np.uint8)
+    write_mp4(path, np.stack([np.roll(base, (i, 2 * i), (0, 1))[:side, :side] for i in range(frames)]), fps=30,
               keyint=16)
 
 
@@ -49,7 +50,7 @@ def recipe_data(tmp_path_factory):
         part = "dfdc_train_part_45" if k < 4 else "dfdc_train_part_1"
         fold = 0 if k < 4 else 1
         clip = f"clips/v{k}_0_0.mp4"
-        _clip(str(root / clip), CLIP_FRAMES, k)
+        _clip(str(root / clip), CLIP_FRAMES, k, CLIP_SIDE)
         record = {"crops": []}
         for j, frame in enumerate((0, 10, 20)):
             crop = f"crops/v{k}_{frame}.png"
@@ -86,6 +87,8 @@ def _one_step(name, data, out):
         sizes.update(pair_crop=[SIDE, SIDE], pair_min_size=SIDE)
     elif model_spec(shipped.model).kind == "3d":
         sizes.update(frames=8)
+    if shipped.model_kwargs.get("head_pool") == "windows":  # the Medics' I3D head needs its 7 x 7 map: 224 px
+        sizes.update(input_size=shipped.input_size)
     return shipped, load_config(name, **sizes)
 
 

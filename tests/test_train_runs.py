@@ -268,7 +268,7 @@ def test_help_shows_every_options_default_from_the_config(capsys):
     finally:
         argparse.ArgumentParser.parse_intermixed_args = original
     undocumented = [a.option_strings[0] for a in parser_actions
-                    if a.dest not in ("help", "debug", "list_configs") and "default" not in (a.help or "")]
+                    if a.dest not in ("help", "version", "debug", "list_configs") and "default" not in (a.help or "")]
     assert not undocumented
     with pytest.raises(SystemExit):
         parse_args(["-c", "smoke", "--help"])

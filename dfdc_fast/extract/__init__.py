@@ -25,7 +25,8 @@ its fakes in the same shard. A full disk stops the run with what is done intact;
 next run resumes. With no input it extracts the demo clips shipped in the package.
 """
 from dfdc_fast.extract.config import DEMO_DIR, REUSE, ExtractConfig, SettingsMismatch, parse_shard
-from dfdc_fast.extract.job import Extractor, run_extraction
+from dfdc_fast.extract.job import Extractor
+from dfdc_fast.extract.run import run_extraction
 from dfdc_fast.extract.report import INDEX_FIELDS
 from dfdc_fast.extract.cli import build_parser, main
 

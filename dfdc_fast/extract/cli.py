@@ -18,7 +18,7 @@ from typing import Optional
 from dfdc_fast.cli import EXIT_FAILED, EXIT_OK, JobParser, add_common_arguments, run
 from dfdc_fast.detect import PRESETS
 from dfdc_fast.extract.config import DEMO_DIR, EXECUTORS, RECIPE_DEFAULTS, RECIPES, REUSE, ExtractConfig
-from dfdc_fast.extract.job import run_extraction
+from dfdc_fast.extract.run import run_extraction
 from dfdc_fast.io import DECODERS
 from dfdc_fast.runtime import tune_host_allocator
 

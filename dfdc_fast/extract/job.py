@@ -363,7 +363,7 @@ class Extractor:
         encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
         startup, replaced = 0.0, 0
 
-        path_of = {Schedule.key(ds, e): e.path for _, ds, e in todo}
+        path_of = {position: e.path for position, _, e in todo}  # engine tasks are keyed by position
 
         def stage(key, name: str) -> None:
             if key in path_of:
@@ -501,20 +501,6 @@ def _remove(path: Optional[str]) -> None:
             os.remove(path)
     except FileNotFoundError:
         pass
-
-
-def run_extraction(cfg: ExtractConfig) -> dict:
-    """Run the job; returns the summary that is also written to ``OUT/summary.json``.
-
-    Raises :class:`~dfdc_fast.extract.SettingsMismatch` when ``cfg.out`` holds outputs of
-    other settings, ``RuntimeError`` when another run is writing there, and
-    :class:`~dfdc_fast.files.StorageError` when the disk filled up (what was done is kept).
-    """
-    if cfg.executor == "ray" and not cfg.merge:
-        from dfdc_fast.extract.on_ray import run_on_ray  # optional backend: the dfdc_fast[ray] extra
-
-        return run_on_ray(cfg)
-    return Extractor(cfg).run()
 
 
 def _progress(total: int, enabled: bool, desc: str, position: int):

@@ -146,11 +146,3 @@ def index_folder(out: str, settings_key: str, only: Optional[list] = None) -> tu
         records.append(rec)
         rows += index_rows(rec, rel)
     return records, rows, stale
-
-
-def rebuild_index(out: str) -> dict:
-    """Write ``out/index.csv`` from every record in the folder (what a driver of shards calls
-    once they are done); returns the counts by status. See :mod:`dfdc_fast.extract.index`."""
-    from dfdc_fast.extract.index import rebuild_folder_index  # it builds on this module
-
-    return rebuild_folder_index(out)
