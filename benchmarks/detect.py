@@ -61,19 +61,19 @@ def area_resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def load_videos(paths: list[str], n_frames: int, half: bool) -> tuple[list[torch.Tensor], list[str]]:
-    """At least ``n_frames`` frames as videos of 30 (see the module docstring), uint8 on the
-    CPU, and the clips they come from."""
-    n_videos = -(-n_frames // PER_VIDEO)
+def load_videos(paths: list[str], n_frames: int, half: bool, per_video: int = PER_VIDEO) -> tuple[list[torch.Tensor], list[str]]:
+    """At least ``n_frames`` frames as videos of ``per_video`` (30: see the module docstring),
+    uint8 on the CPU, and the clips they come from."""
+    n_videos = -(-n_frames // per_video)
     plan = [(c, o) for o in range(EVERY) for c in range(len(paths))][:n_videos]
     if len(plan) < n_videos:
-        raise SystemExit(f"{n_frames} frames need {n_videos} videos of {PER_VIDEO}; {len(paths)} clips give {len(plan)}")
+        raise SystemExit(f"{n_frames} frames need {n_videos} videos of {per_video}; {len(paths)} clips give {len(plan)}")
     offsets: dict[int, list[int]] = {}
     for c, o in plan:
         offsets.setdefault(c, []).append(o)
     videos = {}
     for c, offs in offsets.items():
-        wanted = sorted(o + EVERY * k for o in offs for k in range(PER_VIDEO))
+        wanted = sorted(o + EVERY * k for o in offs for k in range(per_video))
         v = read_video(paths[c], wanted)
         frames = v.frames if not half else area_resize(v.frames, v.frames.shape[1] // 2, v.frames.shape[2] // 2)
         got = v.indices.tolist()
@@ -146,9 +146,13 @@ def main(argv=None) -> int:
     ap.add_argument("--frames-per-call", type=int, default=480,
                     help="frames per detect_many call, whole videos of 30 (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (default: %(default)s)")
+    ap.add_argument("--per-video", type=int, default=PER_VIDEO,
+                    help="frames per video, every 10th (default: %(default)s; fewer for a dry run)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add_common_args(ap, IMPLEMENTATIONS)
     args = ap.parse_args(argv)
+    if not 1 <= args.per_video <= PER_VIDEO:
+        ap.error(f"--per-video must be 1..{PER_VIDEO}")
     device, only = prepare(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,7 +160,8 @@ def main(argv=None) -> int:
     dev = device.type
     sizes = [int(s) for s in (args.sizes or ("120,960,3000" if gpu else "120")).split(",") if s]
     long_frames = args.long_side_frames if args.long_side_frames is not None else (960 if gpu else 120)
-    per_call = max(1, args.frames_per_call // PER_VIDEO)
+    per_video = args.per_video
+    per_call = max(1, args.frames_per_call // per_video)
     paths = clips_or_exit(ap, args.src, None)
 
     from facenet_pytorch import MTCNN as FacenetMTCNN
@@ -169,10 +174,10 @@ def main(argv=None) -> int:
     if long_frames:
         cases.append((f"1080p_long480_{long_frames}", long_frames, False, INFERENCE, {"long_side": 480}))
 
-    results, inputs = {}, {"cases": {}, "frames_per_call": per_call * PER_VIDEO, "threads": torch.get_num_threads()}
+    results, inputs = {}, {"cases": {}, "frames_per_call": per_call * per_video, "threads": torch.get_num_threads()}
     stop = WrittenOnStop("detect", device, results, args.out_dir, inputs)  # noqa: F841 - Ctrl-C/SIGTERM write what was measured
     for case, n, half, thresholds, resize in cases:
-        host, files = load_videos(paths, n, half)
+        host, files = load_videos(paths, n, half, per_video)
         videos = [v.to(device) for v in host]
         n_frames = sum(len(v) for v in videos)
         n_calls = -(-len(videos) // per_call)
