@@ -8,7 +8,8 @@ one of the seeds' rules, each ending in the one clamping rule, :func:`clamp_wind
 * :func:`grown_box` -- scale about the centre and truncate (NTechLab's 1.5x);
 * :func:`square_window` -- where a window sits in its zero-padded square (the Medics' clips);
 * :func:`letterbox_placement` -- isotropic resize to a side and centred zero padding (Selim's input);
-* :func:`smallest_side_crop` -- shorter side to a size, centre crop (NTechLab's input).
+* :func:`smallest_side_crop` -- shorter side to a size, centre crop or pad (NTechLab's input);
+* :func:`reflect_rows` -- the reflected padding of NTechLab's frame model A (PadIfNeeded).
 
 :func:`dfdc_fast.ops.roi_rows` writes the windows as ``crop_resize`` rows by the names of
 :data:`dfdc_fast.ops.ROI_FIELDS`, so no caller places a column by its position.
@@ -77,13 +78,34 @@ def letterbox_placement(height, width, side: int):
 def smallest_side_crop(window: tuple, min_size: int, crop: tuple) -> tuple[int, int, int, int]:
     """``(out_w, out_h, dx, dy)`` so that ``crop_resize`` resizes ``window`` to a shorter side
     of ``min_size`` (albumentations' SmallestMaxSize) and keeps its centre ``crop`` (height,
-    width) (CenterCrop), in one call: the resized image is placed at a negative offset."""
+    width) (CenterCrop), in one call: the resized image is placed at a negative offset. A side
+    shorter than the crop's is centred as PadIfNeeded centres it (the padding's top/left half
+    rounded down); what fills that padding is the caller's (:func:`reflect_rows`)."""
     x0, y0, x1, y1 = window
     w, h = x1 - x0, y1 - y0
     scale = min_size / min(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     ch, cw = crop
-    return nw, nh, -((nw - cw) // 2), -((nh - ch) // 2)
+    dx = (cw - nw) // 2 if nw < cw else -((nw - cw) // 2)
+    dy = (ch - nh) // 2 if nh < ch else -((nh - ch) // 2)
+    return nw, nh, dx, dy
 
 
-__all__ = ["clamp_window", "grown_box", "int_box", "letterbox_placement", "margin_box", "smallest_side_crop", "square_window"]
+def reflect_rows(start, length, size: int) -> np.ndarray:
+    """``(n, size)`` source indices that fill a side of ``size`` pixels around the image that
+    covers ``[start[i], start[i] + length[i])`` of it, by reflection without repeating the edge
+    (OpenCV's BORDER_REFLECT_101, albumentations' PadIfNeeded default; numpy's "reflect").
+    Inside the image each index is itself."""
+    start = np.asarray(start, dtype=np.int64).reshape(-1, 1)
+    length = np.asarray(length, dtype=np.int64).reshape(-1, 1)
+    if (length < 1).any() or (start < 0).any() or (start + length > size).any():
+        raise ValueError(f"images must lie inside the {size} pixels they are padded to")
+    offset = np.arange(size, dtype=np.int64)[None, :] - start
+    period = np.maximum(2 * (length - 1), 1)
+    folded = np.abs(offset) % period
+    folded = np.where(folded < length, folded, period - folded)
+    return start + np.where(length == 1, 0, folded)
+
+
+__all__ = ["clamp_window", "grown_box", "int_box", "letterbox_placement", "margin_box", "reflect_rows", "smallest_side_crop",
+           "square_window"]

@@ -29,6 +29,7 @@ from dfdc_fast.io.base import DecodePlan
 from dfdc_fast.io.selectors import First, as_selector
 from dfdc_fast.io.types import RawVideo
 from dfdc_fast.crops.boxes import grown_box, int_box, margin_box, smallest_side_crop, square_window
+from dfdc_fast.crops.resize import reflect_pad
 from dfdc_fast.ops import crop_resize, out_extent, roi_rows
 from dfdc_fast.runtime import fetch, to_device
 from dfdc_fast.track import track_faces
@@ -462,7 +463,7 @@ class FacePath:
         """NTechLab's inference windows of every track (see :class:`WindowSpec`)."""
         h, w = raw.info.height, raw.info.width
         frames_of = raw.indices.numpy()[kept]
-        metas, rows = [], []
+        metas, rows, placed = [], [], []
         for t in tracks:
             inside = frames_of[(frames_of >= t.start) & (frames_of < t.stop)]
             for i, s in enumerate(range(0, inside.size - spec.length + 1, spec.stride)):
@@ -474,9 +475,13 @@ class FacePath:
                 metas.append(WindowMeta(track=t.track_id, index=i, frames=frames.tolist(),
                                         offset=sum(len(r) for r in rows)))
                 rows.append(block)
+                placed += [(dx, nw, dy, nh)] * frames.size
         if not rows:
             return metas, None
-        return metas, self._rois_rgb(raw, np.concatenate(rows), spec.crop)
+        images = self._rois_rgb(raw, np.concatenate(rows), spec.crop)
+        if spec.pad == "reflect":
+            images = reflect_pad(images, np.asarray(placed, dtype=np.int64))
+        return metas, images
 
     def _encode_crops(self, images: list, metas: list, result: VideoFaces) -> None:
         from torchvision.io import encode_jpeg, encode_png

@@ -119,17 +119,22 @@ class WindowSpec:
     frames starting every ``stride`` sampled frames, each cut with the box of its middle
     frame grown ``box_mult`` times, resized so its shorter side is ``min_size`` and
     centre-cropped to ``crop`` (height, width) in the same kernel call. ``length`` 7 and
-    ``stride`` 14 feed the sequence model; ``length`` 1 and ``stride`` 2 the frame models."""
+    ``stride`` 14 feed the sequence model; ``length`` 1 and ``stride`` 2 the frame models.
+    A side shorter than the crop's is centred and its padding filled by ``pad``: ``"zero"``,
+    or ``"reflect"`` (albumentations' PadIfNeeded: frame model A's shorter side of 192)."""
 
     length: int = 7
     stride: int = 14
     box_mult: float = 1.5
     min_size: int = 224
     crop: tuple = (224, 192)
+    pad: str = "zero"
 
     def __post_init__(self):
         if self.length < 1 or self.stride < 1 or self.min_size < 1:
             raise ValueError(f"bad window spec: length {self.length}, stride {self.stride}, min_size {self.min_size}")
+        if self.pad not in ("zero", "reflect"):
+            raise ValueError(f"window padding must be 'zero' or 'reflect', got {self.pad!r}")
         self.crop = tuple(int(v) for v in self.crop)
 
 

@@ -19,7 +19,7 @@ import re
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ class Member:
     model: torch.nn.Module
     spec: object          # dfdc_fast.models.ModelSpec
     input_size: int
+    config: dict = field(default_factory=dict)  # the checkpoint's config (a recipe's crop, role)
 
 
 def letterbox_crops(canvas: torch.Tensor, sizes: np.ndarray, side: int) -> torch.Tensor:
@@ -113,7 +114,7 @@ class Ensemble:
             if self.channels_last:
                 model = to_channels_last(model)  # per tensor: the *_seq clip models hold 4-D weights
             model = model.eval()
-            self.members.append(Member(name, path, model, spec, size))
+            self.members.append(Member(name, path, model, spec, size, dict(ckpt.config or {})))
         self.compile_s = 0.0
         if compile:
             t0 = time.perf_counter()

@@ -214,7 +214,7 @@ def scorer_for(request, config: InferConfig, ensemble, device: torch.device):
     from dfdc_fast.infer.scorers import CropScorer, WindowScorer
 
     if request.windows:
-        return WindowScorer(config, ensemble, device)
+        return WindowScorer(config, ensemble, device, request.windows)
     if request.track is None:
         return CropScorer(config, ensemble, device)
     return FaceScorer(config, ensemble, device)

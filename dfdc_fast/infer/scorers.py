@@ -5,8 +5,8 @@
   member scores every crop, letterboxed to its side (at most ``max_faces`` per video).
 * :class:`WindowScorer` -- windows of tracks (NTechLab's): a sequence member scores each
   clip window, one probability per frame when it gives per-frame logits (theirs did); a
-  frame member scores each frame window; every other window is flipped (the first one
-  included, as their ``i % 2 == 0``).
+  frame member scores the frame windows of its crop (their model A and B take alternate
+  pairs); every other window is flipped (the first one included, as their ``i % 2 == 0``).
 
 Both take a loaded :class:`~dfdc_fast.infer.ensemble.Ensemble` and give, per engine result,
 member name -> probabilities (host floats), one transfer per member and group.
@@ -62,13 +62,40 @@ class CropScorer:
         return per_video
 
 
-class WindowScorer:
-    """Track windows through the members of their kind (3D: clip windows, 2D: frames)."""
+#: NTechLab's two frame models share every 2nd frame of a track: samples 0, 1 go to model A
+#: ("large_crop"), 2, 3 to model B ("re"), and so on (their ``i % 4 < 2``).
+ALTERNATING_ROLES = {"large_crop": (0, 1), "re": (2, 3)}
 
-    def __init__(self, config, ensemble, device: torch.device):
+
+class WindowScorer:
+    """Track windows through the members of their kind (3D: clip windows, 2D: frames).
+
+    Each member takes the windows cut for it: a 3D member the clip windows, a 2D member the
+    frame windows of its checkpoint's crop (``ntech_crop`` ``resize_pad``: NTechLab's model A,
+    reflect-padded; otherwise shorter side and centre crop). When both of NTechLab's frame
+    models are members, they take alternate pairs of samples (:data:`ALTERNATING_ROLES`), as
+    their ``predict.py`` did; any other member takes every sample.
+    """
+
+    def __init__(self, config, ensemble, device: torch.device, windows: list):
         self.config, self.ensemble, self.device = config, ensemble, device
-        kinds = ensemble.kinds
-        self.window_kinds = (["3d"] if "3d" in kinds else []) + (["2d"] if "2d" in kinds else [])
+        self.window_of = {m.name: self._window_for(m, windows) for m in ensemble.members}
+        roles = {m.config.get("ntech_role") for m in ensemble.members if m.spec.kind == "2d"}
+        alternate = set(ALTERNATING_ROLES) <= roles
+        self.phases = {m.name: ALTERNATING_ROLES.get(m.config.get("ntech_role")) if alternate else None
+                       for m in ensemble.members}
+
+    @staticmethod
+    def _window_for(member, windows: list) -> int:
+        if member.spec.kind == "3d":
+            wanted = lambda w: w.length > 1  # noqa: E731
+        else:
+            pad = "reflect" if member.config.get("ntech_crop") == "resize_pad" else "zero"
+            wanted = lambda w: w.length == 1 and w.pad == pad  # noqa: E731
+        for i, w in enumerate(windows):
+            if wanted(w):
+                return i
+        raise ValueError(f"{member.name}: the recipe's request cuts no windows for this {member.spec.kind} member")
 
     @staticmethod
     def faces(res) -> int:
@@ -79,7 +106,7 @@ class WindowScorer:
         per_video = [dict() for _ in faces]
         scored = []  # (member, owners, device scores): read back together, one transfer per group
         for m in _members(self.ensemble, level):
-            k = self.window_kinds.index(m.spec.kind)
+            k, phases = self.window_of[m.name], self.phases[m.name]
             samples, owner, flip = [], [], []
             for vi, res in enumerate(faces):
                 if k >= len(res.windows):
@@ -88,6 +115,8 @@ class WindowScorer:
                 if data is None:
                     continue
                 for w in metas:
+                    if phases is not None and w.index % 4 not in phases:
+                        continue
                     samples.append(data[w.offset:w.offset + len(w.frames)])
                     owner.append(vi)
                     flip.append(w.index % 2 == 0)  # every other sample of a track, from the first

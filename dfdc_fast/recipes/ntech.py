@@ -5,7 +5,8 @@ track a 50-frame window with one 1.5x box, and the FAKE's aligned track cut with
 box (pair clips). Inference (``predict.py``): frames at ~15 fps, faces on every 3rd, IoU
 tracks of >= 7 detections; sequence members take 7-frame windows every 14 kept frames
 (middle box x 1.5, shorter side 224, centre crop 224 x 192), frame members every 2nd
-frame; every other sample flipped; every probability pooled and sharpened.
+frame, two to model A ("large_crop") and the next two to model B, in turn; every other
+sample flipped; every probability pooled and sharpened.
 
 Their files are flat fp16 state dicts in efficientnet_pytorch's layout (``_conv_stem``,
 ``_blocks.N._expand_conv`` ...). The sequence model's expansion convs are (3, 1, 1)
@@ -129,13 +130,23 @@ def check_extract(cfg) -> None:
         raise ValueError(f"recipe ntech pairs IoU-tracker tracks (track_method iou), got {cfg.track_method!r}")
 
 
+#: The sequence model's windows: 7 kept frames every 14, shorter side 224, centre 224 x 192.
+SEQUENCE_WINDOWS = WindowSpec(length=7, stride=14)
+#: Frame model B's (and any other frame member's): every 2nd kept frame, cut as the sequence's.
+FRAME_WINDOWS = WindowSpec(length=1, stride=2)
+#: Frame model A's ("large_crop"): shorter side 192, reflect-padded to 224 x 192 (PadIfNeeded).
+LARGE_CROP_WINDOWS = WindowSpec(length=1, stride=2, min_size=192, pad="reflect")
+
+
 def infer_request(config, kinds: set) -> FacesRequest:
-    """Sequence windows for 3D members, every 2nd frame for 2D members, from IoU tracks."""
+    """Sequence windows for 3D members, every 2nd frame for 2D members (both frame models'
+    cuts: which member takes which is the scorer's, from each checkpoint's ``ntech_crop``),
+    from IoU tracks."""
     windows = []
     if "3d" in kinds:
-        windows.append(WindowSpec(length=7, stride=14))
+        windows.append(SEQUENCE_WINDOWS)
     if "2d" in kinds:
-        windows.append(WindowSpec(length=1, stride=2))
+        windows += [FRAME_WINDOWS, LARGE_CROP_WINDOWS]
     track = TrackConfig(method="iou", chunk_size=None, min_detections=config.min_face_frames, min_frames=1,
                         max_frames=10**9, min_clip_frames=1)
     return FacesRequest(frames=First(config.frames) if config.frames else None, sample_fps=SAMPLE_FPS,
