@@ -318,7 +318,7 @@ def test_extract_takes_the_recipe_object_and_its_defaults():
 
     cfg = extract.ExtractConfig(recipe=RECIPES["selim"], inputs=[])
     assert cfg.recipe == "selim" and cfg.recipe_object is RECIPES["selim"]  # the name is what settings.json records
-    assert (cfg.crop_format, cfg.reuse_original, cfg.crop_margin) == ("png", "2d", RECIPES["selim"].extract_defaults["crop_margin"])
+    assert (cfg.crop_format, cfg.reuse_original, cfg.crop_margin) == ("png", "all", RECIPES["selim"].extract_defaults["crop_margin"])
     assert extract.ExtractConfig(inputs=[]).reuse_original == "all"  # the Medics' export: fakes reuse their original's tracks
     with pytest.raises(ValueError, match="recipe must be one of"):
         extract.ExtractConfig(recipe="bogus", inputs=[])

@@ -61,7 +61,7 @@ def convert(path: str) -> tuple[str, Converted]:
 WEIGHTS = PublishedWeights(WHERE, FILES, convert, private_lb=0.42798)
 
 EXTRACT_DEFAULTS = dict(every=10, detector="selim_export", track_method="mask", chunk_size=0, clip_size=256,
-                        crops_per_video=0, crop_format="png", reuse_original="2d", crop_margin=MARGIN)
+                        crops_per_video=0, crop_format="png", reuse_original="all", crop_margin=MARGIN)
 
 
 def extract_request(cfg) -> FacesRequest:
