@@ -389,4 +389,5 @@ def test_infer_picks_the_scorer_from_what_the_request_cuts():
         config = InferConfig.from_dict({"recipe": RECIPES[name]})  # the object, not its name
         assert config.recipe == name
         request = RECIPES[name].infer_request(config, kinds)
-        assert type(scorer_for(request, config, SimpleNamespace(kinds=kinds), torch.device("cpu"))) is kind
+        ensemble = SimpleNamespace(kinds=kinds, members=[])
+        assert type(scorer_for(request, config, ensemble, torch.device("cpu"))) is kind

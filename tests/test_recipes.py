@@ -308,7 +308,8 @@ def test_infer_recipe_defaults_yield_to_given_options():
         recipe_request(cfg, {"3d"})
     req = recipe_request(InferConfig.from_dict({"recipe": "ntech"}), {"3d", "2d"})
     assert req.sample_fps == 15.0 and req.every == 3 and req.track.min_detections == 7
-    assert [(w.length, w.stride, w.crop) for w in req.windows] == [(7, 14, (224, 192)), (1, 2, (224, 192))]
+    assert [(w.length, w.stride, w.min_size, w.crop, w.pad) for w in req.windows] == [
+        (7, 14, 224, (224, 192), "zero"), (1, 2, 224, (224, 192), "zero"), (1, 2, 192, (224, 192), "reflect")]
     with pytest.raises(ValueError, match="recipe"):
         InferConfig.from_dict({"recipe": "bogus"})
 
