@@ -25,6 +25,10 @@ from dfdc_fast.track import TrackConfig
 CLIP = "ccfoszqabv.mp4"  # 1920 x 1080, one person
 FRAMES, EVERY = 40, 10
 HOST_READS_PER_VIDEO = 10
+#: Kernel launches for a whole DFDC video (300 frames of 1080p, one face: decode, detect every
+#: 10th frame, track, a clip and 8 JPEG crops) on the device: 1,191 counted on fake CUDA
+#: (2026-12-03). One Python thread issues about 150k launches/s: ~125 such videos/s.
+LAUNCHES_PER_VIDEO = 1500
 
 
 class _Surface:
@@ -106,6 +110,17 @@ def test_extract_path_on_the_device(samples_dir, nvdec_stand_in, encode):
     assert fc.counter.syncs <= HOST_READS_PER_VIDEO
     assert res.clip_frames.device.type == "cpu" and res.clip_frames.shape == cpu.clip_frames.shape
     assert res.crop_data.device.type == "cpu" and res.crop_data.dtype == cpu.crop_data.dtype
+
+
+@pytest.mark.slow
+def test_launches_per_whole_video_on_the_device(samples_dir, nvdec_stand_in):
+    """The launch budget of a whole 10-second video; it must not grow with its length the way a
+    per-frame loop would (the 40-frame run above costs about half of it)."""
+    request = _request(frames=First(300), crops=CropSpec(count=8, encode="jpg"))
+    _, res, fc, reads = _run_both(os.path.join(samples_dir, CLIP), request)
+    assert res.status == "ok" and res.frames_decoded == 300
+    assert fc.counter.kernels <= LAUNCHES_PER_VIDEO, fc.counter.kernels
+    assert fc.counter.syncs <= HOST_READS_PER_VIDEO and fc.replay_left == 0
 
 
 def test_infer_path_on_the_device(samples_dir, nvdec_stand_in, tmp_path, monkeypatch):
