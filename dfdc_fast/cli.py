@@ -3,7 +3,8 @@
 * Exit codes: 0 all inputs done; 1 some inputs failed (their statuses are written);
   2 usage or refused to start (the message says why); 3 stopped early (disk full, I/O
   error), with the work done kept: rerun the same command to resume; 130 interrupted
-  (Ctrl-C), 143 terminated (SIGTERM): both stop cleanly, as resumable as a full disk.
+  (Ctrl-C), 143 terminated (SIGTERM): both stop cleanly, as resumable as a full disk (a
+  stop still under way ``STOP_GRACE_S`` after the signal is forced: children killed).
 * User errors print one line (``--debug`` prints the traceback and DEBUG logs).
 * ``--limit N`` takes the first N videos (a quick try on a big dataset).
 * Inputs and options come in any order (:class:`JobParser` parses them intermixed), and a
@@ -28,8 +29,61 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the job's main thread so it stops as cleanly as on Ctrl-C."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+#: A stop (Ctrl-C, SIGTERM) that has not ended this many seconds after the signal is forced:
+#: the job's child processes are killed and it exits with the stop's code (resumable as a
+#: kill is). A clean stop waits for the clips being encoded, a few seconds; one that hangs
+#: (a helper that never answers) must still end.
+STOP_GRACE_S = 15.0
+
+
+class _StopWatch:
+    """Turns SIGINT and SIGTERM into KeyboardInterrupt/Terminated in the main thread, and
+    arms, at the first of them, the timer that forces a stop that has not ended in time."""
+
+    def __init__(self, prog: str):
+        self.prog, self.armed, self.reported, self.timer = prog, False, False, None
+
+    def on_sigint(self, signum, frame) -> None:
+        self._arm(EXIT_INTERRUPTED)
+        raise KeyboardInterrupt()
+
+    def on_sigterm(self, signum, frame) -> None:
+        self._arm(EXIT_TERMINATED)
+        raise Terminated()
+
+    def _arm(self, code: int) -> None:
+        import threading
+
+        if self.armed:
+            return
+        self.armed = True
+        self.timer = threading.Timer(STOP_GRACE_S, self._force, args=(code,))
+        self.timer.daemon = True  # it outlives the main thread while the interpreter waits for others
+        self.timer.start()
+
+    def settle(self) -> None:
+        """The job's body has returned: a stop that left no thread behind has ended, and the
+        timer goes (a caller that goes on, a notebook, must not be killed later). A thread
+        still running would hold up the interpreter's exit: the timer then stays."""
+        import threading
+
+        if self.timer is None:
+            return
+        others = [t for t in threading.enumerate()
+                  if t is not threading.current_thread() and t is not self.timer and not t.daemon and t.is_alive()]
+        if not others:
+            self.timer.cancel()
+
+    def _force(self, code: int) -> None:
+        import os
+
+        from dfdc_fast.runtime import kill_children
+
+        if not self.reported:
+            print(f"{self.prog}: the stop did not end within {STOP_GRACE_S:.0f} s: stopped hard; rerun the same "
+                  "command to resume", file=sys.stderr, flush=True)
+        kill_children()
+        os._exit(code)
 
 #: Exceptions shown as one line: what a user can fix (bad values, missing files, a backend
 #: not installed, a busy folder); anything else is a bug and keeps its traceback.
@@ -115,9 +169,10 @@ def run(prog: str, body: Callable[[], int], debug: bool = False) -> int:
 
     from dfdc_fast.files import is_storage_error
 
+    watch = _StopWatch(prog)
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: SIGTERM keeps its default
+        previous = signal.signal(signal.SIGTERM, watch.on_sigterm), signal.signal(signal.SIGINT, watch.on_sigint)
+    except ValueError:  # not the main thread: the signals keep their handlers
         previous = None
     try:
         with logging_through_bars(debug):
@@ -137,14 +192,18 @@ def run(prog: str, body: Callable[[], int], debug: bool = False) -> int:
         print(f"{prog}: error: {text}  (--debug shows the traceback)", file=sys.stderr)
         return EXIT_USAGE
     except Terminated:
-        print(f"{prog}: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        watch.reported = True
+        print(f"{prog}: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr, flush=True)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        watch.reported = True
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     finally:
+        watch.settle()
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_STOPPED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated",

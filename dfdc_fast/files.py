@@ -63,6 +63,7 @@ def atomic_write(path: str, write: Callable[[str], None], verify: Optional[Calla
     a full disk or I/O error is raised as :class:`StorageError`."""
     folder = os.path.dirname(path) or "."
     tmp = temporary_path(path)
+    _IN_FLIGHT.add(tmp)
     try:
         os.makedirs(folder, exist_ok=True)
         _fault()
@@ -85,6 +86,26 @@ def atomic_write(path: str, write: Callable[[str], None], verify: Optional[Calla
         if is_storage_error(exc) and not isinstance(exc, StorageError):
             raise StorageError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
+    finally:
+        _IN_FLIGHT.discard(tmp)
+
+
+#: The temporaries this process is writing now (atomic_write's), for :func:`remove_in_flight`.
+_IN_FLIGHT: set = set()
+
+
+def remove_in_flight() -> int:
+    """Remove the temporaries this process is writing: what a helper process whose job died
+    does before it exits (``runtime.exit_with_parent``), so that none it was half-way through
+    outlives it in the folder. Returns how many were removed."""
+    n = 0
+    for tmp in list(_IN_FLIGHT):
+        try:
+            os.remove(tmp)
+            n += 1
+        except OSError:
+            pass
+    return n
 
 
 def write_bytes(path: str, data: bytes, verify: Optional[Callable[[str], None]] = None) -> None:

@@ -248,12 +248,47 @@ def exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
     import time
 
     def watch() -> None:
+        from dfdc_fast.files import remove_in_flight
+
         while True:
             time.sleep(every_s)
             if os.getppid() != parent_pid:
+                remove_in_flight()  # a half-written temporary of this process would outlive it
                 os._exit(75)
 
     threading.Thread(target=watch, name="dfdc-parent-watch", daemon=True).start()
+
+
+def kill_children() -> int:
+    """SIGKILL every descendant of this process (found in /proc on Linux; elsewhere the
+    children multiprocessing knows of). What a stop that cannot finish cleanly does last,
+    so that no helper outlives the job. Returns how many were signalled."""
+    import multiprocessing
+    import signal
+
+    children: dict = {}
+    try:
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue  # gone meanwhile
+                children.setdefault(ppid, []).append(int(name))
+        pids, todo = [], [os.getpid()]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                pids.append(child)
+                todo.append(child)
+    except OSError:  # no /proc
+        pids = [p.pid for p in multiprocessing.active_children()]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(pids)
 
 
 def child_of_job(parent_pid: int) -> None:
