@@ -22,8 +22,8 @@ HANGING_JOB = textwrap.dedent("""
 
     def body():
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        print(child.pid, flush=True)
         try:
+            print(child.pid, flush=True)  # inside: the signal the test sends then always meets the finally
             time.sleep(600)
         finally:
             time.sleep(600)  # the stop's clean-up never ends
@@ -35,20 +35,26 @@ HANGING_JOB = textwrap.dedent("""
 def test_a_stop_that_hangs_is_forced_and_takes_its_children(how, code):
     proc = subprocess.Popen([sys.executable, "-c", HANGING_JOB], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT)
+    child = None
     try:
         child = int(proc.stdout.readline())
         t0 = time.monotonic()
         proc.send_signal(getattr(signal, how))
         rc = proc.wait(30)
         took = time.monotonic() - t0
+        deadline = time.monotonic() + 3  # SIGKILL is sent before the job exits; dying takes a moment
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = _alive(child)
     finally:
         proc.kill()
-    err = proc.stderr.read()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)  # never left holding the test's pipes
+    err = proc.communicate(timeout=30)[1]
+    assert not alive, "the job's child outlived it"
     assert rc == code and 1.5 < took < 15, (rc, took, err)
     assert [line for line in err.splitlines() if line.startswith("job:")] == [
         "job: the stop did not end within 2 s: stopped hard; rerun the same command to resume"], err
-    time.sleep(0.2)
-    assert not _alive(child), "the job's child outlived it"
 
 
 def _alive(pid: int) -> bool:
