@@ -41,7 +41,7 @@ class _StopWatch:
     arms, at the first of them, the timer that forces a stop that has not ended in time."""
 
     def __init__(self, prog: str):
-        self.prog, self.armed, self.reported, self.timer = prog, False, False, None
+        self.prog, self.reported, self.timer = prog, False, None
 
     def on_sigint(self, signum, frame) -> None:
         self._arm(EXIT_INTERRUPTED)
@@ -54,9 +54,8 @@ class _StopWatch:
     def _arm(self, code: int) -> None:
         import threading
 
-        if self.armed:
+        if self.timer is not None:  # armed by the first signal
             return
-        self.armed = True
         self.timer = threading.Timer(STOP_GRACE_S, self._force, args=(code,))
         self.timer.daemon = True  # it outlives the main thread while the interpreter waits for others
         self.timer.start()

@@ -20,9 +20,10 @@ from dfdc_fast.errors import FolderBusy
 #: Errors that mean the storage, not the video, is at fault.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
 TAG_ENV = "DFDC_FAST_TMP_TAG"
-#: Test hook: ``enospc:N`` makes the N-th write of this process since the hook was set fail with ENOSPC.
+#: Test hook: ``enospc:N`` makes the N-th write of this process fail with ENOSPC (the tests
+#: reset the count per test: tests/conftest.py).
 FAULT_ENV = "DFDC_FAST_FAULT"
-_writes = {"spec": "", "n": 0}
+_writes = {"n": 0}
 
 
 class StorageError(OSError):
@@ -49,8 +50,6 @@ def is_temporary(name: str, tag: Optional[str] = None) -> bool:
 
 def _fault() -> None:
     spec = os.environ.get(FAULT_ENV, "")
-    if spec != _writes["spec"]:  # counted from when this hook was set (a test process runs many jobs)
-        _writes["spec"], _writes["n"] = spec, 0
     if spec.startswith("enospc:"):
         _writes["n"] += 1
         if _writes["n"] == int(spec.split(":", 1)[1]):

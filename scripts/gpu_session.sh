@@ -52,14 +52,12 @@ if [[ " $PHASES " == *" install "* ]]; then
     log "joined DALI's wheel from $(echo "$parts" | wc -l) parts"
   fi
   wheels=$(ls .whl*/*.whl /tmp/dali/*.whl 2>/dev/null)
-  if [ -n "$wheels" ] && [ "$DRY_RUN" = 1 ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$OUT/site" $wheels \
+  site=/tmp/site
+  if [ "$DRY_RUN" = 1 ]; then site=$OUT/site; fi  # installed, not used: the CPU machine has its own packages
+  if [ -n "$wheels" ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" $wheels \
       || { log "installing wheels failed"; exit 1; }
-    log "dry run: installed $(echo "$wheels" | wc -w) wheels into $OUT/site (not used)"
-  elif [ -n "$wheels" ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels \
-      || { log "installing wheels failed"; exit 1; }
-    log "installed $(echo "$wheels" | wc -w) wheels into /tmp/site"
+    log "installed $(echo "$wheels" | wc -w) wheels into $site"
   fi
 fi
 if [ "$DRY_RUN" = 1 ]; then export PYTHONPATH=$PWD; else export PYTHONPATH=/tmp/site:$PWD; fi

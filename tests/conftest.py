@@ -102,7 +102,7 @@ def _fresh_write_faults():
     """``DFDC_FAST_FAULT=enospc:N`` counts the writes of its own test, not those before it."""
     from dfdc_fast import files
 
-    files._writes.update(spec="", n=0)
+    files._writes["n"] = 0
     yield
 
 

@@ -480,7 +480,7 @@ class FacePath:
             return metas, None
         images = self._rois_rgb(raw, np.concatenate(rows), spec.crop)
         if spec.pad == "reflect":
-            images = reflect_pad(images, np.asarray(placed, dtype=np.int64))
+            images = reflect_pad(images, placed)
         return metas, images
 
     def _encode_crops(self, images: list, metas: list, result: VideoFaces) -> None:
