@@ -105,12 +105,30 @@ def reencode(frames: np.ndarray, src_fps: float, params: ReencodeParams) -> np.n
     out = []
     for packet in packets:
         for f in dec.decode(packet):
-            out.append(f.to_ndarray(format="rgb24"))
+            out.append(_rgb(f))
     for f in dec.decode(None):
-        out.append(f.to_ndarray(format="rgb24"))
+        out.append(_rgb(f))
     if not out:
         raise RuntimeError(f"re-encoding {len(keep)} frames with {params} gave no frames back")
     return np.stack(out)
+
+
+def _rgb(frame) -> np.ndarray:
+    """A decoded 4:2:0 frame as RGB, the same bytes on every call. swscale's conversion reads
+    past a plane's width into its row padding at some sizes (seen at 22 x 26: chroma 11
+    wide), and the decoder's pooled buffers leave whatever an earlier frame put there, so the
+    same frame came back a few grey levels apart from call to call. The planes are copied
+    into a fresh frame whose padding repeats each row's last pixel."""
+    import av
+
+    if frame.format.name != "yuv420p":
+        return frame.to_ndarray(format="rgb24")
+    clean = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    for src, dst in zip(frame.planes, clean.planes):
+        rows = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)[:, :src.width]
+        dst.update(np.ascontiguousarray(np.pad(rows, ((0, dst.height - src.height), (0, dst.line_size - src.width)),
+                                               mode="edge")))
+    return clean.to_ndarray(format="rgb24")
 
 
 def map_indices(indices: Sequence[int], clip_length: int, frames_after: int) -> np.ndarray:
