@@ -39,7 +39,7 @@ def pytest_configure(config):
 # files with minutes of work go first, so that the two test processes end together
 # (whole files are scheduled in collection order; a long one collected last is a long tail)
 LONG_FILES = ("test_kaggle.py", "test_gpu_session.py", "test_train.py", "test_extract.py", "test_readme.py", "test_recipes.py",
-              "test_infer.py", "test_detect.py", "test_track_real.py", "test_engine.py", "test_bench.py")
+              "test_infer.py", "test_detect.py", "test_track_real.py", "test_engine.py", "test_bench.py", "test_streaming.py")
 
 
 # The fast lane (`pytest -m "not slow"`) leaves out these tests too: each took 15 s or more
@@ -59,6 +59,7 @@ SLOW_TESTS = (
     "test_infer.py::test_bad_inputs_get_half_and_a_status",                          # the same fixture
     "test_infer.py::test_the_video_score_is_the_aggregate_of_its_faces",             # the same fixture
     "test_infer.py::test_cli",                                                       # 38 s
+    "test_streaming.py::test_a_streamed_video_equals_one_pass_over_it",              # 33 s + 29 s
 )
 
 

@@ -123,6 +123,29 @@ def test_launches_per_whole_video_on_the_device(samples_dir, nvdec_stand_in):
     assert fc.counter.syncs <= HOST_READS_PER_VIDEO and fc.replay_left == 0
 
 
+def test_a_streamed_video_on_the_device(samples_dir, nvdec_stand_in, monkeypatch):
+    """A video streamed by segments (FacesRequest.segment_frames) through NVDEC: each segment
+    is handed on from the decoder's stream, and its host reads are those of the CPU run."""
+    segments, iterate = [], nvdec_io.NvdecReader.iter_raw
+
+    def counted(self, *args, **kw):
+        for part in iterate(self, *args, **kw):
+            segments.append((part.data.device.type, len(part)))
+            yield part
+
+    monkeypatch.setattr(nvdec_io.NvdecReader, "iter_raw", counted)
+    request = _request(track=TrackConfig(min_frames=20, min_detections=2, chunk_size=20), segment_frames=20)
+    assert request.stream_blocker is None
+    cpu, res, fc, reads = _run_both(os.path.join(samples_dir, CLIP), request)
+    assert res.status == "ok" and res.frames_decoded == FRAMES and fc.replay_left == 0
+    assert len({t.chunk for t in cpu.tracks}) == 2  # two segments, a track each
+    assert [t.to_dict() for t in res.tracks] == [t.to_dict() for t in cpu.tracks]
+    assert [vars(c) for c in res.clips] == [vars(c) for c in cpu.clips]
+    assert segments == [("cuda", 20), ("cuda", 20)]
+    assert fc.counter.syncs <= 2 * HOST_READS_PER_VIDEO  # a video's budget per segment
+    assert res.clip_frames.device.type == "cpu" and res.clip_frames.shape == cpu.clip_frames.shape
+
+
 def test_infer_path_on_the_device(samples_dir, nvdec_stand_in, tmp_path, monkeypatch):
     """Infer's request keeps the faces on the device (to_host=False) and scores them there."""
     from dfdc_fast import models as models_pkg

@@ -24,15 +24,16 @@ import torch
 from dfdc_fast.detect import MTCNN, Detections
 from dfdc_fast.engine.request import (ClipMeta, CropMeta, FacesRequest, PairMeta, VideoFaces, VideoTask, WindowMeta,
                                       tracks_from_json)
+from dfdc_fast.engine.segments import MergedSegments, expected_frames
 from dfdc_fast.io import VideoDecodeError, open_reader
-from dfdc_fast.io.base import DecodePlan
+from dfdc_fast.io.base import DecodePlan, VideoReader
 from dfdc_fast.io.selectors import First, as_selector
 from dfdc_fast.io.types import RawVideo
 from dfdc_fast.crops.boxes import grown_box, int_box, margin_box, smallest_side_crop, square_window
 from dfdc_fast.crops.resize import reflect_pad
 from dfdc_fast.ops import crop_resize, out_extent, roi_rows
 from dfdc_fast.runtime import fetch, to_device
-from dfdc_fast.track import track_faces
+from dfdc_fast.track import link_persons, track_faces
 
 log = logging.getLogger("dfdc_fast.engine")
 
@@ -82,7 +83,9 @@ class FacePath:
         t0 = time.perf_counter()
         self._stage(task, "decode")
         try:
-            self._check_limits(task)
+            segment = self._segment(task, self._check_limits(task))
+            if segment is not None:
+                return self._run_streamed(task, result, segment)
             raw = self._decode(task)
         except VideoDecodeError as exc:
             result.status, result.error = "decode_error", exc.cause
@@ -118,12 +121,12 @@ class FacePath:
                 else frames
         return frames
 
-    def _check_limits(self, task: VideoTask) -> None:
+    def _check_limits(self, task: VideoTask):
         """Refuse, from the header alone, a video whose decoded frames would exceed the
-        request's limits (a few KB of H.264 can declare gigabytes of frames)."""
+        request's limits (a few KB of H.264 can declare gigabytes of frames); the header."""
         req = self.request
         if req.max_frame_pixels is None and req.max_frames is None:
-            return
+            return None
         info = self.reader.info(task.path)
         pixels = info.width * info.height
         if req.max_frame_pixels is not None and pixels > req.max_frame_pixels:
@@ -133,6 +136,61 @@ class FacePath:
         if req.max_frames is not None and n > req.max_frames:
             raise VideoDecodeError(task.path, f"{n} frames to decode exceed the limit of {req.max_frames} "
                                               "(max_frames); not decoded")
+        return info
+
+    def _segment(self, task: VideoTask, info) -> Optional[int]:
+        """Frames per segment when this video streams (see ``FacesRequest.segment_frames``),
+        else None. Every video of a streaming request streams, one segment or many: a header
+        that under-reports the frame count cannot make a video be held whole."""
+        req = self.request
+        if req.stream_blocker is not None or type(self.reader).iter_raw is VideoReader.iter_raw:
+            return None
+        return req.segment_frames
+
+    def _run_streamed(self, task: VideoTask, result: VideoFaces, segment: int) -> VideoFaces:
+        """:meth:`run` a segment at a time: each segment is decoded, detected, tracked and
+        cut, its outputs kept and its frames let go before the next is decoded. Tracks are
+        numbered and linked into persons across segments as one pass over the video would."""
+        frames, limit = self._frames(task), self.request.max_frames
+        if frames is None and limit is not None:
+            frames = First(limit + 1)
+        merged = MergedSegments(result, images=self.request.crops is not None and self.request.crops.encode is None)
+        own: list = []  # this video's own tracks so far (not its original's)
+        reuse_all = task.original_tracks is not None and self.request.reuse == "all"
+        parts = self.reader.iter_raw(task.path, frames, segment)
+        t0 = time.perf_counter()
+        try:
+            for raw in parts:
+                merged.timings["decode_s"] = merged.timings.get("decode_s", 0.0) + time.perf_counter() - t0
+                end = int(raw.indices[-1]) + 1 if len(raw) else 0
+                if limit is not None and end > limit:
+                    raise VideoDecodeError(task.path, f"more than {limit} frames to decode (max_frames; the header "
+                                                      f"said {raw.info.num_frames}); refused")
+                if len(raw):
+                    self._stage(task, "detect")
+                    part = VideoFaces(key=task.key, path=task.path, info=raw.info)
+                    total = end if raw.last else max(end, expected_frames(frames, raw.info.num_frames))
+                    self._faces(task, raw, part, prior=own if merged.parts else None, total=total)
+                    if not reuse_all:
+                        own.extend(part.tracks)
+                    merged.add(part)
+                result.info, result.decoder = raw.info, raw.decoder
+                result.frames_decoded += len(raw)
+                del raw
+                t0 = time.perf_counter()
+        except VideoDecodeError as exc:
+            result.status, result.error, result.info = "decode_error", exc.cause, None
+            return result
+        except Exception as exc:  # noqa: BLE001 - a bad video must not stop the job
+            log.exception("%s failed", task.path)
+            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            return result
+        finally:
+            parts.close()
+        merged.finish()
+        if self.device.type == "cuda":
+            result.peak_memory_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        return result
 
     def _decode(self, task: VideoTask) -> RawVideo:
         frames, limit = self._frames(task), self.request.max_frames
@@ -144,22 +202,31 @@ class FacePath:
                                               f"{raw.info.num_frames}); refused")
         return raw
 
-    def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces) -> None:
+    def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces, prior: Optional[list] = None,
+               total: Optional[int] = None) -> None:
+        """Detect, track and cut ``raw``: the whole video, or one segment of it, whose tracks
+        follow the video's ``prior`` tracks (a later segment; None for the first) and which
+        has ``total`` frames in all (None: ``raw`` is the whole video)."""
         req, info = self.request, raw.info
         t0 = time.perf_counter()
         kept = self._kept(raw)
         positions = kept[::req.every]
         reuse_all = task.original_tracks is not None and req.reuse == "all" and req.track is not None
+        first, end = (int(raw.indices[0]), int(raw.indices[-1]) + 1) if len(raw) else (0, 0)
+
+        def in_range(ts):
+            return [t for t in ts if first <= t.start and t.stop <= end]
+
         if reuse_all:
             # The original's tracks serve every output (the Medics' export): a fake whose
             # original's record exists is neither resized for, nor run through, the detector.
             dets = None
-            tracks = [t for t in tracks_from_json(task.original_tracks) if t.stop <= len(raw)]
+            tracks = in_range(tracks_from_json(task.original_tracks))
             result.detections = {"sampled_frames": 0, "faces": torch.zeros(0, dtype=torch.int64), "retried": False,
                                  "skipped": "tracks of the original"}
         else:
             dets = self._detect(raw, positions, self.detector_config.resize_factor(info.height, info.width))
-            tracks = self._track(raw, dets) if req.track is not None else []
+            tracks = self._track(raw, dets, prior) if req.track is not None else []
             if not tracks and req.retry_scale is not None and req.track is not None:
                 factor = self.detector_config.resize_factor(info.height, info.width) * req.retry_scale
                 retry = self._detect(raw, positions, factor)
@@ -175,7 +242,7 @@ class FacePath:
         if reuse_all:
             result.boxes_from = "original"
         elif task.original_tracks is not None and req.reuse != "none":
-            reused = [t for t in tracks_from_json(task.original_tracks) if t.stop <= len(raw)]
+            reused = in_range(tracks_from_json(task.original_tracks))
             crop_tracks, result.boxes_from = reused, "original"
         host_dets = None
         if req.track is None:  # no tracks: the detections themselves, read in one transfer
@@ -196,7 +263,7 @@ class FacePath:
             if host_dets is not None and result.status == "ok":
                 self._cut_detection_crops(raw, dets.frame_indices.numpy(), host_dets, pos_of, result)
         elif req.crops is not None and crop_tracks and req.crops.count > 0:
-            self._cut_crops(raw, crop_tracks, pos_of, result)
+            self._cut_crops(raw, crop_tracks, pos_of, result, total)
             if req.diffs is not None and task.original_crops is not None and result.crops:
                 self._diffs(task, result)
         if req.pairs is not None:
@@ -244,8 +311,12 @@ class FacePath:
         return Detections(frame_indices=found.frame_indices, boxes=found.boxes * scale, scores=found.scores,
                           counts=found.counts, frame_size=(h, w), landmarks=landmarks)
 
-    def _track(self, raw: RawVideo, dets: Detections) -> list:
+    def _track(self, raw: RawVideo, dets: Detections, prior: Optional[list] = None) -> list:
+        """The tracks of ``raw``; after ``prior`` (the tracks of the video's earlier
+        segments) they are numbered on from those and linked to their persons."""
         cfg = self.request.track
+        if prior is not None:  # a later segment may hold one sampled frame: the video's step
+            cfg = replace(cfg, frame_step=cfg.frame_step or self.request.every)
         n = len(raw)
         if self.request.relax_short:
             samples = -(-n // self.request.every)
@@ -253,7 +324,12 @@ class FacePath:
                 cfg = replace(cfg, min_frames=min(cfg.min_frames, max(1, n // 2)),
                               min_detections=min(cfg.min_detections, max(1, samples // 2)))
         last = int(raw.indices.numpy()[-1]) + 1 if n else 0
-        return track_faces(dets, (last, raw.info.height, raw.info.width), cfg, device="cpu")
+        tracks = track_faces(dets, (last, raw.info.height, raw.info.width), cfg, device="cpu")
+        if prior:
+            for i, t in enumerate(tracks):
+                t.track_id = len(prior) + i
+            link_persons(prior + tracks, cfg.link_iou)  # earlier tracks keep their persons: linking is in time order
+        return tracks
 
     @staticmethod
     def _positions(raw: RawVideo) -> np.ndarray:
@@ -282,14 +358,18 @@ class FacePath:
         result.clips = metas
         result.clip_frames = self._rois_rgb(raw, np.concatenate(rows), (spec.size, spec.size))
 
-    def _cut_crops(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces) -> None:
+    def _cut_crops(self, raw: RawVideo, tracks: list, pos_of: np.ndarray, result: VideoFaces,
+                   total: Optional[int] = None) -> None:
         spec = self.request.crops
         h, w = raw.info.height, raw.info.width
         picks = []  # (track, frame)
         if spec.mode == "evenly":
             indices = raw.indices.numpy()
-            for f in crop_frames(len(raw), spec.count):
-                frame = int(indices[f])
+            if total is None:
+                frames = [int(indices[f]) for f in crop_frames(len(raw), spec.count)]
+            else:  # a segment: the video's evenly spaced frames that it holds (every frame is decoded)
+                frames = [f for f in crop_frames(total, spec.count) if f < pos_of.size and pos_of[f] >= 0]
+            for frame in frames:
                 picks += [(t, frame) for t in tracks if t.start <= frame < t.stop]
         elif spec.mode == "every":
             step = spec.every or self.request.every * self._step(raw)

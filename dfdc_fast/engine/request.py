@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 
 from dfdc_fast.detect import PRESETS, MTCNNConfig
-from dfdc_fast.io.selectors import SelectorLike
+from dfdc_fast.io.selectors import All, First, SelectorLike, as_selector
 from dfdc_fast.io.types import VideoInfo
 from dfdc_fast.track import FaceTrack, TrackConfig
 
@@ -182,6 +182,13 @@ class FacesRequest:
     #: and an hour at 30 fps, far above DFDC's 1920x1080x300.
     max_frame_pixels: Optional[int] = 4096 * 4096
     max_frames: Optional[int] = 108_000
+    #: A video of more frames than this is decoded and worked on this many frames at a time
+    #: (tracks never cross a segment, so the outputs equal the whole video's), and only one
+    #: segment of decoded frames is ever in memory: a 20-minute video needs no more than a
+    #: 20-second one. Requests whose tracks or windows span the whole video cannot stream
+    #: (see :attr:`stream_blocker`); their videos are decoded whole, up to ``max_frames``.
+    #: None: always whole. The default, 600, is twice a DFDC clip, which is never cut.
+    segment_frames: Optional[int] = 600
 
     def __post_init__(self):
         if self.every < 1:
@@ -199,8 +206,33 @@ class FacesRequest:
         if self.track is None and (self.clips is not None or self.pairs is not None or self.windows or (
                 self.crops is not None and self.crops.mode != "detections")):
             raise ValueError("clips, pairs, windows and crops other than mode='detections' need tracks (track=None)")
+        if self.segment_frames is not None and self.segment_frames < 1:
+            raise ValueError(f"segment_frames must be >= 1 or None, got {self.segment_frames}")
         if self.diffs is not None and (self.crops is None or self.crops.mode == "detections"):
             raise ValueError("diffs compare a fake's crops with its original's: they need track crops")
+
+    @property
+    def stream_blocker(self) -> Optional[str]:
+        """Why this request's long videos are decoded whole instead of by segments (None:
+        they stream). Streaming needs tracks cut into chunks that a segment holds whole,
+        and outputs that never look across chunks."""
+        seg = self.segment_frames
+        if seg is None:
+            return "segment_frames is None"
+        if self.frames is not None and not isinstance(as_selector(self.frames), (All, First)):
+            return f"frames {self.frames!r} depend on the whole video's length"
+        if self.sample_fps is not None:
+            return "sample_fps keeps frames by the whole video's rate"
+        if self.track is None or self.track.chunk_size is None:
+            return "tracks span the whole video (no chunk_size)"
+        if seg % self.track.chunk_size or seg % self.every or seg < 2 * self.every:
+            return (f"segment_frames {seg} is not a multiple of the chunk size {self.track.chunk_size} "
+                    f"and of every {self.every} (twice or more)")
+        if self.pairs is not None or self.windows or self.diffs is not None:
+            return "pair clips, windows and SSIM diffs look across a whole track"
+        if self.retry_scale is not None or self.relax_short:
+            return "the detection retry and the relaxed thresholds are decided on the whole video"
+        return None
 
     @property
     def detector_config(self) -> MTCNNConfig:

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse (decode_error) videos whose frames have more pixels (default: %(default)s, 4096x4096)")
     g.add_argument("--max-frames", type=int, default=d.max_frames,
                    help="refuse (decode_error) videos with more frames to decode (default: %(default)s, an hour at 30 fps)")
+    g.add_argument("--segment-frames", type=int, default=d.segment_frames,
+                   help="decode and work on a longer video this many frames at a time, so it needs the memory of "
+                        "one segment; a multiple of --chunk-size and --every (default: %(default)s)")
     g.add_argument("--shard", default=None, help="process shard i of N, as i/N (default: torchrun rank, else 0/1)")
     g.add_argument("--merge", action="store_true",
                    help="only merge the records of finished --shard runs into one index.csv, crops.csv, pairs.csv and "

@@ -68,6 +68,9 @@ class ExtractConfig:
     #: before decoding (defaults far above DFDC's 1920x1080x300; see FacesRequest).
     max_frame_pixels: int = 4096 * 4096
     max_frames: int = 108_000
+    #: A longer video is decoded and worked on this many frames at a time, so its memory is
+    #: one segment's (medics; see FacesRequest.segment_frames).
+    segment_frames: int = 600
     contact_sheet: int = 12
     shard: Optional[str] = None
     #: Only merge the records of finished ``--shard`` runs into one index.csv/crops.csv/pairs.csv/summary.json.
@@ -106,7 +109,7 @@ class ExtractConfig:
             raise ValueError(f"crop_format must be jpg or png, got {self.crop_format!r}")
         if self.clip_size < 2 or self.clip_size % 2:
             raise ValueError(f"--clip-size must be even and >= 2 (H.264 4:2:0), got {self.clip_size}")
-        for name in ("max_pending", "clip_keyint", "min_clip_frames", "max_frame_pixels", "max_frames"):
+        for name in ("max_pending", "clip_keyint", "min_clip_frames", "max_frame_pixels", "max_frames", "segment_frames"):
             checks.integer(name, getattr(self, name), 1)
         for name in ("workers", "encoders", "limit"):
             checks.integer(name, getattr(self, name), 0, none_ok=True)

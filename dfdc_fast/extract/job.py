@@ -127,7 +127,7 @@ class Extractor:
         self.decoder = resolve_decoder(cfg.decoder, self.device)
         self.recipe = cfg.recipe_object
         self.request = replace(self.recipe.extract_request(cfg), max_frame_pixels=cfg.max_frame_pixels,
-                               max_frames=cfg.max_frames)
+                               max_frames=cfg.max_frames, segment_frames=cfg.segment_frames)
         self.resume = Resume("")
         self.stale_files: dict = {}
         self._running: Optional[str] = None  # in-process mode: the video being made (its marker)
@@ -361,6 +361,9 @@ class Extractor:
             workers = 0
             log.info("2 CPU cores: faces are made in this process, clips encoded by a pool (--workers to change)")
         encoders = encoders if encoders is not None else default_encoders(cfg.device, workers)
+        if self.request.stream_blocker is not None:
+            log.info("recipe %s: each video is decoded whole (%s), so --max-frames (%d) bounds its memory",
+                     self.recipe.name, self.request.stream_blocker, cfg.max_frames)
         startup, replaced = 0.0, 0
 
         path_of = {position: e.path for position, _, e in todo}  # engine tasks are keyed by position

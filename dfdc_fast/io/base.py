@@ -4,12 +4,12 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-from dfdc_fast.io.selectors import Every, First, FrameSelector, SelectorLike, as_selector
+from dfdc_fast.io.selectors import All, Every, First, FrameSelector, SelectorLike, as_selector
 from dfdc_fast.io.types import RawVideo, Video, VideoInfo, normalize_rotation  # noqa: F401 (readers import it here)
 
 
@@ -33,6 +33,14 @@ class VideoReader(abc.ABC):
     def read_raw(self, path: str | os.PathLike, frames: SelectorLike = None) -> RawVideo:
         """Decode the selected frames without converting them to RGB (see :class:`RawVideo`)."""
         raise NotImplementedError(f"the {self.name} reader has no raw (YUV) output; use decoder='pyav' or 'nvdec'")
+
+    def iter_raw(self, path: str | os.PathLike, frames: SelectorLike = None, segment: int = 600) -> Iterator[RawVideo]:
+        """The frames of :meth:`read_raw`, ``segment`` at a time, so that a long video is
+        never in memory whole (``frames``: None, All or First(n)). Each item holds the
+        absolute indices of its frames; the last one (possibly empty) ends the video and
+        alone carries the exact frame count. A bad video raises :class:`VideoDecodeError`
+        when it is found, possibly after some segments."""
+        raise NotImplementedError(f"the {self.name} reader cannot stream raw frames; use decoder='pyav' or 'nvdec'")
 
     def info(self, path: str | os.PathLike) -> VideoInfo:
         """Header information without decoding the whole video."""
@@ -149,6 +157,68 @@ class FrameCollector:
             check_complete(path, self.decoded, listed_frames)
         indices, num_frames, exact = final_indices(self.plan, self.decoded, reached_end, self.header_frames)
         return Collected(indices, num_frames, exact, not set(indices.tolist()) <= set(self.kept))
+
+
+class SegmentCollector:
+    """The in-order decode pass of :meth:`VideoReader.iter_raw`: frames are written into a
+    buffer of ``size`` rows, which is handed on when full, and a new one is allocated only
+    when the next frame comes (so at most one segment is held by the reader)."""
+
+    def __init__(self, frames: SelectorLike, size: int, alloc):
+        sel = as_selector(frames)
+        if not isinstance(sel, (All, First)):
+            raise ValueError(f"streamed decoding takes every frame or the first n, got {sel!r}")
+        if size < 1:
+            raise ValueError(f"segment must be >= 1 frame, got {size}")
+        self.stop = sel.n if isinstance(sel, First) else None
+        self.size = size
+        self._alloc = alloc
+        self.buffer: Optional[torch.Tensor] = None
+        self.filled = 0
+        self.decoded = 0
+
+    def slot(self) -> torch.Tensor:
+        if self.buffer is None:
+            self.buffer, self.filled = self._alloc(self.size), 0
+        row = self.buffer[self.filled]
+        self.filled += 1
+        self.decoded += 1
+        return row
+
+    @property
+    def full(self) -> bool:
+        return self.buffer is not None and self.filled == self.size
+
+    @property
+    def done(self) -> bool:
+        return self.stop is not None and self.decoded >= self.stop
+
+    def take(self) -> tuple[Optional[torch.Tensor], np.ndarray]:
+        """The filled rows (None when there are none) and their absolute frame indices."""
+        start = self.decoded - self.filled
+        rows = None if self.buffer is None else self.buffer[:self.filled]
+        self.buffer, self.filled = None, 0
+        return rows, np.arange(start, self.decoded, dtype=np.int64)
+
+    def finish(self, path: str, listed_frames: int, header_frames: int) -> tuple[int, bool]:
+        """Validate the pass as :meth:`FrameCollector.finish` does; the frame count and
+        whether it is exact."""
+        if self.decoded == 0:
+            from dfdc_fast.io.errors import VideoDecodeError
+
+            raise VideoDecodeError(path, "video stream holds no decodable frame")
+        if self.done:
+            return header_frames, False
+        check_complete(path, self.decoded, listed_frames)
+        return self.decoded, True
+
+
+def segment_video(rows: Optional[torch.Tensor], indices: np.ndarray, shape: tuple, layout: str, info: VideoInfo,
+                  decoder: str, device: torch.device, last: bool) -> RawVideo:
+    """One item of :meth:`VideoReader.iter_raw` (``rows`` None: an empty one)."""
+    if rows is None:
+        rows = torch.empty((0, *shape), dtype=torch.uint8)
+    return RawVideo(rows.to(device, non_blocking=True), layout, torch.from_numpy(indices), info, decoder, last=last)
 
 
 def check_complete(path: str, decoded: int, listed: int) -> None:

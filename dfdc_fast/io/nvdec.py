@@ -15,10 +15,11 @@ from __future__ import annotations
 from dfdc_fast.errors import DeviceUnavailable
 
 import os
+from typing import Iterator
 
 import torch
 
-from dfdc_fast.io.base import DecodePlan, FrameCollector, VideoReader, assemble, with_count
+from dfdc_fast.io.base import DecodePlan, FrameCollector, SegmentCollector, VideoReader, assemble, segment_video, with_count
 from dfdc_fast.io.color import nv12_to_rgb
 from dfdc_fast.io.errors import VideoDecodeError, check_readable
 from dfdc_fast.io.header import listed_frame_count, read_header
@@ -142,7 +143,49 @@ class NvdecReader(VideoReader):
         layout = "nv12" if data.dim() == 3 else "rgb"
         return RawVideo(data, layout, idx, with_count(header, result.num_frames, result.exact), self.name)
 
-    def _decode(self, path, frames: SelectorLike, raw: bool):
+    def iter_raw(self, path: str | os.PathLike, frames: SelectorLike = None, segment: int = 600) -> Iterator[RawVideo]:
+        """:meth:`read_raw` a segment at a time (see :meth:`VideoReader.iter_raw`). The
+        decoder's stream is current only while frames are copied, never while a segment is
+        out with the caller. **Unverified on GPU.**"""
+        path, header, decoder = self._begin(path)
+        h, w = header.coded_height, header.coded_width
+        planar = self.color == "torch" and h % 2 == 0 and w % 2 == 0
+        shape, layout = ((h * 3 // 2, w), "nv12") if planar else ((h, w, 3), "rgb")
+        col = SegmentCollector(frames, segment,
+                               lambda n: torch.empty((n, *shape), dtype=torch.uint8, device=self.device))
+        while not col.done:
+            try:
+                with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+                    batch = decoder.get_batch_frames(self.batch)
+            except Exception as exc:
+                self._decoder = None
+                raise VideoDecodeError(path, f"NVDEC decoding failed after {col.decoded} frame(s): {exc}") from exc
+            if not batch:
+                break
+            for frame in batch:
+                if col.full:
+                    yield self._hand_on(col, shape, layout, header, last=False)
+                with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+                    row = col.slot()
+                    if planar:
+                        _copy_nv12(path, torch.from_dlpack(frame), row)
+                    else:
+                        self._copy_frame(path, torch.from_dlpack(frame), row, header)
+                if col.done:
+                    break
+        count, exact = col.finish(path, listed_frame_count(header, len(decoder)), len(decoder) or header.num_frames)
+        yield self._hand_on(col, shape, layout, with_count(header, count, exact), last=True)
+
+    def _hand_on(self, col: SegmentCollector, shape: tuple, layout: str, info, last: bool) -> RawVideo:
+        """The collected segment, made safe to use on the caller's stream."""
+        rows, indices = col.take()
+        if rows is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self._stream)
+            rows.record_stream(current)
+        return segment_video(rows, indices, shape, layout, info, self.name, self.device, last)
+
+    def _begin(self, path):
         path = check_readable(path)
         header = read_header(path)  # no decoding for MP4: the rotation comes from the track header
         if header.codec not in NVDEC_CODECS:
@@ -152,6 +195,10 @@ class NvdecReader(VideoReader):
         except Exception as exc:  # PyNvVideoCodec raises plain Exception/RuntimeError
             self._decoder = None  # a failed reconfigure leaves the session unusable
             raise VideoDecodeError(path, f"NVDEC could not open the stream: {exc}") from exc
+        return path, header, decoder
+
+    def _decode(self, path, frames: SelectorLike, raw: bool):
+        path, header, decoder = self._begin(path)
         total = len(decoder) or header.num_frames
         h, w = header.coded_height, header.coded_width
         planar = raw and self.color == "torch" and h % 2 == 0 and w % 2 == 0

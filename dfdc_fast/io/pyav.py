@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from dfdc_fast.io.base import DecodePlan, FrameCollector, VideoReader, assemble, normalize_rotation, with_count
+from dfdc_fast.io.base import (DecodePlan, FrameCollector, SegmentCollector, VideoReader, assemble, normalize_rotation,
+                               segment_video, with_count)
 from dfdc_fast.io.errors import VideoDecodeError
 from dfdc_fast.io.header import listed_frame_count, map_av_error, open_container, stream_facts, with_rotation
 from dfdc_fast.io.selectors import SelectorLike
@@ -53,6 +55,36 @@ class PyAVReader(VideoReader):
         data, idx = assemble(buffer, kept, result.indices, 0, self.device)
         return RawVideo(data, layout, idx, with_count(info, result.num_frames, result.exact), self.name)
 
+    def iter_raw(self, path: str | os.PathLike, frames: SelectorLike = None, segment: int = 600) -> Iterator[RawVideo]:
+        """:meth:`read_raw` a segment at a time (see :meth:`VideoReader.iter_raw`)."""
+        import av
+
+        path = os.fspath(path)
+        with open_container(path) as (container, stream):
+            stream.thread_type = "AUTO"
+            stream.thread_count = self.threads
+            header = stream_facts(path, stream, rotation=0)
+            listed_frames = listed_frame_count(header, stream.frames or 0)
+            h, w = header.coded_height, header.coded_width
+            planar = header.pix_fmt in YUV420 and h % 2 == 0 and w % 2 == 0
+            shape, layout = ((h * 3 // 2, w), "i420") if planar else ((h, w, 3), "rgb")
+            col = SegmentCollector(frames, segment, lambda n: torch.empty((n, *shape), dtype=torch.uint8))
+            info = None
+            try:
+                for frame in container.decode(stream):
+                    if info is None:
+                        info = _frame_facts(header, frame)
+                    if col.full:  # handed on only now: the reader never holds two segments
+                        yield segment_video(*col.take(), shape, layout, info, self.name, self.device, last=False)
+                    (_to_i420 if planar else _to_rgb)(path, frame, col.slot().numpy())
+                    if col.done:
+                        break
+            except av.FFmpegError as exc:
+                raise map_av_error(path, exc, col.decoded) from exc
+        count, exact = col.finish(path, listed_frames, header.num_frames)
+        yield segment_video(*col.take(), shape, layout, with_count(info, count, exact), self.name, self.device,
+                            last=True)
+
     def _decode(self, path: str, frames: SelectorLike, raw: bool):
         import av
 
@@ -86,6 +118,13 @@ class PyAVReader(VideoReader):
         if result.incomplete:
             return None, None, result, info
         return col.buffer, col.kept, result, info
+
+
+def _frame_facts(header, frame):
+    """The header's facts with the display rotation and colour of the first decoded frame."""
+    info = with_rotation(header, normalize_rotation(getattr(frame, "rotation", 0)))
+    colour = (getattr(frame, "colorspace", None), getattr(frame, "color_range", 0))
+    return replace(info, color_matrix=matrix_for(colour[0]), full_range=int(colour[1] or 0) == 2)
 
 
 #: Pixel formats whose planes are copied as they are by ``read_raw`` (8-bit 4:2:0).

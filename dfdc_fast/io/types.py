@@ -95,6 +95,8 @@ class RawVideo:
         indices: int64 ``(T,)`` on CPU, absolute frame numbers.
         info: :class:`VideoInfo`; ``info.rotation`` is *not* applied to ``data``.
         decoder: the backend that decoded it.
+        last: False for a segment of :meth:`~dfdc_fast.io.base.VideoReader.iter_raw` that
+            more frames follow (its ``info.num_frames`` is then the header's).
     """
 
     data: torch.Tensor
@@ -102,6 +104,7 @@ class RawVideo:
     indices: torch.Tensor
     info: VideoInfo
     decoder: str
+    last: bool = True
 
     def __post_init__(self):
         d = self.data

@@ -1,0 +1,77 @@
+"""A streamed video's result, put together from the results of its segments
+(``FacesRequest.segment_frames``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from dfdc_fast.engine.request import VideoFaces
+from dfdc_fast.io.selectors import First, as_selector
+
+
+class MergedSegments:
+    """A streamed video's result, gathered from its segments' results: their tracks, and
+    their clips and crops renumbered into one packed tensor each."""
+
+    def __init__(self, result: VideoFaces, images: bool):
+        self.result, self.images = result, images
+        self.parts = 0
+        self.timings: dict = {}
+        self.clip_parts: list = []
+        self.crop_parts: list = []
+        self.clip_rows = self.crop_offset = 0
+        result.detections = {"sampled_frames": 0, "faces": 0, "retried": False}
+        result.status = "no_face"
+
+    def add(self, part: VideoFaces) -> None:
+        res = self.result
+        self.parts += 1
+        res.tracks.extend(part.tracks)
+        if part.boxes_from == "original":
+            res.boxes_from = "original"
+        for key, value in part.detections.items():
+            res.detections[key] = res.detections.get(key, 0) + value if key in ("sampled_frames", "faces") else value
+        for key, value in part.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+        for m in part.clips:
+            m.offset += self.clip_rows
+        if part.clip_frames is not None:
+            self.clip_parts.append(part.clip_frames)
+            self.clip_rows += part.clip_frames.shape[0]
+        res.clips.extend(part.clips)
+        for m in part.crops:
+            m.offset += self.crop_offset
+        if part.crop_data is not None:
+            self.crop_parts.append(part.crop_data)
+            self.crop_offset += part.crop_data.shape[0]
+        res.crops.extend(part.crops)
+        if part.status == "ok":
+            res.status = "ok"
+
+    def finish(self) -> None:
+        res = self.result
+        res.timings = self.timings
+        res.error = None if res.status == "ok" else "no face track persisted long enough"
+        res.clip_frames = _joined(self.clip_parts)
+        if self.images and len(self.crop_parts) > 1:  # padded images of different maxima
+            hm = max(p.shape[1] for p in self.crop_parts)
+            wm = max(p.shape[2] for p in self.crop_parts)
+            self.crop_parts = [torch.nn.functional.pad(p, (0, 0, 0, wm - p.shape[2], 0, hm - p.shape[1]))
+                               for p in self.crop_parts]
+        res.crop_data = _joined(self.crop_parts)
+
+
+def _joined(parts: list) -> Optional[torch.Tensor]:
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def expected_frames(frames, header_frames: int) -> int:
+    """Frames a streamed selection (all, or the first n) is expected to hold."""
+    sel = as_selector(frames)
+    return min(sel.n, header_frames) if isinstance(sel, First) else header_frames
+
+
+__all__ = ["MergedSegments", "expected_frames"]
