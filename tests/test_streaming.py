@@ -140,6 +140,23 @@ def test_a_long_video_that_breaks_midway_is_a_decode_error(tmp_path):
     assert res.status == "decode_error" and "truncated" in res.error and res.info is None and not res.clips
 
 
+def test_a_video_failing_in_a_later_segment_keeps_no_outputs(samples_dir, monkeypatch):
+    path = FacePath(_request(120), "cpu", "pyav")
+    cut = path._cut_clips
+    calls = []
+
+    def failing_late(raw, *args):
+        calls.append(int(raw.indices[0]))
+        if len(calls) == 2:
+            raise RuntimeError("cutting the second segment failed")
+        return cut(raw, *args)
+
+    monkeypatch.setattr(path, "_cut_clips", failing_late)
+    res = path.run(VideoTask(ONE, os.path.join(samples_dir, ONE)))
+    assert calls == [0, 120] and res.status == "error" and "second segment" in res.error
+    assert res.clips == [] and res.crops == [] and res.clip_frames is None and res.crop_data is None
+
+
 def _peak_rss_mb(tmp_path, name: str, frames: int) -> tuple[float, dict]:
     """Peak RSS of ``python -m dfdc_fast.extract`` (in-process, the 2-core default) on one
     synthetic 320x180 video of ``frames`` frames, and its record."""

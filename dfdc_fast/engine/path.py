@@ -180,11 +180,11 @@ class FacePath:
                 t0 = time.perf_counter()
         except VideoDecodeError as exc:
             result.status, result.error, result.info = "decode_error", exc.cause, None
-            return result
+            return _without_outputs(result)
         except Exception as exc:  # noqa: BLE001 - a bad video must not stop the job
             log.exception("%s failed", task.path)
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
-            return result
+            return _without_outputs(result)
         finally:
             parts.close()
         merged.finish()
@@ -618,6 +618,13 @@ class FacePath:
                 result.detections["faces"] = view
             else:
                 setattr(result, name, view)
+
+
+def _without_outputs(result: VideoFaces) -> VideoFaces:
+    """A failed video keeps no clips or crops (those of its segments done before the failure)."""
+    result.clip_frames = result.crop_data = None
+    result.clips, result.crops = [], []
+    return result
 
 
 def _even(box: tuple) -> tuple:
