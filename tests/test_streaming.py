@@ -43,6 +43,28 @@ def test_segments_of_a_video_are_its_frames(tmp_path):
         next(reader.iter_raw(path, Evenly(4), 16))
 
 
+def test_a_segment_buffer_is_sized_by_the_header_and_grows_past_it():
+    from dfdc_fast.io.base import SegmentCollector
+
+    allocs = []
+
+    def alloc(n):
+        allocs.append(n)
+        return torch.zeros((n, 2), dtype=torch.uint8)
+
+    col = SegmentCollector(None, 8, alloc, header_frames=3)  # the header under-reports: 10 frames come
+    handed = []
+    for i in range(10):
+        if col.full:
+            handed.append(col.take())
+        col.slot()[:] = i
+    handed.append(col.take())
+    assert [len(rows) for rows, _ in handed] == [8, 2] and allocs == [3, 3, 2, 1, 1]  # doubling up to the segment
+    assert [r[0].item() for rows, _ in handed for r in rows] == list(range(10))
+    assert handed[1][1].tolist() == [8, 9]
+    assert SegmentCollector(First(2), 8, alloc, header_frames=300).slot() is not None and allocs[-1] == 2
+
+
 def test_a_truncated_video_fails_while_streaming(tmp_path):
     path = make_video(str(tmp_path / "v.mp4"), frames=120, faststart=True)
     data = open(path, "rb").read()

@@ -164,7 +164,7 @@ class SegmentCollector:
     buffer of ``size`` rows, which is handed on when full, and a new one is allocated only
     when the next frame comes (so at most one segment is held by the reader)."""
 
-    def __init__(self, frames: SelectorLike, size: int, alloc):
+    def __init__(self, frames: SelectorLike, size: int, alloc, header_frames: int = 0):
         sel = as_selector(frames)
         if not isinstance(sel, (All, First)):
             raise ValueError(f"streamed decoding takes every frame or the first n, got {sel!r}")
@@ -173,13 +173,20 @@ class SegmentCollector:
         self.stop = sel.n if isinstance(sel, First) else None
         self.size = size
         self._alloc = alloc
+        self.header_frames = header_frames
         self.buffer: Optional[torch.Tensor] = None
         self.filled = 0
         self.decoded = 0
 
     def slot(self) -> torch.Tensor:
-        if self.buffer is None:
-            self.buffer, self.filled = self._alloc(self.size), 0
+        if self.buffer is None:  # sized by what the header says is left: a short video gets no more
+            left = self.header_frames - self.decoded
+            if self.stop is not None:
+                left = min(left, self.stop - self.decoded)
+            self.buffer, self.filled = self._alloc(min(self.size, max(left, 1))), 0
+        elif self.filled == self.buffer.shape[0]:  # the header under-reported: grow up to a segment
+            more = min(self.buffer.shape[0], self.size - self.filled)
+            self.buffer = torch.cat([self.buffer, self._alloc(more)])
         row = self.buffer[self.filled]
         self.filled += 1
         self.decoded += 1

@@ -152,7 +152,8 @@ class NvdecReader(VideoReader):
         planar = self.color == "torch" and h % 2 == 0 and w % 2 == 0
         shape, layout = ((h * 3 // 2, w), "nv12") if planar else ((h, w, 3), "rgb")
         col = SegmentCollector(frames, segment,
-                               lambda n: torch.empty((n, *shape), dtype=torch.uint8, device=self.device))
+                               lambda n: torch.empty((n, *shape), dtype=torch.uint8, device=self.device),
+                               len(decoder) or header.num_frames)
         while not col.done:
             try:
                 with torch.cuda.device(self.device), torch.cuda.stream(self._stream):

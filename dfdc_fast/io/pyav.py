@@ -68,7 +68,8 @@ class PyAVReader(VideoReader):
             h, w = header.coded_height, header.coded_width
             planar = header.pix_fmt in YUV420 and h % 2 == 0 and w % 2 == 0
             shape, layout = ((h * 3 // 2, w), "i420") if planar else ((h, w, 3), "rgb")
-            col = SegmentCollector(frames, segment, lambda n: torch.empty((n, *shape), dtype=torch.uint8))
+            col = SegmentCollector(frames, segment, lambda n: torch.empty((n, *shape), dtype=torch.uint8),
+                                   header.num_frames)
             info = None
             try:
                 for frame in container.decode(stream):
