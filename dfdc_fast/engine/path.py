@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from dfdc_fast.detect import MTCNN, Detections
-from dfdc_fast.engine.request import (ClipMeta, CropMeta, FacesRequest, PairMeta, VideoFaces, VideoTask, WindowMeta,
-                                      tracks_from_json)
+from dfdc_fast.engine.request import (NO_TRACK, ClipMeta, CropMeta, FacesRequest, PairMeta, VideoFaces, VideoTask,
+                                      WindowMeta, tracks_from_json)
 from dfdc_fast.engine.segments import MergedSegments, expected_frames
 from dfdc_fast.io import VideoDecodeError, open_reader
 from dfdc_fast.io.base import DecodePlan, VideoReader
@@ -71,6 +71,11 @@ class FacePath:
         # them at their final size: the detector's own resize is switched off.
         self.detector_config = cfg
         self.detector = MTCNN(self.device, cfg, scale=None, long_side=None, size_rule=None)
+        #: Frames per segment when this request's videos stream (``FacesRequest.segment_frames``),
+        #: else None. Every video of a streaming request streams, one segment or many: a header
+        #: that under-reports the frame count cannot make a video be held whole.
+        streams = request.stream_blocker is None and type(self.reader).iter_raw is not VideoReader.iter_raw
+        self.segment_frames = request.segment_frames if streams else None
         #: Called with (task, stage) as each video enters "decode", "detect" and "cut", so a
         #: job's progress bar moves within a video (the first takes the longest).
         self.on_stage = None
@@ -83,9 +88,9 @@ class FacePath:
         t0 = time.perf_counter()
         self._stage(task, "decode")
         try:
-            segment = self._segment(task, self._check_limits(task))
-            if segment is not None:
-                return self._run_streamed(task, result, segment)
+            self._check_limits(task)
+            if self.segment_frames is not None:
+                return self._run_streamed(task, result)
             raw = self._decode(task)
         except VideoDecodeError as exc:
             result.status, result.error = "decode_error", exc.cause
@@ -101,8 +106,10 @@ class FacePath:
         except Exception as exc:  # noqa: BLE001
             log.exception("%s failed", task.path)
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
-            result.clip_frames = result.crop_data = None
-            result.clips, result.crops = [], []
+            _without_outputs(result)
+        return self._with_peak_memory(result)
+
+    def _with_peak_memory(self, result: VideoFaces) -> VideoFaces:
         if self.device.type == "cuda":
             result.peak_memory_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         return result
@@ -121,12 +128,12 @@ class FacePath:
                 else frames
         return frames
 
-    def _check_limits(self, task: VideoTask):
+    def _check_limits(self, task: VideoTask) -> None:
         """Refuse, from the header alone, a video whose decoded frames would exceed the
-        request's limits (a few KB of H.264 can declare gigabytes of frames); the header."""
+        request's limits (a few KB of H.264 can declare gigabytes of frames)."""
         req = self.request
         if req.max_frame_pixels is None and req.max_frames is None:
-            return None
+            return
         info = self.reader.info(task.path)
         pixels = info.width * info.height
         if req.max_frame_pixels is not None and pixels > req.max_frame_pixels:
@@ -136,36 +143,23 @@ class FacePath:
         if req.max_frames is not None and n > req.max_frames:
             raise VideoDecodeError(task.path, f"{n} frames to decode exceed the limit of {req.max_frames} "
                                               "(max_frames); not decoded")
-        return info
 
-    def _segment(self, task: VideoTask, info) -> Optional[int]:
-        """Frames per segment when this video streams (see ``FacesRequest.segment_frames``),
-        else None. Every video of a streaming request streams, one segment or many: a header
-        that under-reports the frame count cannot make a video be held whole."""
-        req = self.request
-        if req.stream_blocker is not None or type(self.reader).iter_raw is VideoReader.iter_raw:
-            return None
-        return req.segment_frames
-
-    def _run_streamed(self, task: VideoTask, result: VideoFaces, segment: int) -> VideoFaces:
+    def _run_streamed(self, task: VideoTask, result: VideoFaces) -> VideoFaces:
         """:meth:`run` a segment at a time: each segment is decoded, detected, tracked and
         cut, its outputs kept and its frames let go before the next is decoded. Tracks are
         numbered and linked into persons across segments as one pass over the video would."""
-        frames, limit = self._frames(task), self.request.max_frames
-        if frames is None and limit is not None:
-            frames = First(limit + 1)
+        frames, limit = self._decode_frames(task)
         merged = MergedSegments(result, images=self.request.crops is not None and self.request.crops.encode is None)
         own: list = []  # this video's own tracks so far (not its original's)
         reuse_all = task.original_tracks is not None and self.request.reuse == "all"
-        parts = self.reader.iter_raw(task.path, frames, segment)
+        parts = self.reader.iter_raw(task.path, frames, self.segment_frames)
         t0 = time.perf_counter()
         try:
             for raw in parts:
                 merged.timings["decode_s"] = merged.timings.get("decode_s", 0.0) + time.perf_counter() - t0
                 end = int(raw.indices[-1]) + 1 if len(raw) else 0
                 if limit is not None and end > limit:
-                    raise VideoDecodeError(task.path, f"more than {limit} frames to decode (max_frames; the header "
-                                                      f"said {raw.info.num_frames}); refused")
+                    raise _over_limit(task, limit, raw)
                 if len(raw):
                     self._stage(task, "detect")
                     part = VideoFaces(key=task.key, path=task.path, info=raw.info)
@@ -188,18 +182,20 @@ class FacePath:
         finally:
             parts.close()
         merged.finish()
-        if self.device.type == "cuda":
-            result.peak_memory_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        return result
+        return self._with_peak_memory(result)
 
-    def _decode(self, task: VideoTask) -> RawVideo:
+    def _decode_frames(self, task: VideoTask) -> tuple:
+        """The frames to decode and the request's frame limit."""
         frames, limit = self._frames(task), self.request.max_frames
         if frames is None and limit is not None:
             frames = First(limit + 1)  # a header may under-report the count: decoding stops past the limit too
+        return frames, limit
+
+    def _decode(self, task: VideoTask) -> RawVideo:
+        frames, limit = self._decode_frames(task)
         raw = self.reader.read_raw(task.path, frames)
         if limit is not None and len(raw) > limit:
-            raise VideoDecodeError(task.path, f"more than {limit} frames to decode (max_frames; the header said "
-                                              f"{raw.info.num_frames}); refused")
+            raise _over_limit(task, limit, raw)
         return raw
 
     def _faces(self, task: VideoTask, raw: RawVideo, result: VideoFaces, prior: Optional[list] = None,
@@ -252,7 +248,7 @@ class FacePath:
             result.status = "ok" if found else "no_face"
         else:
             result.status = "ok" if tracks or (result.boxes_from == "original" and crop_tracks) else "no_face"
-        result.error = None if result.status == "ok" else "no face track persisted long enough"
+        result.error = None if result.status == "ok" else NO_TRACK
 
         self._stage(task, "cut")
         t1 = time.perf_counter()
@@ -618,6 +614,11 @@ class FacePath:
                 result.detections["faces"] = view
             else:
                 setattr(result, name, view)
+
+
+def _over_limit(task: VideoTask, limit: int, raw: RawVideo) -> VideoDecodeError:
+    return VideoDecodeError(task.path, f"more than {limit} frames to decode (max_frames; the header said "
+                                       f"{raw.info.num_frames}); refused")
 
 
 def _without_outputs(result: VideoFaces) -> VideoFaces:

@@ -334,6 +334,10 @@ class WindowMeta:
     offset: int
 
 
+#: ``VideoFaces.error`` of a video whose status is ``no_face``.
+NO_TRACK = "no face track persisted long enough"
+
+
 @dataclass
 class VideoFaces:
     """The engine's result for one video."""

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from dfdc_fast.engine.request import VideoFaces
+from dfdc_fast.engine.request import NO_TRACK, VideoFaces
 from dfdc_fast.io.selectors import First, as_selector
 
 
@@ -20,7 +20,6 @@ class MergedSegments:
         self.timings: dict = {}
         self.clip_parts: list = []
         self.crop_parts: list = []
-        self.clip_rows = self.crop_offset = 0
         result.detections = {"sampled_frames": 0, "faces": 0, "retried": False}
         result.status = "no_face"
 
@@ -34,25 +33,15 @@ class MergedSegments:
             res.detections[key] = res.detections.get(key, 0) + value if key in ("sampled_frames", "faces") else value
         for key, value in part.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + value
-        for m in part.clips:
-            m.offset += self.clip_rows
-        if part.clip_frames is not None:
-            self.clip_parts.append(part.clip_frames)
-            self.clip_rows += part.clip_frames.shape[0]
-        res.clips.extend(part.clips)
-        for m in part.crops:
-            m.offset += self.crop_offset
-        if part.crop_data is not None:
-            self.crop_parts.append(part.crop_data)
-            self.crop_offset += part.crop_data.shape[0]
-        res.crops.extend(part.crops)
+        _append(part.clips, part.clip_frames, res.clips, self.clip_parts)
+        _append(part.crops, part.crop_data, res.crops, self.crop_parts)
         if part.status == "ok":
             res.status = "ok"
 
     def finish(self) -> None:
         res = self.result
         res.timings = self.timings
-        res.error = None if res.status == "ok" else "no face track persisted long enough"
+        res.error = None if res.status == "ok" else NO_TRACK
         res.clip_frames = _joined(self.clip_parts)
         if self.images and len(self.crop_parts) > 1:  # padded images of different maxima
             hm = max(p.shape[1] for p in self.crop_parts)
@@ -60,6 +49,17 @@ class MergedSegments:
             self.crop_parts = [torch.nn.functional.pad(p, (0, 0, 0, wm - p.shape[2], 0, hm - p.shape[1]))
                                for p in self.crop_parts]
         res.crop_data = _joined(self.crop_parts)
+
+
+def _append(metas: list, data: Optional[torch.Tensor], into: list, parts: list) -> None:
+    """A segment's clips or crops after those of the earlier ``parts``: their offsets (rows,
+    or bytes of encoded crops) move past the earlier data."""
+    offset = sum(p.shape[0] for p in parts)
+    for m in metas:
+        m.offset += offset
+    into.extend(metas)
+    if data is not None:
+        parts.append(data)
 
 
 def _joined(parts: list) -> Optional[torch.Tensor]:

@@ -207,7 +207,7 @@ class SegmentCollector:
         self.buffer, self.filled = None, 0
         return rows, np.arange(start, self.decoded, dtype=np.int64)
 
-    def finish(self, path: str, listed_frames: int, header_frames: int) -> tuple[int, bool]:
+    def finish(self, path: str, listed_frames: int) -> tuple[int, bool]:
         """Validate the pass as :meth:`FrameCollector.finish` does; the frame count and
         whether it is exact."""
         if self.decoded == 0:
@@ -215,7 +215,7 @@ class SegmentCollector:
 
             raise VideoDecodeError(path, "video stream holds no decodable frame")
         if self.done:
-            return header_frames, False
+            return self.header_frames, False
         check_complete(path, self.decoded, listed_frames)
         return self.decoded, True
 

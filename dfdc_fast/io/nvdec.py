@@ -148,9 +148,8 @@ class NvdecReader(VideoReader):
         decoder's stream is current only while frames are copied, never while a segment is
         out with the caller. **Unverified on GPU.**"""
         path, header, decoder = self._begin(path)
-        h, w = header.coded_height, header.coded_width
-        planar = self.color == "torch" and h % 2 == 0 and w % 2 == 0
-        shape, layout = ((h * 3 // 2, w), "nv12") if planar else ((h, w, 3), "rgb")
+        planar, shape = self._layout(header, raw=True)
+        layout = "nv12" if planar else "rgb"
         col = SegmentCollector(frames, segment,
                                lambda n: torch.empty((n, *shape), dtype=torch.uint8, device=self.device),
                                len(decoder) or header.num_frames)
@@ -167,14 +166,10 @@ class NvdecReader(VideoReader):
                 if col.full:
                     yield self._hand_on(col, shape, layout, header, last=False)
                 with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-                    row = col.slot()
-                    if planar:
-                        _copy_nv12(path, torch.from_dlpack(frame), row)
-                    else:
-                        self._copy_frame(path, torch.from_dlpack(frame), row, header)
+                    self._copy_into(path, frame, col.slot(), header, planar)
                 if col.done:
                     break
-        count, exact = col.finish(path, listed_frame_count(header, len(decoder)), len(decoder) or header.num_frames)
+        count, exact = col.finish(path, listed_frame_count(header, len(decoder)))
         yield self._hand_on(col, shape, layout, with_count(header, count, exact), last=True)
 
     def _hand_on(self, col: SegmentCollector, shape: tuple, layout: str, info, last: bool) -> RawVideo:
@@ -201,9 +196,7 @@ class NvdecReader(VideoReader):
     def _decode(self, path, frames: SelectorLike, raw: bool):
         path, header, decoder = self._begin(path)
         total = len(decoder) or header.num_frames
-        h, w = header.coded_height, header.coded_width
-        planar = raw and self.color == "torch" and h % 2 == 0 and w % 2 == 0
-        shape = (h * 3 // 2, w) if planar else (h, w, 3)
+        planar, shape = self._layout(header, raw)
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             col = FrameCollector(DecodePlan.make(frames, total), total,
                                  lambda n: torch.empty((n, *shape), dtype=torch.uint8, device=self.device))
@@ -215,10 +208,7 @@ class NvdecReader(VideoReader):
                     for frame in batch:
                         row = col.slot()
                         if row is not None:
-                            if planar:
-                                _copy_nv12(path, torch.from_dlpack(frame), row)
-                            else:
-                                self._copy_frame(path, torch.from_dlpack(frame), row, header)
+                            self._copy_into(path, frame, row, header, planar)
                         if col.done:
                             break
             except VideoDecodeError:
@@ -232,6 +222,19 @@ class NvdecReader(VideoReader):
         if result.incomplete:
             return None, None, result, header
         return col.buffer, col.kept, result, header
+
+    def _layout(self, header, raw: bool) -> tuple:
+        """Whether frames are kept as NV12 (``raw``, converted by us, an even size), and a frame's shape."""
+        h, w = header.coded_height, header.coded_width
+        planar = raw and self.color == "torch" and h % 2 == 0 and w % 2 == 0
+        return planar, (h * 3 // 2, w) if planar else (h, w, 3)
+
+    def _copy_into(self, path: str, frame, row: torch.Tensor, header, planar: bool) -> None:
+        """One decoded surface into its buffer row: as NV12, or converted to RGB."""
+        if planar:
+            _copy_nv12(path, torch.from_dlpack(frame), row)
+        else:
+            self._copy_frame(path, torch.from_dlpack(frame), row, header)
 
     def _copy_frame(self, path: str, src: torch.Tensor, row: torch.Tensor, header) -> None:
         """Copy one decoder surface into ``row`` as RGB (the decoder reuses its surfaces)."""

@@ -61,13 +61,8 @@ class PyAVReader(VideoReader):
 
         path = os.fspath(path)
         with open_container(path) as (container, stream):
-            stream.thread_type = "AUTO"
-            stream.thread_count = self.threads
-            header = stream_facts(path, stream, rotation=0)
-            listed_frames = listed_frame_count(header, stream.frames or 0)
-            h, w = header.coded_height, header.coded_width
-            planar = header.pix_fmt in YUV420 and h % 2 == 0 and w % 2 == 0
-            shape, layout = ((h * 3 // 2, w), "i420") if planar else ((h, w, 3), "rgb")
+            header, listed_frames, planar, shape = self._prepare(path, stream, raw=True)
+            layout = "i420" if planar else "rgb"
             col = SegmentCollector(frames, segment, lambda n: torch.empty((n, *shape), dtype=torch.uint8),
                                    header.num_frames)
             info = None
@@ -82,21 +77,26 @@ class PyAVReader(VideoReader):
                         break
             except av.FFmpegError as exc:
                 raise map_av_error(path, exc, col.decoded) from exc
-        count, exact = col.finish(path, listed_frames, header.num_frames)
+        count, exact = col.finish(path, listed_frames)
         yield segment_video(*col.take(), shape, layout, with_count(info, count, exact), self.name, self.device,
                             last=True)
+
+    def _prepare(self, path: str, stream, raw: bool) -> tuple:
+        """Set the stream's threads; its header, listed frame count, whether frames are kept
+        as I420 planes (``raw`` and an even-sized 8-bit 4:2:0 stream), and a frame's shape."""
+        stream.thread_type = "AUTO"
+        stream.thread_count = self.threads
+        header = stream_facts(path, stream, rotation=0)
+        listed_frames = listed_frame_count(header, stream.frames or 0)
+        h, w = header.coded_height, header.coded_width
+        planar = raw and header.pix_fmt in YUV420 and h % 2 == 0 and w % 2 == 0
+        return header, listed_frames, planar, (h * 3 // 2, w) if planar else (h, w, 3)
 
     def _decode(self, path: str, frames: SelectorLike, raw: bool):
         import av
 
         with open_container(path) as (container, stream):
-            stream.thread_type = "AUTO"
-            stream.thread_count = self.threads
-            header = stream_facts(path, stream, rotation=0)
-            listed_frames = listed_frame_count(header, stream.frames or 0)
-            h, w = header.coded_height, header.coded_width
-            planar = raw and header.pix_fmt in YUV420 and h % 2 == 0 and w % 2 == 0
-            shape = (h * 3 // 2, w) if planar else (h, w, 3)
+            header, listed_frames, planar, shape = self._prepare(path, stream, raw)
             col = FrameCollector(DecodePlan.make(frames, header.num_frames), header.num_frames,
                                  lambda n: torch.empty((n, *shape), dtype=torch.uint8))
             rotation = colour = None
